@@ -1,0 +1,51 @@
+"""The ``beam-i3d`` command (also ``python -m beam_i3d``).
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args, extra_args) -> int`` and keeps heavy imports (TensorFlow, Beam) inside
+``run`` so that ``--help`` is quick. ``extra_args`` are the arguments the subcommand's
+parser did not recognise; only ``score`` accepts them (they are Beam pipeline options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from beam_i3d import __version__
+
+# name -> (module, one-line help, accepts unknown arguments)
+SUBCOMMANDS = {
+    "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beam-i3d",
+        description="Score videos with DeepMind's I3D (Kinetics) on Apache Beam.")
+    parser.add_argument("--version", action="version", version=f"beam-i3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text, _) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    module, _, accepts_extra = SUBCOMMANDS[args.command]
+    if extra and not accepts_extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from beam_i3d.errors import BeamI3DError
+
+    try:
+        return importlib.import_module(module).run(args, extra)
+    except BeamI3DError as e:
+        print(f"beam-i3d {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

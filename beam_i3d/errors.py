@@ -1,0 +1,156 @@
+"""The one error hierarchy of beam-i3d.
+
+Every error the project raises on purpose derives from :class:`BeamI3DError`. Each
+subclass names a cause; the message names the thing (clip URI, checkpoint path) and
+says what was wrong with it. The pipeline turns these into rows of the errors output,
+using the class name as ``error_type``.
+
+    BeamI3DError
+    ├── ModelError                 the network or its weights
+    │   ├── CheckpointNotFound     no checkpoint at the given spec
+    │   ├── CheckpointMismatch     names/shapes do not fit the network
+    │   ├── WeightsDownloadError   the bundled default weights could not be fetched
+    │   ├── WeightsIntegrityError  fetched bytes have the wrong hash or content
+    │   └── InvalidModelInput      wrong shape/dtype/length given to the network
+    ├── VideoError                 one clip could not be turned into frames
+    │   ├── VideoNotFound
+    │   ├── NotAVideo
+    │   ├── NoVideoStream
+    │   ├── UnsupportedCodec
+    │   ├── CorruptVideo
+    │   ├── VideoTooLarge
+    │   ├── VideoTooLong
+    │   ├── DecodeTimeout
+    │   └── EmptyClip
+    └── ManifestError              a manifest row that cannot be scored
+        └── DuplicateClip
+"""
+
+from __future__ import annotations
+
+
+class BeamI3DError(Exception):
+    """Root of all errors raised by beam-i3d on purpose."""
+
+
+# --- The model and its weights -------------------------------------------------------
+
+
+class ModelError(BeamI3DError):
+    """A problem with the I3D network, its weights, or its inputs."""
+
+
+class CheckpointNotFound(ModelError):
+    """The checkpoint spec points at nothing readable."""
+
+
+class CheckpointMismatch(ModelError):
+    """A checkpoint's variables do not fit the network.
+
+    Attributes hold the three lists that the message reports, so callers and
+    tests can inspect them: ``missing`` (model variables not in the checkpoint),
+    ``unexpected`` (checkpoint variables the model does not use, optimizer slots
+    excluded) and ``mismatched`` (``(name, expected_shape, found_shape)``).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[tuple[str, tuple, tuple]] | None = None,
+        detail: str = "",
+    ):
+        self.source = source
+        self.missing = sorted(missing or [])
+        self.unexpected = sorted(unexpected or [])
+        self.mismatched = sorted(mismatched or [])
+        lines = [f"checkpoint {source} does not fit the I3D network"]
+        if detail:
+            lines[0] += f": {detail}"
+        if self.missing:
+            lines.append(f"  missing ({len(self.missing)}): " + ", ".join(self.missing))
+        if self.unexpected:
+            lines.append(
+                f"  unexpected ({len(self.unexpected)}): " + ", ".join(self.unexpected)
+            )
+        if self.mismatched:
+            lines.append(
+                f"  shape mismatch ({len(self.mismatched)}): "
+                + ", ".join(
+                    f"{name} expected {list(want)} found {list(got)}"
+                    for name, want, got in self.mismatched
+                )
+            )
+        super().__init__("\n".join(lines))
+
+
+class WeightsDownloadError(ModelError):
+    """The default weights could not be fetched from the package index."""
+
+
+class WeightsIntegrityError(ModelError):
+    """Fetched weight bytes failed a hash check or held something other than arrays."""
+
+
+class InvalidModelInput(ModelError, ValueError):
+    """A tensor given to the network has the wrong shape, dtype or length."""
+
+
+# --- Video decoding ------------------------------------------------------------------
+
+
+class VideoError(BeamI3DError):
+    """One clip could not be decoded into frames. The message names the URI."""
+
+    def __init__(self, uri: str, cause: str):
+        self.uri = uri
+        self.cause = cause
+        super().__init__(f"{uri}: {cause}")
+
+
+class VideoNotFound(VideoError):
+    """No file at the URI."""
+
+
+class NotAVideo(VideoError):
+    """The bytes are not a container FFmpeg can open (text, image, zero bytes...)."""
+
+
+class NoVideoStream(VideoError):
+    """The container holds no video stream (audio only, subtitles...)."""
+
+
+class UnsupportedCodec(VideoError):
+    """The video stream's codec has no decoder in this build of FFmpeg."""
+
+
+class CorruptVideo(VideoError):
+    """The container opened but decoding failed (truncated file, broken packets)."""
+
+
+class VideoTooLarge(VideoError):
+    """The frame size is over the configured pixel limit."""
+
+
+class VideoTooLong(VideoError):
+    """The stream is longer than the configured duration limit."""
+
+
+class DecodeTimeout(VideoError):
+    """Decoding the clip took longer than its time budget."""
+
+
+class EmptyClip(VideoError):
+    """The requested time range holds no frames (empty, inverted or past the end)."""
+
+
+# --- Manifests -----------------------------------------------------------------------
+
+
+class ManifestError(BeamI3DError):
+    """A manifest row that cannot become a clip to score (no URI, bad times...)."""
+
+
+class DuplicateClip(ManifestError):
+    """A clip_id seen before in the manifests; only its first occurrence is scored."""

