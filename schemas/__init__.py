@@ -1,0 +1,111 @@
+"""The output schemas of beam-i3d, defined once (pyarrow), versioned.
+
+A run writes two Parquet datasets, ``DIR/scores/*.parquet`` and ``DIR/errors/*.parquet``;
+every manifest row ends in exactly one of them. Each file carries the run's metadata
+(:func:`run_metadata`) as Parquet key-value metadata under ``beam_i3d.*`` keys.
+
+The schemas do not change with the options of a run: columns a run did not compute
+(``flow_logits`` of an RGB-only run, embeddings under ``--no-embeddings``) are null, so
+the outputs of different runs concatenate and load into one BigQuery table.
+
+``python -m schemas bigquery scores|errors`` prints the BigQuery schema (JSON) for
+``bq load --source_format=PARQUET --parquet_enable_list_inference``.
+
+Version history: 1 (first release).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+METADATA_PREFIX = "beam_i3d."
+
+TOP_K_ENTRY = pa.struct([
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("index", pa.int32(), nullable=False),
+    pa.field("probability", pa.float32(), nullable=False),
+    pa.field("logit", pa.float32(), nullable=False),
+])
+FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=False))
+
+SCORES_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("video_uri", pa.string(), nullable=False),
+    pa.field("start_sec", pa.float64()),        # null: from the start of the video
+    pa.field("end_sec", pa.float64()),          # null: to the end (capped by max_seconds)
+    pa.field("label", pa.string()),             # ground truth from the manifest, if any
+    pa.field("num_frames", pa.int32(), nullable=False),  # real 25-fps frames, before looping
+    pa.field("predicted_label", pa.string(), nullable=False),
+    pa.field("predicted_index", pa.int32(), nullable=False),
+    pa.field("predicted_probability", pa.float32(), nullable=False),
+    pa.field("top_k", pa.list_(pa.field("element", TOP_K_ENTRY, nullable=False)),
+             nullable=False),                   # best first
+    pa.field("logits", FLOAT_LIST, nullable=False),  # joint: sum over the scored streams
+    pa.field("rgb_logits", FLOAT_LIST),
+    pa.field("flow_logits", FLOAT_LIST),
+    pa.field("rgb_embedding", FLOAT_LIST),      # Mixed_5c mean, 1024 values
+    pa.field("flow_embedding", FLOAT_LIST),
+])
+
+ERRORS_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string()),           # null only where the row gave nothing to derive it
+    pa.field("video_uri", pa.string()),         # null for a manifest row without one
+    pa.field("stage", pa.string(), nullable=False),       # manifest | decode | inference
+    pa.field("error_type", pa.string(), nullable=False),  # class name, e.g. CorruptVideo
+    pa.field("message", pa.string(), nullable=False),
+    pa.field("source", pa.string()),            # manifest file and row number, where known
+])
+
+STAGES = ("manifest", "decode", "inference")
+
+
+def with_run_metadata(schema: pa.Schema, metadata: Mapping[str, Any]) -> pa.Schema:
+    """The schema with ``beam_i3d.*`` file metadata; non-string values become JSON."""
+    encoded = {
+        f"{METADATA_PREFIX}{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in metadata.items()
+    }
+    encoded[f"{METADATA_PREFIX}schema_version"] = SCHEMA_VERSION
+    return schema.with_metadata(encoded)
+
+
+def read_run_metadata(schema: pa.Schema) -> dict[str, str]:
+    """The ``beam_i3d.*`` metadata of a Parquet file's schema, prefix removed."""
+    raw = schema.metadata or {}
+    return {k.decode()[len(METADATA_PREFIX):]: v.decode() for k, v in raw.items()
+            if k.decode().startswith(METADATA_PREFIX)}
+
+
+_BQ_TYPES = {
+    pa.string(): "STRING",
+    pa.float64(): "FLOAT",
+    pa.float32(): "FLOAT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "INTEGER",
+}
+
+
+def _bigquery_field(field: pa.Field) -> dict:
+    mode = "NULLABLE" if field.nullable else "REQUIRED"
+    ftype = field.type
+    if pa.types.is_list(ftype):
+        mode, ftype = "REPEATED", ftype.value_type
+    out: dict[str, Any] = {"name": field.name, "mode": mode}
+    if pa.types.is_struct(ftype):
+        out["type"] = "RECORD"
+        out["fields"] = [_bigquery_field(ftype.field(i)) for i in range(ftype.num_fields)]
+    else:
+        out["type"] = _BQ_TYPES[ftype]
+    return out
+
+
+def bigquery_schema(schema: pa.Schema) -> list[dict]:
+    """The BigQuery JSON schema of a Parquet schema (lists become REPEATED fields)."""
+    return [_bigquery_field(f) for f in schema]
+
+
+SCHEMAS = {"scores": SCORES_SCHEMA, "errors": ERRORS_SCHEMA}
