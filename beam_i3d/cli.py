@@ -16,6 +16,7 @@ from beam_i3d import __version__
 
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
+    "score": ("beam_i3d.score_cli", "score clips from manifests with I3D (a Beam job)", True),
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
 }
 

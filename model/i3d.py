@@ -254,12 +254,13 @@ class InceptionI3d(tf.Module):
         if static[1] is None:
             # Dynamic T (inside a traced function, e.g. the SavedModel): check at run time.
             tf.debugging.assert_greater_equal(
-                tf.shape(x)[1], MIN_FRAMES, message=_too_short_message("T"))
+                tf.shape(x)[1], MIN_FRAMES, message=_too_short_message())
 
 
-def _too_short_message(frames) -> str:
+def _too_short_message(frames: int | None = None) -> str:
+    got = f"got {frames}" if frames is not None else "got fewer (T is the input's axis 1)"
     return (
-        f"I3D needs at least {MIN_FRAMES} frames per clip, got {frames}: with fewer, the "
+        f"I3D needs at least {MIN_FRAMES} frames per clip, {got}: with fewer, the "
         "final 2-step temporal average pool has nothing to pool. Loop short clips up to "
         f"{MIN_FRAMES} frames (beam_i3d's preprocessing does)."
     )

@@ -1,0 +1,459 @@
+"""The scoring job: manifests in, batched I3D RunInference, Parquet out.
+
+    read manifests -> parse rows -> drop repeats (and, resuming, clips already done)
+      -> Reshuffle -> decode + preprocess -> RunInference(I3DModelHandler)
+      -> fuse streams, softmax, top-k -> WriteToParquet(DIR/scores)
+    every failure on the way ------------------------------> WriteToParquet(DIR/errors)
+
+Every manifest row ends in exactly one of the two outputs. The numeric work lives in
+plain functions elsewhere (``beam_i3d.preprocess``, ``model/``); this module holds the
+thin DoFns and composite transforms around them, and :func:`build_pipeline`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+
+from beam_i3d import __version__, fileio as bfileio
+from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoError
+from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
+from beam_i3d.manifest import ClipRequest, ManifestOptions, error_row_identity, parse_row, read_rows
+from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
+
+_LOG = logging.getLogger(__name__)
+NAMESPACE = "beam_i3d"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreOptions:
+    """What to compute, independent of where the pipeline runs."""
+
+    manifest: str
+    output: str
+    streams: tuple[str, ...] = ("rgb",)
+    rgb_checkpoint: str | None = "default"
+    flow_checkpoint: str | None = None
+    top_k: int = 5
+    max_seconds: float = 10.0
+    batch_size: int = 8
+    max_batch_frames: int = 2000
+    model_copies: int | None = None
+    embeddings: bool = True
+    video_template: str | None = None
+    ignore_times: bool = False
+    skip_existing: bool = False
+    quantize_flow: bool = True
+    flow_backend: str = "opencv"
+    run_id: str = ""
+
+    @property
+    def manifest_options(self) -> ManifestOptions:
+        return ManifestOptions(self.video_template, self.ignore_times)
+
+
+def new_run_id() -> str:
+    """A name for this run's part files: UTC time and a random suffix."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def error_record(stage: str, error: BaseException, clip_id: str | None = None,
+                 video_uri: str | None = None, source: str | None = None) -> dict:
+    """One row of the errors output; ``error_type`` is the exception's class name."""
+    message = str(error) or type(error).__name__
+    if not isinstance(error, BeamI3DError):
+        # Not one of ours: say it was unexpected and name the clip, which the
+        # library's own message usually does not.
+        message = f"{video_uri or clip_id}: unexpected {type(error).__name__}: {message}"
+    return {"clip_id": clip_id, "video_uri": video_uri, "stage": stage,
+            "error_type": type(error).__name__, "message": message, "source": source}
+
+
+def request_error(stage: str, error: BaseException, request: ClipRequest) -> dict:
+    return error_record(stage, error, request.clip_id, request.video_uri, request.source)
+
+
+def complete_record(record: Mapping[str, Any], schema) -> dict:
+    """The record with every schema field (absent nullable ones as None).
+
+    Raises ValueError naming the required fields that are missing.
+    """
+    missing = [f.name for f in schema if not f.nullable and record.get(f.name) is None]
+    if missing:
+        raise ValueError(f"record for {record.get('clip_id')!r} lacks required {missing}")
+    return {f.name: record.get(f.name) for f in schema}
+
+
+# --- Manifests -------------------------------------------------------------------------------
+
+
+class ParseManifestFile(beam.DoFn):
+    """A matched manifest file -> ClipRequests; bad rows to the ``errors`` output."""
+
+    ERRORS = "errors"
+
+    def __init__(self, options: ManifestOptions):
+        self._options = options
+        self._rows = Metrics.counter(NAMESPACE, "manifest_rows")
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        try:
+            rows = list(read_rows(path, readable.read()))
+        except Exception as e:  # an unreadable manifest file: one error, the job goes on
+            self._rows.inc()
+            error = e if isinstance(e, ManifestError) else ManifestError(
+                f"{path}: cannot read manifest: {type(e).__name__}: {e}")
+            yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
+                "manifest", error, source=path))
+            return
+        for number, row in rows:
+            self._rows.inc()
+            source = f"{path}:{number}"
+            try:
+                yield parse_row(row, source, self._options, order=(path, number))
+            except ManifestError as e:
+                clip_id, uri = error_row_identity(row, self._options)
+                yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
+                    "manifest", ManifestError(f"{source}: {e}"), clip_id, uri, source))
+
+
+def done_keys_in_parquet(readable: fileio.ReadableFile) -> Iterable[tuple[str, str]]:
+    """Keys of what one earlier output file settled: ``("clip", clip_id)`` for each clip
+    and, in errors files, ``("row", source)`` for each manifest row reported as bad.
+    Only those two columns are read."""
+    import pyarrow.parquet as pq
+
+    with readable.open() as f:
+        schema = pq.read_schema(f)
+        f.seek(0)
+        columns = [c for c in ("clip_id", "stage", "source") if c in schema.names]
+        table = pq.read_table(f, columns=columns)
+    rows = table.to_pydict()
+    clip_ids = rows["clip_id"]
+    stages = rows.get("stage", [None] * len(clip_ids))
+    sources = rows.get("source", [None] * len(clip_ids))
+    for clip_id, stage, source in zip(clip_ids, stages, sources):
+        if clip_id is not None:
+            yield ("clip", clip_id)
+        if stage == "manifest" and source:
+            yield ("row", source)
+
+
+class DoneKeys(beam.PTransform):
+    """What the output already holds (for --skip-existing), read inside the pipeline so
+    that a Kinetics-size list never travels in the job graph."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._output = output
+
+    def expand(self, pbegin):
+        from apache_beam.io.filesystem import EmptyMatchTreatment
+
+        patterns = [bfileio.join(self._output, d, "*.parquet") for d in ("scores", "errors")]
+        return (pbegin
+                | "OutputPatterns" >> beam.Create(patterns)
+                | "MatchOutput" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
+                | "ReadOutput" >> fileio.ReadMatches()
+                | "DoneKeys" >> beam.FlatMap(done_keys_in_parquet))
+
+
+class SettleEachKey(beam.DoFn):
+    """One decision per key after grouping manifest output with what is already done.
+
+    ``("clip", clip_id)``: keep the first request (by manifest file and row); the
+    repeats go to ``errors`` as DuplicateClip. ``("row", source)``: a bad manifest row,
+    reported. Either is skipped when an earlier run already settled it (--skip-existing).
+    """
+
+    ERRORS = "errors"
+
+    def __init__(self):
+        self._skipped = Metrics.counter(NAMESPACE, "rows_skipped_existing")
+        self._repeats = Metrics.counter(NAMESPACE, "clips_repeated")
+
+    def process(self, element):
+        (kind, name), grouped = element
+        requests = sorted(grouped["requests"], key=lambda r: r.order)
+        errors = list(grouped["errors"])
+        if list(grouped["done"]):
+            self._skipped.inc(len(requests) + len(errors))
+            return
+        for error in errors:
+            yield beam.pvalue.TaggedOutput(self.ERRORS, error)
+        if not requests:
+            return
+        first, repeats = requests[0], requests[1:]
+        yield first
+        for repeat in repeats:
+            self._repeats.inc()
+            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("manifest", DuplicateClip(
+                f"{repeat.source}: clip_id {name!r} repeats {first.source}, which is "
+                "scored instead"), repeat))
+
+
+class ReadClipRequests(beam.PTransform):
+    """Manifest glob -> unique ClipRequests (main) and manifest errors (``errors``)."""
+
+    def __init__(self, options: ScoreOptions):
+        super().__init__()
+        self._options = options
+
+    def expand(self, pbegin):
+        parsed = (
+            pbegin
+            | "MatchManifests" >> fileio.MatchFiles(self._options.manifest)
+            | "ReadManifests" >> fileio.ReadMatches()
+            | "ParseRows" >> beam.ParDo(ParseManifestFile(self._options.manifest_options))
+            .with_outputs(ParseManifestFile.ERRORS, main="requests"))
+        requests = parsed.requests | "KeyByClip" >> beam.Map(lambda r: (("clip", r.clip_id), r))
+        errors = parsed.errors | "KeyByRow" >> beam.Map(lambda e: (("row", e["source"]), e))
+        if self._options.skip_existing:
+            done = (pbegin
+                    | "Existing" >> DoneKeys(self._options.output)
+                    | "KeyDone" >> beam.Map(lambda key: (key, True)))
+        else:
+            done = pbegin | "NothingDone" >> beam.Create([])
+        settled = (
+            {"requests": requests, "errors": errors, "done": done}
+            | "GroupByKey" >> beam.CoGroupByKey()
+            | "Settle" >> beam.ParDo(SettleEachKey())
+            .with_outputs(SettleEachKey.ERRORS, main="requests"))
+        return settled.requests, settled.errors
+
+
+# --- Decoding ----------------------------------------------------------------------------------
+
+
+class DecodeClip(beam.DoFn):
+    """ClipRequest -> ClipExample (uint8 tensors of the requested streams); failures to
+    the ``errors`` output with stage ``decode``."""
+
+    ERRORS = "errors"
+
+    def __init__(self, options: ScoreOptions):
+        self._streams = tuple(options.streams)
+        self._max_seconds = options.max_seconds
+        self._quantize_flow = options.quantize_flow
+        self._flow_backend = options.flow_backend
+        self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
+        self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
+        self._failed = Metrics.counter(NAMESPACE, "decode_errors")
+        self._millis = Metrics.distribution(NAMESPACE, "decode_ms")
+
+    def process(self, request: ClipRequest):
+        from beam_i3d.preprocess import preprocess_clip
+
+        started = time.monotonic()
+        try:
+            tensors = preprocess_clip(
+                request.video_uri, request.start_sec, request.end_sec,
+                streams=self._streams, max_seconds=self._max_seconds,
+                quantize_flow=self._quantize_flow, flow_backend=self._flow_backend)
+        except Exception as e:  # noqa: BLE001: every failure becomes an error row
+            self._failed.inc()
+            Metrics.counter(NAMESPACE, f"decode_errors_{type(e).__name__}").inc()
+            if not isinstance(e, VideoError):
+                _LOG.warning("unexpected error decoding %s", request.video_uri, exc_info=True)
+            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+            return
+        self._millis.update(int((time.monotonic() - started) * 1000))
+        self._clips.inc()
+        self._frames.inc(tensors.num_frames)
+        yield ClipExample(request=request, num_frames=tensors.num_frames,
+                          rgb=tensors.rgb, flow=tensors.flow)
+
+
+# --- Results -----------------------------------------------------------------------------------
+
+
+def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
+                 labels: Sequence[str], top_k: int, embeddings: bool) -> dict:
+    """One row of the scores output from a clip and its model outputs (see schemas)."""
+    logits = np.asarray(outputs["logits"], np.float32)
+    probabilities = np.asarray(outputs["probabilities"], np.float32)
+    best = np.argsort(-logits, kind="stable")[:top_k]
+    request = example.request
+    record = {
+        "clip_id": request.clip_id,
+        "video_uri": request.video_uri,
+        "start_sec": request.start_sec,
+        "end_sec": request.end_sec,
+        "label": request.label,
+        "num_frames": int(example.num_frames),
+        "predicted_label": labels[best[0]],
+        "predicted_index": int(best[0]),
+        "predicted_probability": float(probabilities[best[0]]),
+        "top_k": [{"label": labels[i], "index": int(i), "probability": float(probabilities[i]),
+                   "logit": float(logits[i])} for i in best],
+        "logits": logits.tolist(),
+    }
+    for stream in ("rgb", "flow"):
+        if f"{stream}_logits" in outputs:
+            record[f"{stream}_logits"] = np.asarray(outputs[f"{stream}_logits"],
+                                                    np.float32).tolist()
+            if embeddings:
+                record[f"{stream}_embedding"] = np.asarray(
+                    outputs[f"{stream}_embedding"], np.float32).tolist()
+    return record
+
+
+class ToScoreRecord(beam.DoFn):
+    """PredictionResult -> a scores row; a clip whose forward failed -> ``errors``."""
+
+    ERRORS = "errors"
+
+    def __init__(self, labels: Sequence[str], top_k: int, embeddings: bool):
+        self._labels = tuple(labels)
+        self._top_k = top_k
+        self._embeddings = embeddings
+
+    def process(self, result):
+        if isinstance(result.inference, InferenceFailure):
+            failure = result.inference
+            request = result.example.request
+            yield beam.pvalue.TaggedOutput(self.ERRORS, {
+                "clip_id": request.clip_id, "video_uri": request.video_uri,
+                "stage": "inference", "error_type": failure.error_type,
+                "message": f"{request.video_uri}: I3D failed on this clip: {failure.message}",
+                "source": request.source})
+            return
+        yield score_record(result.example, result.inference, self._labels,
+                           self._top_k, self._embeddings)
+
+
+class CountScores(beam.DoFn):
+    def __init__(self):
+        self._scored = Metrics.counter(NAMESPACE, "clips_scored")
+
+    def process(self, record):
+        self._scored.inc()
+        yield complete_record(record, SCORES_SCHEMA)
+
+
+def inference_errors(failed) -> Iterable[dict]:
+    """RunInference's dead letters ``(batch, exception)`` -> one error row per clip."""
+    batch, exception = failed
+    examples = batch if isinstance(batch, (list, tuple)) else [batch]
+    for example in examples:
+        request = example.request
+        yield request_error("inference", exception, request)
+
+
+class ScoreClips(beam.PTransform):
+    """ClipExamples -> scores rows (main) and ``inference`` error rows.
+
+    RunInference with the I3D handler, then fusion, softmax and top-k. A clip whose
+    forward fails gets an error row (the handler isolates it from its batch-mates); a
+    batch that fails outside the forwards lands in RunInference's dead letters, and each
+    of its clips gets an error row.
+    """
+
+    def __init__(self, handler: I3DModelHandler, labels: Sequence[str], top_k: int,
+                 embeddings: bool):
+        super().__init__()
+        self._handler = handler
+        self._labels = tuple(labels)
+        self._top_k = top_k
+        self._embeddings = embeddings
+
+    def expand(self, clips):
+        from apache_beam.ml.inference.base import RunInference
+
+        predictions, dead_letters = (
+            clips | "I3D" >> RunInference(self._handler).with_exception_handling())
+        records = predictions | "ScoreRecords" >> beam.ParDo(
+            ToScoreRecord(self._labels, self._top_k, self._embeddings)
+        ).with_outputs(ToScoreRecord.ERRORS, main="scores")
+        scores = records.scores | "CountScores" >> beam.ParDo(CountScores())
+        failed_batches = (dead_letters.failed_inferences
+                          | "FailedBatches" >> beam.FlatMap(inference_errors))
+        errors = (records.errors, failed_batches) | "InferenceErrors" >> beam.Flatten()
+        return scores, errors
+
+
+class CountErrors(beam.DoFn):
+    def __init__(self):
+        self._failed = Metrics.counter(NAMESPACE, "clips_failed")
+
+    def process(self, record):
+        self._failed.inc()
+        yield complete_record(record, ERRORS_SCHEMA)
+
+
+# --- The pipeline ------------------------------------------------------------------------------
+
+
+def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
+    """What the output files record about the run (Parquet key-value metadata)."""
+    from beam_i3d import recipe
+    from model.labels import label_map_name
+
+    checkpoints = {s: getattr(options, f"{s}_checkpoint") for s in options.streams}
+    return {
+        "version": __version__,
+        "run_id": options.run_id,
+        "streams": ",".join(options.streams),
+        "checkpoints": checkpoints,
+        "num_classes": num_classes,
+        "label_map": label_map_name(num_classes),
+        "top_k": options.top_k,
+        "embeddings": options.embeddings,
+        "recipe": {
+            "fps": recipe.SAMPLE_FPS,
+            "resize_short_side": recipe.RESIZE_SHORT_SIDE,
+            "crop": recipe.CROP_SIZE,
+            "max_seconds": options.max_seconds,
+            "min_frames": recipe.MIN_FRAMES,
+            "ignore_times": options.ignore_times,
+            **({"flow": {
+                "backend": options.flow_backend,
+                "bound": recipe.FLOW_BOUND,
+                "quantized": options.quantize_flow,
+                "levels": recipe.FLOW_LEVELS if options.quantize_flow else None,
+            }} if "flow" in options.streams else {}),
+        },
+    }
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: int) -> None:
+    """Add the scoring job to ``pipeline`` (see module doc)."""
+    from model.labels import label_map
+
+    metadata = run_metadata(options, num_classes)
+    handler = I3DModelHandler(
+        options.rgb_checkpoint if "rgb" in options.streams else None,
+        options.flow_checkpoint if "flow" in options.streams else None,
+        max_batch_size=options.batch_size,
+        max_batch_frames=options.max_batch_frames,
+        model_copies=options.model_copies)
+
+    requests, manifest_errors = pipeline | "Manifests" >> ReadClipRequests(options)
+    decoded = (
+        requests
+        | "Reshuffle" >> beam.Reshuffle()
+        | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
+            DecodeClip.ERRORS, main="clips"))
+    scores, inference_errors = decoded.clips | "Score" >> ScoreClips(
+        handler, label_map(num_classes), options.top_k, options.embeddings)
+    errors = ((manifest_errors, decoded.errors, inference_errors)
+              | "AllErrors" >> beam.Flatten()
+              | "ErrorRecords" >> beam.ParDo(CountErrors()))
+
+    for name, records, schema in (("scores", scores, SCORES_SCHEMA),
+                                  ("errors", errors, ERRORS_SCHEMA)):
+        _ = records | f"Write{name.title()}" >> beam.io.WriteToParquet(
+            bfileio.join(options.output, name, options.run_id),
+            with_run_metadata(schema, metadata),
+            file_name_suffix=".parquet")

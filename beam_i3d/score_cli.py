@@ -1,0 +1,188 @@
+"""``beam-i3d score``: run the scoring job (see :mod:`beam_i3d.pipeline`).
+
+Beam style: our options are parsed first; every other argument goes to Beam's
+PipelineOptions (``--runner``, ``--project``, ``--region``, ``--temp_location``,
+``--direct_num_workers``, ``--direct_running_mode``, ...). The runner defaults to the
+DirectRunner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+FLOW_CHECKPOINT_HELP = (
+    "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
+    "release's flow checkpoints, e.g. flow_imagenet or flow_scratch from "
+    "https://github.com/deepmind/kinetics-i3d/tree/master/data/checkpoints (download "
+    "model.ckpt.index and model.ckpt.data-00000-of-00001 and give their directory or "
+    "the prefix .../model.ckpt, local or gs://)")
+
+
+def _streams(text: str) -> tuple[str, ...]:
+    streams = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not streams or set(streams) - {"rgb", "flow"} or len(set(streams)) != len(streams):
+        raise argparse.ArgumentTypeError(f"expected rgb, flow or rgb,flow; got {text!r}")
+    return tuple(s for s in ("rgb", "flow") if s in streams)
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = ("beam-i3d score --manifest GLOB --output DIR [options] "
+                    "[Beam pipeline options]")
+    parser.epilog = ("Arguments not listed here are Beam pipeline options, e.g. --runner "
+                     "DataflowRunner --project P --region R --temp_location gs://..., or "
+                     "--direct_num_workers 2 --direct_running_mode multi_processing.")
+    add = parser.add_argument
+    add("--manifest", required=True, metavar="GLOB",
+        help="manifest file(s): CSV, JSON Lines or Parquet; local or gs://; globs allowed")
+    add("--output", required=True, metavar="DIR",
+        help="output directory: DIR/scores/*.parquet and DIR/errors/*.parquet")
+    add("--streams", type=_streams, default=("rgb",), metavar="rgb|flow|rgb,flow",
+        help="I3D streams to run (default: rgb); with both, logits are summed")
+    add("--rgb-checkpoint", default="default", metavar="SPEC",
+        help="RGB weights: 'default' (bundled Kinetics-400), or a checkpoint prefix or "
+             "directory, local or gs:// (default: default)")
+    add("--flow-checkpoint", metavar="SPEC",
+        help="flow weights (required for the flow stream): a checkpoint prefix or "
+             "directory, local or gs://")
+    add("--top-k", type=_positive(int), default=5, help="labels kept per clip (default: 5)")
+    add("--max-seconds", type=_positive(float), default=10.0,
+        help="longest stretch of a clip scored, in seconds (default: 10, a Kinetics clip)")
+    add("--batch-size", type=_positive(int), default=8, help="most clips a batch (default: 8)")
+    add("--max-batch-frames", type=_positive(int), default=2000,
+        help="most frames in one forward, both streams counted (default: 2000); caps "
+             "GPU memory for batches of long clips")
+    add("--model-copies", type=_positive(int), default=None,
+        help="load this many models per machine, shared across worker processes (use 1 "
+             "per GPU on GPU workers); default: one model per worker process")
+    add("--no-embeddings", action="store_true",
+        help="do not write the 1024-d embeddings (their columns are null)")
+    add("--video-template", metavar="TEMPLATE",
+        help="build each video URI from the row's columns, e.g. 'gs://b/k400/{split}/"
+             "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4'")
+    add("--ignore-times", action="store_true",
+        help="score whole files, ignoring the manifest's times (files already trimmed)")
+    add("--skip-existing", action="store_true",
+        help="resume: skip clips that already have a row in DIR/scores or DIR/errors, "
+             "and write new part files beside the old ones")
+    add("--flow-float", action="store_true",
+        help="feed the flow stream unquantised float flow (x/20) instead of the release's "
+             "256-level quantisation")
+    add("--flow-backend", default="opencv", metavar="NAME",
+        help="optical flow implementation (default: opencv)")
+    add("--quiet", action="store_true", help="no progress line on stderr")
+    add("--dry-run", action="store_true",
+        help="validate without running: our options, Beam's pipeline options for the "
+             "runner, local checkpoints and manifests, and the pipeline graph; remote "
+             "(gs://) inputs are not read")
+
+
+def options_from_args(args: argparse.Namespace):
+    from beam_i3d.pipeline import ScoreOptions, new_run_id
+
+    if "flow" in args.streams and not args.flow_checkpoint:
+        raise SystemExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
+    return ScoreOptions(
+        manifest=args.manifest,
+        output=args.output.rstrip("/") or "/",
+        streams=args.streams,
+        rgb_checkpoint=args.rgb_checkpoint if "rgb" in args.streams else None,
+        flow_checkpoint=args.flow_checkpoint if "flow" in args.streams else None,
+        top_k=args.top_k,
+        max_seconds=args.max_seconds,
+        batch_size=args.batch_size,
+        max_batch_frames=args.max_batch_frames,
+        model_copies=args.model_copies,
+        embeddings=not args.no_embeddings,
+        video_template=args.video_template,
+        ignore_times=args.ignore_times,
+        skip_existing=args.skip_existing,
+        quantize_flow=not args.flow_float,
+        flow_backend=args.flow_backend,
+        run_id=new_run_id(),
+    )
+
+
+def check_before_launch(options, local_only: bool = False) -> int:
+    """Fail fast, on the launching machine, on what would fail every clip: unreadable or
+    mismatched checkpoints, streams of different class counts, a manifest glob that
+    matches nothing. With ``local_only``, remote inputs are not read (a dry run).
+    Returns the class count (400 where no checkpoint could be read)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_i3d import fileio
+    from beam_i3d.errors import ManifestError
+    from model.weights import load_stream_weights
+
+    classes = {}
+    for stream in options.streams:
+        spec = getattr(options, f"{stream}_checkpoint")
+        if local_only and not (spec == "default" or fileio.is_local(spec)):
+            print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
+            continue
+        classes[stream] = load_stream_weights(spec, stream).num_classes
+    if len(set(classes.values())) > 1:
+        raise ManifestError("the streams' class counts differ: " + ", ".join(
+            f"{s} {n}" for s, n in classes.items()))
+    if local_only and not fileio.is_local(options.manifest):
+        print(f"dry run: not reading remote manifest {options.manifest}", file=sys.stderr)
+    elif not FileSystems.match([options.manifest])[0].metadata_list:
+        raise ManifestError(f"--manifest {options.manifest} matches no file")
+    return next(iter(classes.values()), 400)
+
+
+def validate_pipeline_options(pipeline_options) -> None:
+    """Beam's own checks of the options for the chosen runner (needs no cloud access)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.runner import create_runner
+
+    runner = create_runner(pipeline_options.view_as(StandardOptions).runner or "DirectRunner")
+    problems = PipelineOptionsValidator(pipeline_options, runner).validate()
+    if problems:
+        raise SystemExit("beam-i3d score: error: invalid pipeline options:\n  "
+                         + "\n  ".join(problems))
+
+
+def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_i3d.pipeline import build_pipeline
+    from beam_i3d.progress import run_with_progress
+
+    options = options_from_args(args)
+    num_classes = check_before_launch(options, local_only=args.dry_run)
+    pipeline_options = PipelineOptions(extra_args)
+    if args.dry_run:
+        from apache_beam.options.pipeline_options import TestOptions
+
+        # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
+        pipeline_options.view_as(TestOptions).dry_run = True
+    validate_pipeline_options(pipeline_options)
+    if args.dry_run:
+        # Build the graph on a runner that is never started, and serialise it as a
+        # runner would: catches unpicklable DoFns and bad transform wiring.
+        pipeline = beam.Pipeline(runner="DirectRunner", options=pipeline_options)
+        build_pipeline(pipeline, options, num_classes)
+        transforms = len(pipeline.to_runner_api().components.transforms)
+        print(f"dry run: options valid, pipeline of {transforms} transforms built; "
+              "nothing was run", file=sys.stderr)
+        return 0
+    pipeline = beam.Pipeline(options=pipeline_options)
+    build_pipeline(pipeline, options, num_classes)
+    counts = run_with_progress(pipeline, quiet=args.quiet)
+    print(f"scored {counts.get('clips_scored', 0)} clips, "
+          f"{counts.get('clips_failed', 0)} errors "
+          f"(run {options.run_id}): {options.output}/scores, {options.output}/errors",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,75 @@
+"""The I3D model handler: batching that never changes a clip's result, failures isolated."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure, plan_forwards
+from beam_i3d.manifest import ClipRequest
+from beam_i3d.pipeline import ScoreClips
+from model.labels import label_map
+
+
+def clip(clip_id: str, frames: int, seed: int) -> ClipExample:
+    rng = np.random.default_rng(seed)
+    request = ClipRequest(clip_id, f"mem://{clip_id}.mp4", None, None, None, f"m:{seed}")
+    rgb = rng.integers(0, 256, (frames, 224, 224, 3), dtype=np.uint8)
+    return ClipExample(request=request, num_frames=frames, rgb=rgb)
+
+
+@pytest.fixture(scope="module")
+def handler():
+    return I3DModelHandler("default", None, max_batch_size=4, max_batch_frames=40)
+
+
+@pytest.fixture(scope="module")
+def scorer(handler):
+    return handler.load_model()
+
+
+def test_plan_groups_equal_shapes_under_the_frame_cap():
+    batch = [clip("a", 12, 0), clip("b", 20, 1), clip("c", 12, 2), clip("d", 12, 3),
+             clip("e", 50, 4)]
+    assert plan_forwards(batch, 30) == [[0, 2], [3], [1], [4]]
+    assert plan_forwards(batch, 1000) == [[0, 2, 3], [1], [4]]
+
+
+def test_a_clip_scores_the_same_alone_and_in_a_batch(handler, scorer):
+    target = clip("target", 12, 10)
+    alone = handler.run_inference([target], scorer)[0].inference
+    batch = [clip("x", 12, 11), target, clip("y", 20, 12), clip("z", 12, 13)]
+    inside = handler.run_inference(batch, scorer)[1]
+    assert inside.example is target
+    for key in ("logits", "probabilities", "rgb_embedding"):
+        assert np.abs(inside.inference[key] - alone[key]).max() <= 1e-4, key
+    assert alone["logits"].shape == (400,) and alone["rgb_embedding"].shape == (1024,)
+
+
+def test_a_failing_clip_does_not_take_its_batch_mates_down(handler, scorer):
+    good = clip("good", 12, 20)
+    too_short = clip("short", 5, 21)  # the network needs 9 frames
+    results = handler.run_inference([good, too_short], scorer)
+    assert isinstance(results[1].inference, InferenceFailure)
+    assert results[1].inference.error_type == "InvalidArgumentError"
+    assert "at least 9 frames" in results[1].inference.message
+    alone = handler.run_inference([good], scorer)[0].inference
+    np.testing.assert_allclose(results[0].inference["logits"], alone["logits"], atol=1e-4)
+
+
+def test_score_clips_routes_failures_to_inference_errors(handler):
+    examples = [clip("ok", 9, 30), clip("bad", 3, 31)]
+    with BeamPipeline() as p:
+        scores, errors = (p | beam.Create(examples)
+                          | ScoreClips(handler, label_map(400), 3, embeddings=False))
+        assert_that(scores | "ScoredIds" >> beam.Map(
+            lambda r: (r["clip_id"], len(r["top_k"]), r["rgb_embedding"] is None,
+                       len(r["rgb_logits"]))),
+            equal_to([("ok", 3, True, 400)]), label="scores")
+        assert_that(errors | "ErrorIds" >> beam.Map(
+            lambda e: (e["clip_id"], e["stage"], e["error_type"],
+                       e["message"].startswith("mem://bad.mp4: I3D failed"))),
+            equal_to([("bad", "inference", "InvalidArgumentError", True)]), label="errors")
