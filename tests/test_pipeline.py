@@ -1,0 +1,153 @@
+"""`beam-i3d score` end to end on the DirectRunner, with real encoded videos."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from beam_i3d.cli import main
+from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, read_run_metadata
+from video_factory import textured_image, write_video
+
+SAMPLE = Path(__file__).parent.parent / "beam_i3d" / "data" / "samples" / "v_CricketShot_g04_c01.mp4"
+MULTIPROCESS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+
+
+def moving_texture(path, frames, rate=25, size=(96, 128), seed=0):
+    """A textured image panning right 2 px a frame: real H.264 with motion."""
+    h, w = size
+    texture = textured_image(h, w + 2 * frames, seed=seed)
+    return write_video(str(path), lambda k: np.ascontiguousarray(texture[:, 2 * k:2 * k + w]),
+                       num_frames=frames, rate=rate)
+
+
+def write_manifest(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["clip_id", "video_uri", "start_sec", "end_sec",
+                                               "label"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+    return str(path)
+
+
+def read_dataset(directory):
+    files = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+    tables = [pq.read_table(f) for f in files]
+    rows = [r for t in tables for r in t.to_pylist()]
+    return files, rows
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    good = moving_texture(d / "good.mp4", 20)
+    good2 = moving_texture(d / "good2.mp4", 40, rate=30, seed=1)
+    text = d / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    whole = Path(moving_texture(d / "whole.mp4", 30, seed=2)).read_bytes()
+    truncated = d / "truncated.mp4"
+    truncated.write_bytes(whole[: len(whole) // 3])
+    rows = [
+        {"clip_id": "a", "video_uri": good, "label": "abseiling"},
+        {"clip_id": "b", "video_uri": good2, "start_sec": "0.2", "end_sec": "1.2"},
+        {"clip_id": "cricket", "video_uri": str(SAMPLE), "label": "playing cricket"},
+        {"clip_id": "missing", "video_uri": str(d / "missing.mp4")},
+        {"clip_id": "text", "video_uri": str(text)},
+        {"clip_id": "truncated", "video_uri": str(truncated)},
+        {"clip_id": "inverted", "video_uri": good, "start_sec": "1.0", "end_sec": "0.5"},
+        {"clip_id": "a", "video_uri": good2},  # repeats clip a
+        {"clip_id": "", "video_uri": "", "label": "no uri"},
+    ]
+    return d, rows
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus, tmp_path_factory):
+    d, rows = corpus
+    manifest = write_manifest(d / "manifest.csv", rows)
+    out = tmp_path_factory.mktemp("out")
+    code = main(["score", "--manifest", manifest, "--output", str(out), "--batch-size", "3",
+                 "--quiet", *MULTIPROCESS])
+    assert code == 0
+    return manifest, out
+
+
+def test_every_row_ends_in_scores_or_errors(first_run):
+    manifest, out = first_run
+    _, scores = read_dataset(out / "scores")
+    _, errors = read_dataset(out / "errors")
+    assert sorted(r["clip_id"] for r in scores) == ["a", "b", "cricket"]
+    by_source = {e["source"]: e for e in errors}
+    assert len(errors) == 6 == len(by_source)
+    expected = {
+        4: ("missing", "decode", "VideoNotFound"),
+        5: ("text", "decode", "NotAVideo"),
+        6: ("truncated", "decode", "CorruptVideo"),
+        7: (None, "manifest", "ManifestError"),
+        8: ("a", "manifest", "DuplicateClip"),
+        9: (None, "manifest", "ManifestError"),
+    }
+    for row, (clip_id, stage, error_type) in expected.items():
+        e = by_source[f"{manifest}:{row}"]
+        assert (e["stage"], e["error_type"]) == (stage, error_type), e
+        if clip_id and stage == "decode":
+            assert e["clip_id"] == clip_id and e["video_uri"] in e["message"]
+    assert "not after start" in by_source[f"{manifest}:7"]["message"]
+    assert f"{manifest}:1" in by_source[f"{manifest}:8"]["message"]
+
+
+def test_output_schema_and_metadata(first_run):
+    _, out = first_run
+    for name, schema in (("scores", SCORES_SCHEMA), ("errors", ERRORS_SCHEMA)):
+        files, _ = read_dataset(out / name)
+        assert files
+        for f in files:
+            file_schema = pq.read_schema(f)
+            assert file_schema.remove_metadata().equals(schema), f
+            meta = read_run_metadata(file_schema)
+            assert meta["streams"] == "rgb" and meta["label_map"] == "kinetics-400"
+            assert '"rgb": "default"' in meta["checkpoints"]
+            assert '"fps": 25' in meta["recipe"] and meta["schema_version"] == "1"
+
+
+def test_scores_content(first_run):
+    _, out = first_run
+    _, scores = read_dataset(out / "scores")
+    by_id = {r["clip_id"]: r for r in scores}
+    cricket = by_id["cricket"]
+    assert cricket["predicted_label"] == "playing cricket"
+    assert cricket["label"] == "playing cricket" and cricket["num_frames"] == 79
+    assert cricket["top_k"][0]["label"] == "playing cricket" and len(cricket["top_k"]) == 5
+    probabilities = [t["probability"] for t in cricket["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert len(cricket["logits"]) == 400 and len(cricket["rgb_embedding"]) == 1024
+    np.testing.assert_allclose(cricket["logits"], cricket["rgb_logits"])
+    assert cricket["flow_logits"] is None and cricket["flow_embedding"] is None
+    assert by_id["a"]["num_frames"] == 20
+    assert by_id["b"]["num_frames"] == 25 and (by_id["b"]["start_sec"], by_id["b"]["end_sec"]) == (
+        0.2, 1.2)
+
+
+def test_skip_existing_resumes(first_run, corpus):
+    manifest, out = first_run
+    d, rows = corpus
+    new_video = moving_texture(d / "new.mp4", 12, seed=3)
+    extended = write_manifest(d / "manifest.csv", rows + [{"clip_id": "new", "video_uri": new_video}])
+    before_scores, _ = read_dataset(out / "scores")
+    before_errors, _ = read_dataset(out / "errors")
+    assert extended == manifest
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--skip-existing",
+                 "--quiet"]) == 0
+    after_scores, scores = read_dataset(out / "scores")
+    after_errors, errors = read_dataset(out / "errors")
+    assert set(before_scores) < set(after_scores)  # new part files beside the old
+    assert sorted(r["clip_id"] for r in scores) == ["a", "b", "cricket", "new"]
+    assert len(errors) == 6  # nothing reported twice
+    assert set(before_errors) <= set(after_errors)
