@@ -17,6 +17,8 @@ from beam_i3d import __version__
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
+    "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
+               "PNG charts", False),
 }
 
 
