@@ -18,6 +18,8 @@ from beam_i3d import __version__
 SUBCOMMANDS = {
     "score": ("beam_i3d.score_cli", "score clips from manifests with I3D (a Beam job)", True),
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
+    "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
+               "PNG charts", False),
 }
 
 

@@ -22,8 +22,9 @@ using the class name as ``error_type``.
     │   ├── VideoTooLong
     │   ├── DecodeTimeout
     │   └── EmptyClip
-    └── ManifestError              a manifest row that cannot be scored
-        └── DuplicateClip
+    ├── ManifestError              a manifest row that cannot be scored
+    │   └── DuplicateClip
+    └── ReportError                a run's outputs cannot be reported on
 """
 
 from __future__ import annotations
@@ -154,3 +155,10 @@ class ManifestError(BeamI3DError):
 
 class DuplicateClip(ManifestError):
     """A clip_id seen before in the manifests; only its first occurrence is scored."""
+
+
+# --- Reports -------------------------------------------------------------------------
+
+
+class ReportError(BeamI3DError):
+    """``beam-i3d report`` cannot read a run's outputs (no scores/ or errors/, bad files)."""

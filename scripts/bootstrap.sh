@@ -20,3 +20,6 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 echo "[bootstrap] default weights: $("$VENV_PY" -m model.default_weights)" >&2
+# Headless Chromium for the report's rendering test: installed when missing and possible
+# (root + apt-get); otherwise a warning here, and that test fails saying how to install it.
+"$ROOT/scripts/ensure_chromium.sh" || echo "[bootstrap] warning: continuing without Chromium" >&2

@@ -1,0 +1,36 @@
+"""``beam-i3d report DIR``: what happened in a run, without writing queries.
+
+Reads ``DIR/scores`` and ``DIR/errors`` (local or gs://), prints a short text summary and
+writes into ``--out`` (default ``DIR/report`` for a local DIR, ``./report`` for a remote
+one): ``report.html`` (self-contained, charts embedded), one PNG per chart and
+``summary.json`` with every figure. Reads only the columns it needs (never logits or
+embeddings) in record batches, so memory does not grow with the number of rows.
+
+Modules: :mod:`.metrics` (the figures, pure), :mod:`.reader` (I/O), :mod:`.charts`
+(matplotlib, Agg), :mod:`.render` (text and HTML), :mod:`.build` (ties them together).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR",
+                        help="output directory of a run (holding scores/ and errors/), "
+                             "local or gs://")
+    parser.add_argument("--out", metavar="REPORT_DIR",
+                        help="where to write report.html, the chart PNGs and summary.json, "
+                             "local or gs:// (default: DIR/report for a local DIR, "
+                             "./report for a remote one)")
+
+
+def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    from beam_i3d.report.build import build_report
+    from beam_i3d.report.render import text_summary
+
+    summary = build_report(args.dir, args.out)
+    print(text_summary(summary))
+    print(f"report: {summary['report_html']} ({len(summary['charts'])} charts; "
+          f"all figures in summary.json)")
+    return 0

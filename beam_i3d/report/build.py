@@ -1,0 +1,161 @@
+"""``build_report``: read a run's outputs, compute the figures, write the report files."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from typing import Sequence
+
+from beam_i3d import __version__, fileio
+from beam_i3d.errors import ReportError
+from beam_i3d.report import reader
+from beam_i3d.report.charts import draw_charts
+from beam_i3d.report.metrics import ErrorCounts, ScoreCounts, Vocabulary
+from beam_i3d.report.render import html_report
+from model.labels import label_map
+
+
+def default_out_dir(run_dir: str) -> str:
+    """``DIR/report`` for a local run; ``./report`` (local) for a remote one."""
+    if fileio.is_local(run_dir):
+        return os.path.join(fileio.local_path(run_dir), "report")
+    return "report"
+
+
+def compare_metadata(per_file: dict[str, dict[str, str]]) -> tuple[dict[str, str], list[dict]]:
+    """The first file's metadata, and for every key on which the files disagree the
+    values with the files holding each (a key a file lacks counts as value None)."""
+    if not per_file:
+        return {}, []
+    paths = sorted(per_file)
+    first = per_file[paths[0]]
+    keys = sorted(set().union(*per_file.values()))
+    disagreements = []
+    for key in keys:
+        holders: dict[str | None, list[str]] = {}
+        for path in paths:
+            holders.setdefault(per_file[path].get(key), []).append(path)
+        if len(holders) > 1:
+            disagreements.append({"key": key, "values": [
+                {"value": value, "files": files} for value, files in holders.items()]})
+    return first, disagreements
+
+
+def label_map_sizes(per_file: dict[str, dict[str, str]]) -> list[int]:
+    """Class counts named by the files' ``label_map`` (``kinetics-N``) or ``num_classes``."""
+    sizes = set()
+    for meta in per_file.values():
+        match = re.fullmatch(r"kinetics-(\d+)", meta.get("label_map", ""))
+        if match:
+            sizes.add(int(match.group(1)))
+        elif meta.get("num_classes", "").isdigit():
+            sizes.add(int(meta["num_classes"]))
+    return sorted(sizes)
+
+
+def known_label_names(sizes: Sequence[int]) -> tuple[list[str], list[str]]:
+    """The union of the label maps of ``sizes`` in order, and warnings for unknown sizes."""
+    names, warnings = [], []
+    for size in sizes:
+        try:
+            names.extend(label_map(size))
+        except ValueError as e:
+            warnings.append(f"run metadata names a label map this version does not ship: {e}")
+    return list(dict.fromkeys(names)), warnings
+
+
+def _write(out_dir: str, name: str, data: bytes) -> str:
+    path = fileio.join(out_dir, name)
+    if fileio.is_local(out_dir):
+        os.makedirs(fileio.local_path(out_dir), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    else:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(path) as f:
+            f.write(data)
+    return path
+
+
+def compute_summary(run_dir: str) -> dict:
+    """All the report's figures for the run in ``run_dir`` (see :mod:`metrics`)."""
+    run_dir = run_dir.rstrip("/") or "/"
+    scores_files = reader.part_files(fileio.join(run_dir, "scores"))
+    errors_files = reader.part_files(fileio.join(run_dir, "errors"))
+    if scores_files is None and errors_files is None:
+        raise ReportError(f"{run_dir} has neither scores/ nor errors/: is it the output "
+                          "directory of a beam-i3d run?")
+    warnings = [f"{run_dir} has no {name}/ directory; read as an empty {name} output"
+                for name, files in (("scores", scores_files), ("errors", errors_files))
+                if files is None]
+    scores_files, errors_files = scores_files or [], errors_files or []
+
+    per_file = {path: reader.file_metadata(path) for path in scores_files + errors_files}
+    metadata, disagreements = compare_metadata(per_file)
+    for d in disagreements:
+        shown = "; ".join(f"{v['value']!r} in {len(v['files'])} file(s)" for v in d["values"])
+        warnings.append(f"part files disagree on run metadata {d['key']}: {shown}")
+    sizes = label_map_sizes(per_file)
+    names, label_warnings = known_label_names(sizes)
+    warnings += label_warnings
+    if not names and scores_files:
+        warnings.append("the run metadata names no label map; labels are not checked "
+                        "against one")
+
+    scores = ScoreCounts(Vocabulary(names))
+    for batch in reader.iter_batches(scores_files, reader.SCORES_COLUMNS):
+        scores.add(batch["label"], batch["predicted_label"], batch["top_k"],
+                   batch["predicted_probability"], batch["num_frames"])
+    errors = ErrorCounts()
+    for batch in reader.iter_batches(errors_files, reader.ERRORS_COLUMNS):
+        errors.add(batch["stage"], batch["error_type"], batch["message"], batch["clip_id"])
+
+    scores_summary = {"files": len(scores_files), **scores.summary()}
+    errors_summary = {"files": len(errors_files), **errors.summary()}
+    unknown = scores_summary["labels_outside_label_map"]
+    if unknown:
+        warnings.append(
+            f"{sum(u['clips'] for u in unknown):,} labelled clip(s) have labels that are not in "
+            f"the label map, counted as wrong: "
+            + ", ".join(f"{u['label']!r} ({u['clips']})" for u in unknown))
+    if scores_summary["predictions_outside_label_map"]:
+        warnings.append("predicted labels not in the label map: "
+                        + ", ".join(map(repr, scores_summary["predictions_outside_label_map"])))
+    note = scores_summary["accuracy"]["top5_note"]
+    if note and scores_summary["labelled"]:
+        warnings.append(f"top-5 accuracy {note}")
+    return {
+        "run_dir": run_dir,
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "report_version": __version__,
+        "metadata": metadata,
+        "metadata_disagreements": disagreements,
+        "label_map": {"classes": sizes, "names_known": len(names)},
+        "scores": scores_summary,
+        "errors": errors_summary,
+        "warnings": warnings,
+    }
+
+
+def build_report(run_dir: str, out_dir: str | None = None) -> dict:
+    """Write ``report.html``, one PNG per chart and ``summary.json`` for the run in
+    ``run_dir`` (local or a Beam FileSystems URI) into ``out_dir`` (default
+    :func:`default_out_dir`); return the summary, with ``out_dir``, ``files`` (all paths
+    written) and ``report_html`` (the page's path) added."""
+    summary = compute_summary(run_dir)
+    out_dir = out_dir or default_out_dir(run_dir)
+    charts = draw_charts(summary)
+    summary["charts"] = [f"{name}.png" for name in charts]
+    summary["out_dir"] = out_dir
+    files = [_write(out_dir, f"{name}.png", png) for name, png in charts.items()]
+    page = _write(out_dir, "report.html", html_report(summary, charts).encode("utf-8"))
+    files.append(page)
+    files.append(_write(out_dir, "summary.json",
+                        json.dumps(summary, indent=1, ensure_ascii=False).encode("utf-8")))
+    summary["files"] = files
+    summary["report_html"] = page
+    return summary
+

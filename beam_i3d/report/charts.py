@@ -1,0 +1,191 @@
+"""The report's charts, drawn with matplotlib's Agg backend (headless) into PNG bytes.
+
+Each chart is drawn from the report's summary dict only; a chart whose data is empty
+(no failures, no labels...) is not drawn, and the report says why instead.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless, whatever the user's matplotlibrc says
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+BLUE, ORANGE, GREY, GREEN, RED = "#1f77b4", "#ff7f0e", "#b0b0b0", "#2ca02c", "#d62728"
+STAGE_COLOURS = {"manifest": GREY, "decode": ORANGE, "inference": RED}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    out = io.BytesIO()
+    fig.savefig(out, format="png", metadata={"Software": None})
+    return out.getvalue()
+
+
+def _barh(ax, labels, values, colours, xlabel: str) -> None:
+    """Horizontal bars, first item on top, with the values written at the bar ends."""
+    y = list(range(len(labels)))[::-1]
+    ax.barh(y, values, color=colours)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    for yi, v in zip(y, values):
+        ax.text(v, yi, f" {v:,}", va="center", fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(x=0.12)
+
+
+def failures_chart(summary: dict) -> bytes | None:
+    rows = summary["errors"]["by_error_type"]
+    if not rows:
+        return None
+    fig = _figure(8, 1.2 + 0.3 * len(rows))
+    ax = fig.add_subplot()
+    _barh(ax, [f"{r['error_type']} ({r['stage']})" for r in rows], [r["count"] for r in rows],
+          [STAGE_COLOURS.get(r["stage"], BLUE) for r in rows], "clips")
+    ax.set_title("Failures by error type (stage)")
+    return _png(fig)
+
+
+def per_class_chart(summary: dict) -> bytes | None:
+    classes = summary["scores"]["per_class"]
+    if not classes:
+        return None
+    ordered = sorted(classes, key=lambda c: -c["top1"])
+    fig = _figure(9, 3.2)
+    ax = fig.add_subplot()
+    x = range(len(ordered))
+    ax.bar(x, [c["top1"] for c in ordered], width=1.0, color=BLUE, label="top-1")
+    if ordered[0]["top5"] is not None:
+        ax.plot(x, [c["top5"] for c in ordered], "o", color=ORANGE,
+                markersize=5 if len(ordered) <= 40 else 2, label="top-5")
+    mean = summary["scores"]["accuracy"]["mean_per_class_top1"]
+    ax.axhline(mean, color=RED, linewidth=1, label=f"mean per-class top-1 {mean:.1%}")
+    ax.set_xlim(-0.5, len(ordered) - 0.5)
+    if len(ordered) <= 40:
+        ax.set_xticks(list(x), [c["label"] for c in ordered], rotation=90, fontsize=7)
+    else:
+        ax.set_xticks([])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"classes present in the ground truth ({len(ordered)}), best top-1 first")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Per-class accuracy")
+    ax.legend(loc="lower left", fontsize=8)
+    return _png(fig)
+
+
+def confused_pairs_chart(summary: dict) -> bytes | None:
+    pairs = summary["scores"]["most_confused"]
+    if not pairs:
+        return None
+    fig = _figure(8, 1.2 + 0.28 * len(pairs))
+    ax = fig.add_subplot()
+    _barh(ax, [f"{p['true']} \u2192 {p['predicted']}" for p in pairs],
+          [p["count"] for p in pairs], RED, "clips")
+    ax.set_title("Most confused pairs (true \u2192 predicted)")
+    return _png(fig)
+
+
+def predicted_classes_chart(summary: dict) -> bytes | None:
+    rows = summary["scores"]["most_predicted"]
+    if not rows:
+        return None
+    fig = _figure(8, 1.2 + 0.26 * len(rows))
+    ax = fig.add_subplot()
+    _barh(ax, [r["label"] for r in rows], [r["count"] for r in rows], BLUE, "clips")
+    ax.set_title(f"Most frequent predicted classes (top {len(rows)} of "
+                 f"{summary['scores']['distinct_predicted_classes']})")
+    return _png(fig)
+
+
+def probability_chart(summary: dict) -> bytes | None:
+    hist = summary["scores"]["top1_probability"]
+    if not summary["scores"]["clips"]:
+        return None
+    edges = hist["edges"]
+    width = edges[1] - edges[0]
+    fig = _figure(8, 3.2)
+    ax = fig.add_subplot()
+    bottom = [0] * (len(edges) - 1)
+    for key, colour, name in (("correct", GREEN, "top-1 correct"), ("wrong", RED, "top-1 wrong"),
+                              ("unlabelled", GREY, "no label")):
+        if any(hist[key]):
+            ax.bar(edges[:-1], hist[key], width=width, align="edge", bottom=bottom,
+                   color=colour, edgecolor="white", linewidth=0.5, label=name)
+            bottom = [b + v for b, v in zip(bottom, hist[key])]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("top-1 probability")
+    ax.set_ylabel("clips")
+    ax.set_title("Distribution of top-1 probability")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def calibration_chart(summary: dict) -> bytes | None:
+    cal = summary["scores"]["calibration"]
+    bins = [b for b in cal["bins"] if b["clips"]]
+    if not bins:
+        return None
+    fig = _figure(5, 4.2)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], "--", color=GREY, label="perfect calibration")
+    ax.bar([b["low"] for b in bins], [b["accuracy"] for b in bins],
+           width=bins[0]["high"] - bins[0]["low"], align="edge", color=BLUE,
+           edgecolor="white", label="top-1 accuracy in bin")
+    ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o",
+            color=ORANGE, markersize=3, label="mean probability in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("top-1 probability")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"Calibration (ECE {cal['ece']:.3f})")
+    ax.legend(fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def num_frames_chart(summary: dict) -> bytes | None:
+    frames = summary["scores"]["num_frames"]
+    if not frames["count"]:
+        return None
+    fig = _figure(8, 3.0)
+    ax = fig.add_subplot()
+    values, counts = frames["values"], frames["counts"]
+    bins = min(60, values[-1] - values[0] + 1)
+    ax.hist(values, bins=bins, weights=counts, color=BLUE)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("num_frames (decoded 25-fps frames per clip)")
+    ax.set_ylabel("clips")
+    ax.set_title(f"Distribution of num_frames (median {frames['median']})")
+    return _png(fig)
+
+
+# file stem -> (title, drawing function), in the report's order
+CHARTS: dict[str, tuple[str, Callable[[dict], bytes | None]]] = {
+    "failures": ("Failures by error type", failures_chart),
+    "per_class_accuracy": ("Per-class accuracy", per_class_chart),
+    "confused_pairs": ("Most confused pairs", confused_pairs_chart),
+    "predicted_classes": ("Most frequent predicted classes", predicted_classes_chart),
+    "top1_probability": ("Distribution of top-1 probability", probability_chart),
+    "calibration": ("Calibration", calibration_chart),
+    "num_frames": ("Distribution of num_frames", num_frames_chart),
+}
+
+
+def draw_charts(summary: dict) -> dict[str, bytes]:
+    """PNG bytes of every chart that has data, by file stem, in report order."""
+    drawn = {}
+    for name, (_, draw) in CHARTS.items():
+        png = draw(summary)
+        if png is not None:
+            drawn[name] = png
+    return drawn

@@ -1,0 +1,498 @@
+"""``beam-i3d report``: exact figures on datasets with known labels and predictions,
+the self-contained HTML with every chart, empty cases, gs:// input, and a headless
+Chromium rendering of the page."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_i3d import cli
+from beam_i3d.errors import ReportError
+from beam_i3d.report import metrics
+from beam_i3d.report.build import build_report, compute_summary
+from beam_i3d.report.charts import CHARTS
+from beam_i3d.report.render import text_summary
+from model.labels import label_map
+from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
+
+from conftest import upload
+
+K400 = label_map(400)
+A, B, C, D = K400[0], K400[1], K400[2], K400[3]   # abseiling, air drumming, ...
+OTHER = K400[100:120]                              # fillers for top-k lists
+UNKNOWN = "not a kinetics class"
+
+RUN_METADATA = {"streams": "rgb", "rgb_checkpoint": "default", "label_map": "kinetics-400",
+                "num_classes": 400, "recipe": {"frames": 64, "fps": 25, "resize": 256},
+                "version": "0.1.0"}
+
+
+# --- Building datasets ---------------------------------------------------------------
+
+
+def score_row(clip_id: str, label: str | None, predicted: str, top_k: list[str],
+              probability: float = 0.5, num_frames: int = 64, names=K400) -> dict:
+    """One scores row; ``top_k`` lists labels best first and must start with ``predicted``."""
+    assert top_k[0] == predicted
+    return {
+        "clip_id": clip_id, "video_uri": f"gs://videos/{clip_id}.mp4", "start_sec": None,
+        "end_sec": None, "label": label, "num_frames": num_frames,
+        "predicted_label": predicted, "predicted_index": names.index(predicted),
+        "predicted_probability": probability,
+        "top_k": [{"label": name, "index": names.index(name), "probability": 0.1,
+                   "logit": 1.0} for name in top_k],
+        "logits": [0.0] * len(names), "rgb_logits": [0.0] * len(names), "flow_logits": None,
+        "rgb_embedding": [0.0] * 1024, "flow_embedding": None,
+    }
+
+
+def error_row(clip_id: str, stage: str, error_type: str, message: str) -> dict:
+    return {"clip_id": clip_id, "video_uri": f"gs://videos/{clip_id}.mp4", "stage": stage,
+            "error_type": error_type, "message": message, "source": "manifest.csv:1"}
+
+
+def write_parts(directory: Path, rows: list[dict], schema: pa.Schema, parts: int,
+                metadata: dict | list[dict] = RUN_METADATA) -> list[Path]:
+    """Write ``rows`` as ``parts`` Parquet files (round-robin; some may be empty); one
+    metadata dict for all, or one per part."""
+    directory.mkdir(parents=True, exist_ok=True)
+    metas = metadata if isinstance(metadata, list) else [metadata] * parts
+    paths = []
+    for i in range(parts):
+        part_schema = with_run_metadata(schema, metas[i])
+        table = pa.Table.from_pylist(rows[i::parts], schema=part_schema)
+        path = directory / f"part-{i:05d}-of-{parts:05d}.parquet"
+        pq.write_table(table, path, row_group_size=3)
+        paths.append(path)
+    return paths
+
+
+def known_scores() -> list[dict]:
+    """Scores with hand-counted figures (see KNOWN below)."""
+    o = OTHER
+    return [
+        # A: 4 clips, 3 right; the 4th predicted B with A second in top-5
+        score_row("a1", A, A, [A, *o[:4]], 0.97, 64),
+        score_row("a2", A, A, [A, *o[:4]], 0.85, 64),
+        score_row("a3", A, A, [A, *o[:4]], 0.75, 250),
+        score_row("a4", A, B, [B, A, *o[:3]], 0.40, 250),
+        # B: 3 clips, 1 right; predicted C twice, B fifth in one top-5, absent from the other
+        score_row("b1", B, B, [B, *o[:4]], 0.90, 100),
+        score_row("b2", B, C, [C, *o[:3], B], 0.30, 100),
+        score_row("b3", B, C, [C, *o[:4]], 0.30, 100),
+        # C: 2 clips, both predicted A, C not in top-5
+        score_row("c1", C, A, [A, *o[:4]], 0.60, 100),
+        score_row("c2", C, A, [A, *o[4:8]], 0.60, 100),
+        # D: 1 clip, right
+        score_row("d1", D, D, [D, *o[:4]], 0.99, 32),
+        # a label outside the label map: wrong
+        score_row("u1", UNKNOWN, A, [A, *o[:4]], 0.55, 64),
+        # no label (null or empty): not in accuracy
+        score_row("n1", None, A, [A, *o[:4]], 0.20, 64),
+        score_row("n2", None, D, [D, *o[:4]], 0.20, 64),
+        score_row("n3", None, A, [A, *o[:4]], 0.25, 64),
+        score_row("n4", "", B, [B, *o[:4]], 0.25, 64),
+    ]
+
+
+KNOWN = {
+    "clips": 15, "labelled": 11, "top1_correct": 5, "top5_correct": 7,
+    # per class top-1: A 3/4, B 1/3, C 0, D 1, UNKNOWN 0
+    "mean_per_class_top1": (3 / 4 + 1 / 3 + 0 + 1 + 0) / 5,
+    "confused": [(B, C, 2), (C, A, 2), (A, B, 1), (UNKNOWN, A, 1)],
+    "predicted": {A: 8, B: 3, C: 2, D: 2},
+}
+
+
+def known_errors() -> list[dict]:
+    return ([error_row(f"e{i}", "decode", "CorruptVideo", f"gs://videos/e{i}.mp4: truncated")
+             for i in range(5)]
+            + [error_row(f"v{i}", "decode", "NotAVideo", f"gs://videos/v{i}.mp4: not a video")
+               for i in range(2)]
+            + [error_row("a1", "manifest", "DuplicateClip", "a1 seen before at row 2"),
+               error_row("x1", "inference", "InvalidModelInput", "clip x1: too short")])
+
+
+@pytest.fixture()
+def known_run(tmp_path) -> Path:
+    run = tmp_path / "run"
+    write_parts(run / "scores", known_scores(), SCORES_SCHEMA, parts=4)
+    write_parts(run / "errors", known_errors(), ERRORS_SCHEMA, parts=2)
+    # an empty part file, as a worker with nothing to write leaves
+    pq.write_table(pa.Table.from_pylist([], schema=with_run_metadata(SCORES_SCHEMA, RUN_METADATA)),
+                   run / "scores" / "part-empty.parquet")
+    return run
+
+
+# --- The figures ---------------------------------------------------------------------
+
+
+def test_known_dataset_accuracies_are_exact(known_run, tmp_path):
+    summary = build_report(str(known_run), str(tmp_path / "out"))
+    s = summary["scores"]
+    assert (s["clips"], s["labelled"], s["unlabelled"]) == (15, 11, 4)
+    acc = s["accuracy"]
+    assert acc["top1_correct"] == 5 and acc["top1"] == 5 / 11
+    assert acc["top5_correct"] == 7 and acc["top5"] == 7 / 11
+    assert acc["mean_per_class_top1"] == pytest.approx(KNOWN["mean_per_class_top1"], abs=1e-12)
+    assert acc["classes_in_ground_truth"] == 5
+
+    per_class = {c["label"]: c for c in s["per_class"]}
+    assert {k: (c["support"], c["top1_correct"], c["top5_correct"])
+            for k, c in per_class.items()} == {
+        A: (4, 3, 4), B: (3, 1, 2), C: (2, 0, 0), D: (1, 1, 1), UNKNOWN: (1, 0, 0)}
+    assert per_class[B]["most_predicted_instead"] == C
+    assert [(p["true"], p["predicted"], p["count"]) for p in s["most_confused"]] == \
+        KNOWN["confused"]
+    assert s["most_confused"][0]["share"] == 2 / 3
+    assert {r["label"]: r["count"] for r in s["most_predicted"]} == KNOWN["predicted"]
+    assert s["labels_outside_label_map"] == [{"label": UNKNOWN, "clips": 1}]
+    assert any(UNKNOWN in w and "not in the label map" in w for w in summary["warnings"])
+
+    # num_frames 32 x1, 64 x7, 100 x5, 250 x2
+    frames = s["num_frames"]
+    assert (frames["min"], frames["median"], frames["max"]) == (32, 64, 250)
+    assert frames["mean"] == pytest.approx((32 + 64 * 7 + 100 * 5 + 250 * 2) / 15)
+    assert dict(zip(frames["values"], frames["counts"])) == {32: 1, 64: 7, 100: 5, 250: 2}
+
+    prob = s["top1_probability"]
+    assert sum(prob["correct"]) == 5 and sum(prob["wrong"]) == 6 and sum(prob["unlabelled"]) == 4
+    assert prob["correct"][19] == 2    # 0.97 and 0.99 in [0.95, 1.0]
+    assert prob["wrong"][6] == 2       # b2, b3 at 0.30
+
+    e = summary["errors"]
+    assert e["failures"] == 9
+    assert e["by_stage"] == {"decode": 7, "inference": 1, "manifest": 1}
+    assert [(r["error_type"], r["stage"], r["count"], len(r["examples"]))
+            for r in e["by_error_type"]] == [
+        ("CorruptVideo", "decode", 5, 3), ("NotAVideo", "decode", 2, 2),
+        ("InvalidModelInput", "inference", 1, 1), ("DuplicateClip", "manifest", 1, 1)]
+    assert "truncated" in e["by_error_type"][0]["examples"][0]["message"]
+
+    # what the user reads states the same figures
+    text = text_summary(summary)
+    assert "clips: 15 scored, 9 failed (37.50% of 24 failed)" in text
+    assert "labels: 11 of 15 scored clips have one (4 without)" in text
+    assert f"top-1 accuracy: {100 * 5 / 11:.2f}% (5 of 11)" in text
+    assert f"top-5 accuracy: {100 * 7 / 11:.2f}% (7 of 11)" in text
+    assert f"mean per-class top-1 accuracy: {100 * 5 / 12:.2f}% over 5 classes" in text
+    assert f"{B} -> {C} (2)" in text
+    page = (tmp_path / "out" / "report.html").read_text()
+    for figure in (f"{100 * 5 / 11:.2f}%", f"{100 * 7 / 11:.2f}%", f"{100 * 5 / 12:.2f}%"):
+        assert figure in page
+    for true, predicted, count in KNOWN["confused"]:
+        assert (f"<td>{true}</td><td>{predicted}</td><td class=\"n\">{count}</td>") in page
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["scores"]["accuracy"] == acc
+
+
+def naive_figures(rows: list[dict]) -> dict:
+    """The figures by the definitions, one row at a time (independent of the report)."""
+    labelled = [r for r in rows if r["label"]]
+    top1 = sum(r["label"] == r["predicted_label"] for r in labelled)
+    top5 = sum(r["label"] in [e["label"] for e in r["top_k"][:5]] for r in labelled)
+    per_class = collections.defaultdict(list)
+    for r in labelled:
+        per_class[r["label"]].append(r["label"] == r["predicted_label"])
+    pairs = collections.Counter((r["label"], r["predicted_label"]) for r in labelled
+                                if r["label"] != r["predicted_label"])
+    confused = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1]))[:20]
+    predicted = collections.Counter(r["predicted_label"] for r in rows)
+    return {"labelled": len(labelled), "top1": top1, "top5": top5,
+            "mean_per_class": sum(sum(v) / len(v) for v in per_class.values()) / len(per_class),
+            "confused": [(t, p, n) for (t, p), n in confused],
+            "most_predicted": sorted(predicted.items(), key=lambda kv: (-kv[1], kv[0]))[:30]}
+
+
+def random_scores(n: int, names, k: int, seed: int) -> list[dict]:
+    """Clips whose predictions are right about half the time, on 40 of the classes."""
+    rng = np.random.default_rng(seed)
+    classes = list(rng.choice(len(names), 40, replace=False))
+    rows = []
+    for i in range(n):
+        true = names[classes[rng.integers(40)]]
+        if rng.random() < 0.5:
+            predicted = true
+        else:
+            predicted = names[classes[rng.integers(40)]]
+        rest = [names[j] for j in rng.choice(len(names), k + 1, replace=False)
+                if names[j] != predicted][:k - 1]
+        if rng.random() < 0.3 and true not in rest and true != predicted:
+            rest[rng.integers(k - 1)] = true      # the truth somewhere in top-k (maybe > 5)
+        label = None if rng.random() < 0.1 else true
+        rows.append(score_row(f"c{i}", label, predicted, [predicted, *rest],
+                              float(rng.random()), int(rng.integers(20, 300)), names))
+    return rows
+
+
+def test_600_classes_with_top7_match_the_definitions(tmp_path):
+    names = label_map(600)
+    rows = random_scores(1500, names, k=7, seed=3)
+    meta = {**RUN_METADATA, "label_map": "kinetics-600", "num_classes": 600}
+    write_parts(tmp_path / "run" / "scores", rows, SCORES_SCHEMA, parts=3, metadata=meta)
+    write_parts(tmp_path / "run" / "errors", [], ERRORS_SCHEMA, parts=1, metadata=meta)
+    summary = compute_summary(str(tmp_path / "run"))
+    want = naive_figures(rows)
+    s = summary["scores"]
+    assert s["labelled"] == want["labelled"]
+    assert s["accuracy"]["top1_correct"] == want["top1"]
+    assert s["accuracy"]["top5_correct"] == want["top5"]     # the first 5 of 7 only
+    assert s["accuracy"]["top5"] == want["top5"] / want["labelled"]
+    assert s["accuracy"]["mean_per_class_top1"] == pytest.approx(want["mean_per_class"],
+                                                                 rel=1e-12)
+    assert [(p["true"], p["predicted"], p["count"]) for p in s["most_confused"]] == \
+        want["confused"]
+    assert [(r["label"], r["count"]) for r in s["most_predicted"]] == want["most_predicted"]
+    assert s["top_k_entries"] == {"min": 7, "max": 7}
+    assert summary["label_map"]["classes"] == [600]
+    assert not s["labels_outside_label_map"]
+    assert summary["errors"]["failures"] == 0
+
+
+def test_top5_is_unavailable_when_the_run_kept_fewer(tmp_path):
+    rows = [score_row(f"c{i}", A, A if i % 2 else B, [A if i % 2 else B, *OTHER[:2]])
+            for i in range(6)]
+    write_parts(tmp_path / "run" / "scores", rows, SCORES_SCHEMA, parts=2)
+    summary = compute_summary(str(tmp_path / "run"))
+    acc = summary["scores"]["accuracy"]
+    assert acc["top1"] == 0.5 and acc["top5"] is None and acc["top5_correct"] is None
+    assert "unavailable" in acc["top5_note"] and "top 3" in acc["top5_note"]
+    assert "top-5 accuracy: unavailable" in text_summary(summary)
+    assert any("errors/" in w for w in summary["warnings"])   # errors/ missing: said so
+
+
+def test_pure_functions():
+    confusion = np.array([[5, 2, 0], [0, 1, 3], [2, 0, 0]])
+    names = ["b", "a", "c"]
+    pairs = metrics.most_confused_pairs(confusion, names, n=2)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("a", "c", 3),
+                                                                       ("b", "a", 2)]
+    rows = metrics.class_table(confusion, np.array([6, 4, 0]), names)
+    assert [(r["label"], r["support"], r["top1"], r["top5"]) for r in rows] == [
+        ("c", 2, 0.0, 0.0), ("a", 4, 0.25, 1.0), ("b", 7, 5 / 7, 6 / 7)]
+    hits = metrics.top_k_hits(np.array([1, 2, -1]), np.array([0, 5, 10, 15]),
+                              np.array([0, 1, 3, 3, 3, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9]))
+    assert hits.tolist() == [True, False, False]
+    stats = metrics.count_stats(np.bincount([3, 3, 4, 10]))
+    assert (stats["min"], stats["median"], stats["max"], stats["mean"]) == (3, 3, 10, 5.0)
+    cal = metrics.calibration(np.array([1, 0]), np.array([1, 2]), np.array([0.5, 2.4]))
+    assert cal["ece"] == pytest.approx((2 * abs(0.5 - 0.25) + 2 * abs(0.0 - 1.2)) / 4)
+    vocab = metrics.Vocabulary(["x", "y"])
+    codes = vocab.encode(pa.array(["y", None, "z", "x"]).dictionary_encode())
+    assert codes.tolist() == [1, -1, 2, 0] and vocab.outside_label_map == ["z"]
+
+
+def test_reads_only_the_needed_columns(known_run, monkeypatch):
+    requested = []
+    original = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        requested.append(kwargs.get("columns"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("whole-file read"))
+    compute_summary(str(known_run))
+    assert requested and all(cols is not None for cols in requested)
+    read = set().union(*requested)
+    assert read <= {"label", "predicted_label", "predicted_probability", "num_frames",
+                    "top_k.list.element.label", "stage", "error_type", "message", "clip_id"}
+    assert "top_k.list.element.label" in read
+
+
+# --- The files -----------------------------------------------------------------------
+
+
+class _ResourceCollector(html.parser.HTMLParser):
+    """Tags and the attributes through which a page could load something."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.references = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "poster", "data", "action", "background"):
+                self.references.append((tag, name, value or ""))
+
+
+def test_html_is_self_contained_with_every_chart(known_run, tmp_path):
+    out = tmp_path / "out"
+    summary = build_report(str(known_run), str(out))
+    assert summary["charts"] == [f"{name}.png" for name in CHARTS]
+    page = (out / "report.html").read_text()
+    parser = _ResourceCollector()
+    parser.feed(page)
+    assert not parser.tags & {"script", "link", "iframe", "object", "embed", "video", "audio",
+                              "source", "base"}
+    assert "url(" not in page and "@import" not in page
+    assert all(v.startswith("data:image/png;base64,") for _, _, v in parser.references), \
+        parser.references
+    embedded = {v[len("data:image/png;base64,"):] for _, _, v in parser.references}
+    for name in CHARTS:
+        png = (out / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert base64.b64encode(png).decode() in embedded, name
+        assert f'id="chart-{name}"' in page
+    assert len(embedded) == len(CHARTS)
+    # run metadata is shown
+    assert "rgb_checkpoint" in page and "kinetics-400" in page and '&quot;frames&quot;: 64' in page
+
+
+def test_cli_prints_summary_and_writes_default_out(known_run, capsys):
+    assert cli.main(["report", str(known_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"top-1 accuracy: {100 * 5 / 11:.2f}% (5 of 11)" in out
+    assert f"report: {known_run / 'report' / 'report.html'} (7 charts" in out
+    assert {p.name for p in (known_run / "report").iterdir()} == {
+        "report.html", "summary.json", *(f"{n}.png" for n in CHARTS)}
+
+
+# --- Empty and odd cases -------------------------------------------------------------
+
+
+def test_no_outputs_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(ReportError, match="neither scores/ nor errors/"):
+        compute_summary(str(tmp_path))
+    assert cli.main(["report", str(tmp_path / "missing")]) == 1
+    assert "neither scores/ nor errors/" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_parquet_is_named(known_run):
+    bad = known_run / "errors" / "part-bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(ReportError, match="part-bad.parquet: cannot read it as Parquet"):
+        compute_summary(str(known_run))
+
+
+def test_all_clips_failed(tmp_path):
+    run = tmp_path / "run"
+    (run / "scores").mkdir(parents=True)
+    write_parts(run / "errors", known_errors(), ERRORS_SCHEMA, parts=2)
+    summary = build_report(str(run), str(tmp_path / "out"))
+    assert summary["scores"]["clips"] == 0 and summary["errors"]["failures"] == 9
+    assert summary["charts"] == ["failures.png"]
+    text = text_summary(summary)
+    assert "clips: 0 scored, 9 failed (100.00% of 9 failed)" in text
+    assert "accuracy: no clips were scored" in text
+    assert "No clips were scored." in (tmp_path / "out" / "report.html").read_text()
+    assert summary["metadata"]["label_map"] == "kinetics-400"   # from the errors' files
+
+
+def test_no_errors_and_no_labels(tmp_path):
+    run = tmp_path / "run"
+    rows = [score_row(f"c{i}", None, A, [A, *OTHER[:4]], 0.1 * i, 64) for i in range(8)]
+    write_parts(run / "scores", rows, SCORES_SCHEMA, parts=2)
+    write_parts(run / "errors", [], ERRORS_SCHEMA, parts=1)
+    summary = build_report(str(run), str(tmp_path / "out"))
+    s = summary["scores"]
+    assert s["labelled"] == 0 and s["accuracy"]["top1"] is None
+    assert s["accuracy"]["mean_per_class_top1"] is None and s["most_confused"] == []
+    assert summary["errors"]["failures"] == 0
+    assert set(summary["charts"]) == {"predicted_classes.png", "top1_probability.png",
+                                      "num_frames.png"}
+    text = text_summary(summary)
+    assert "clips: 8 scored, 0 failed (0.00% of 8 failed)" in text
+    assert "none of the 8 scored clips has a label" in text
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "No failures" in page and "calibration cannot be shown" in page
+    assert not summary["warnings"]
+
+
+def test_part_files_that_disagree_on_metadata_are_flagged(tmp_path):
+    rows = known_scores()
+    other = {**RUN_METADATA, "version": "0.2.0", "rgb_checkpoint": "gs://ckpt/rgb_imagenet"}
+    write_parts(tmp_path / "run" / "scores", rows, SCORES_SCHEMA, parts=3,
+                metadata=[RUN_METADATA, RUN_METADATA, other])
+    summary = build_report(str(tmp_path / "run"), str(tmp_path / "out"))
+    keys = [d["key"] for d in summary["metadata_disagreements"]]
+    assert keys == ["rgb_checkpoint", "version"]
+    assert summary["metadata"]["version"] == "0.1.0"
+    assert any("disagree on run metadata version" in w and "'0.2.0' in 1 file(s)" in w
+               for w in summary["warnings"])
+    assert "gs://ckpt/rgb_imagenet" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_runs_without_label_map_metadata(tmp_path):
+    rows = known_scores()
+    write_parts(tmp_path / "run" / "scores", rows, SCORES_SCHEMA, parts=2,
+                metadata={"streams": "rgb"})
+    summary = compute_summary(str(tmp_path / "run"))
+    acc = summary["scores"]["accuracy"]
+    assert (acc["top1_correct"], acc["top5_correct"]) == (5, 7)
+    assert acc["mean_per_class_top1"] == pytest.approx(KNOWN["mean_per_class_top1"], abs=1e-12)
+    assert summary["scores"]["labels_outside_label_map"] == []   # nothing to check against
+    assert any("names no label map" in w for w in summary["warnings"])
+
+
+# --- Remote ----------------------------------------------------------------------------
+
+
+def test_report_on_gcs_matches_local(gcs_emulator, known_run, tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    for sub in ("scores", "errors"):
+        for path in sorted((known_run / sub).iterdir()):
+            upload(path, f"gs://test-bucket/run1/{sub}/{path.name}")
+    upload(known_run / "scores" / "part-00000-of-00004.parquet",
+           "gs://test-bucket/run1/scores/nested/ignored.parquet")   # not a part of scores/
+    remote = build_report("gs://test-bucket/run1", "gs://test-bucket/run1/report")
+    local = compute_summary(str(known_run))
+    for key in ("scores", "errors", "metadata", "metadata_disagreements", "warnings"):
+        assert remote[key] == local[key], key
+    written = {Path(m.path).name for m in
+               FileSystems.match(["gs://test-bucket/run1/report/*"])[0].metadata_list}
+    assert written == {"report.html", "summary.json", *(f"{n}.png" for n in CHARTS)}
+    with pytest.raises(ReportError, match="neither scores/ nor errors/"):
+        compute_summary("gs://test-bucket/no-such-run")
+
+
+# --- Rendering in a browser ------------------------------------------------------------
+
+
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser", "/usr/bin/chromium"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("Chromium is not installed; the report's rendering test needs it. Install "
+                "Debian's package: sudo apt-get install -y --no-install-recommends chromium "
+                "(scripts/bootstrap.sh and .ci/run do this when run as root).")
+
+
+def test_html_renders_in_headless_chromium(known_run, tmp_path):
+    from PIL import Image
+
+    build_report(str(known_run), str(tmp_path / "out"))
+    shot = tmp_path / "screenshot.png"
+    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage",
+               "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+               f"--screenshot={shot}", "--window-size=1280,2000",
+               (tmp_path / "out" / "report.html").as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert shot.exists(), f"no screenshot (rc {result.returncode}): {result.stderr[-2000:]}"
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[:2] == (2000, 1280)
+    not_white = (image < 245).any(axis=2).mean()
+    assert not_white > 0.02, f"screenshot nearly blank ({not_white:.3%} non-white pixels)"
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50
+    # the failures chart is drawn in the decode stage's orange (#ff7f0e): the embedded
+    # PNGs were decoded, not just the text laid out
+    orange = (np.abs(image.astype(int) - [255, 127, 14]).sum(axis=2) < 30).sum()
+    assert orange > 1000, f"no chart pixels in the screenshot ({orange})"
