@@ -17,6 +17,8 @@ from beam_i3d import __version__
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
+    "preprocess": ("beam_i3d.preprocess_cli",
+                   "decode one video into the model's inputs, as the release's .npy files", False),
 }
 
 
