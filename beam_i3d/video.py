@@ -263,8 +263,12 @@ class Orientation:
         if matrix is None:
             return cls()
         a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
-        # The counter-clockwise angle as FFmpeg's av_display_rotation_get reports it.
-        rotation = int(round(math.degrees(math.atan2(-b, a if a or b else 1)) / 90.0)) * 90 % 360
+        # The counter-clockwise angle, as FFmpeg's av_display_rotation_get reports it, of
+        # the rotation alone (a mirrored matrix is a rotation followed by a horizontal flip,
+        # which negates a and c).
+        mirrored = a * d - b * c < 0
+        angle = math.degrees(math.atan2(-b, (-a if mirrored else a) if a or b else 1))
+        rotation = int(round(angle / 90.0)) * 90 % 360
         rotation = rotation - 360 if rotation > 180 else rotation  # in (-180, 180]
         if abs(a) + abs(d) >= abs(b) + abs(c):  # 0 or 180 degrees, maybe mirrored
             return cls(False, d < 0, a < 0, rotation)

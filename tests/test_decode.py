@@ -173,8 +173,7 @@ def test_display_matrix_turns_frames_upright(tmp_path, rotation, hflip):
     clip = decode_clip(path, keep_gray=True)
     assert [read_code(f) for f in clip.rgb] == [1, 2, 3]
     assert clip.gray.shape[1:] == (427, 256)  # portrait, as displayed
-    if not hflip:
-        assert clip.info.rotation == rotation
+    assert clip.info.rotation == rotation
 
 
 def test_orientation_from_known_matrices():
