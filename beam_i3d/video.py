@@ -510,6 +510,13 @@ class _OpenVideo:
         if width <= 0 or height <= 0:
             raise CorruptVideo(uri, f"the stream declares no frame size ({width}x{height})")
         self.time_base = stream.time_base or Fraction(1, 90000)
+        # Time 0 of every clip: the video stream's start, else the container's, else 0.
+        if stream.start_time is not None:
+            self.origin_pts = stream.start_time
+        elif container.start_time is not None:
+            self.origin_pts = int(Fraction(container.start_time, 1_000_000) / self.time_base)
+        else:
+            self.origin_pts = 0
         self.declared_duration, self.exact_duration = _declared_duration(container, stream)
         if self.declared_duration is not None and self.declared_duration > self.limits.max_duration_seconds:
             raise VideoTooLong(uri, f"the video lasts {float(self.declared_duration):.1f} s, over the "
@@ -634,19 +641,15 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
     raise AssertionError("unreachable: the last attempt decodes from the beginning")
 
 
-class _Late(Exception):
-    """The first frame after a seek is after the start: seek further back."""
-
-
 def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep_gray: bool,
                  seek_target: Fraction | None, retry_if_late: bool) -> DecodedClip | None:
     container, stream, tb, uri = video.container, video.stream, video.time_base, video.uri
-    origin_pts = stream.start_time  # time 0 of the clip, in stream time base
+    origin_pts = video.origin_pts
     if seek_target is not None:
-        container.seek(int((origin_pts or 0) + math.floor(seek_target / tb)), stream=stream,
+        container.seek(int(origin_pts + math.floor(seek_target / tb)), stream=stream,
                        backward=True, any_frame=False)
     elif video.seeked:
-        container.seek(origin_pts or 0, stream=stream, backward=True, any_frame=False)
+        container.seek(origin_pts, stream=stream, backward=True, any_frame=False)
     video.seeked = video.seeked or seek_target is not None
 
     sampler = FrameSampler(start, stop)
@@ -681,8 +684,6 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
 
     for frame in _frames(video):
         if frame.pts is not None:
-            if origin_pts is None:
-                origin_pts = frame.pts
             frame_time = Fraction(frame.pts - origin_pts) * tb
         else:  # no timestamp (raw streams): one frame interval after the previous one
             frame_time = (previous_time + (last_interval or _default_interval(video))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -294,3 +293,48 @@ def test_own_yuv_conversion_matches_swscale(colorspace, pix_fmt, full_range):
     ours = yuv_to_rgb(yuv, colorspace, full_range).astype(int)
     assert np.abs(ours - reference).max() <= 1
     assert np.abs(ours - reference).mean() < 0.1
+
+
+def test_a_seek_that_lands_after_the_start_is_retried(tmp_path, monkeypatch):
+    """Some indexes are inexact: the first seek lands 1 s late here, and the decoder must
+    go further back rather than hold a later frame for the start."""
+    from beam_i3d import video as video_module
+
+    class LateFirstSeek:
+        def __init__(self, container):
+            self._container, self.seeks = container, []
+
+        def seek(self, offset, stream=None, **kwargs):
+            if not self.seeks:
+                offset += int(1 / stream.time_base)
+            self.seeks.append(offset)
+            return self._container.seek(offset, stream=stream, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+    opened = []
+    original_open = video_module._OpenVideo._open
+
+    def open_with_late_seek(self, decode_threads):
+        original_open(self, decode_threads)
+        self.container = LateFirstSeek(self.container)
+        opened.append(self.container)
+
+    path = write_video(str(tmp_path / "short_gop.mp4"), lambda i: code_frame(i, W, H),
+                       num_frames=100, options={"g": "5"})  # a keyframe every 0.2 s
+    monkeypatch.setattr(video_module._OpenVideo, "_open", open_with_late_seek)
+    clip = decode_clip(path, 1.3, 1.7)
+    assert len(opened[0].seeks) >= 2  # retried
+    times = [Fraction(i, 25) for i in range(100)]
+    assert [read_code(f) for f in clip.rgb] == reference_indices(times, Fraction(4), Fraction(13, 10),
+                                                                   Fraction(17, 10))
+
+
+def test_mpegts_seeking_gives_the_same_frames(tmp_path):
+    path = write_video(str(tmp_path / "long_gop.ts"), lambda i: code_frame(i, W, H), num_frames=100,
+                       options={"g": "40"})
+    clip = decode_clip(path, 2.1, 3.0)
+    times = [Fraction(i, 25) for i in range(100)]
+    assert [read_code(f) for f in clip.rgb] == reference_indices(times, Fraction(4), Fraction(21, 10),
+                                                                   Fraction(3))
