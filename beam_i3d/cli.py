@@ -17,6 +17,8 @@ from beam_i3d import __version__
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
     "score": ("beam_i3d.score_cli", "score clips from manifests with I3D (a Beam job)", True),
+    "preprocess": ("beam_i3d.preprocess_cli",
+                   "decode one video into the model's inputs, as the release's .npy files", False),
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
     "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
                "PNG charts", False),

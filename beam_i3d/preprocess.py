@@ -1,0 +1,138 @@
+"""A clip of a video -> the RGB and flow tensors I3D scores, by the release's recipe.
+
+:func:`preprocess_clip` is the whole recipe as one pure function (no Beam): decode and
+sample at 25 fps (:mod:`beam_i3d.video`), RGB centre crops as uint8, and, only when the
+flow stream is asked for, TV-L1 flow (:mod:`beam_i3d.flow`) quantised to uint8 the way
+the release's authors did (kinetics-i3d issue #24). Both streams stay uint8 until the
+model, whose ``serving_uint8`` path maps them to [-1, 1] as ``x / 255 * 2 - 1``.
+
+How the streams line up: the clip's T frames give T-1 flow fields; ``flow[k]`` is the
+motion from ``rgb[k]`` to ``rgb[k+1]``, so the flow clip covers the same frames, one step
+shorter, and its field k belongs to output time ``start + k/25``. Clips shorter than the
+network's minimum of 9 steps are looped cyclically (frames 0, 1, ..., T-1, 0, 1, ...)
+up to 9, each stream over its own real steps (RGB over its T frames, flow over its T-1
+fields); ``num_frames`` keeps the true T. A single-frame clip has no motion: its flow is
+one field of zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, DecodeLimits
+from beam_i3d.video import center_crop, decode_clip
+
+__all__ = ["ClipTensors", "DecodeLimits", "STREAMS", "loop_to_length", "preprocess_clip",
+           "uint8_to_unit_range"]
+
+STREAMS = ("rgb", "flow")
+
+
+@dataclasses.dataclass
+class ClipTensors:
+    """The model's inputs for one clip, and where they came from.
+
+    ``rgb``: ``[T,224,224,3]`` uint8 (None if not asked for); ``flow``: ``[T_f,224,224,2]``
+    uint8 quantised levels, or float32 in [-1, 1] when ``flow_quantized`` is False (None
+    if not asked for); T, T_f >= 9 after looping. ``num_frames``: real 25-fps frames
+    decoded, before looping (``num_flow_fields = num_frames - 1`` real flow fields, at
+    least 1). ``start_sec``/``end_sec``: the range covered, ``end_sec = start_sec +
+    num_frames / 25``. ``source_*``: the video as its container describes it (coded
+    size, average frame rate, declared duration, codec); ``rotation``: degrees
+    counter-clockwise the frames were turned to be upright.
+    """
+
+    rgb: np.ndarray | None
+    flow: np.ndarray | None
+    num_frames: int
+    start_sec: float = 0.0
+    end_sec: float = 0.0
+    source_width: int = 0
+    source_height: int = 0
+    source_fps: float | None = None
+    source_duration_sec: float | None = None
+    source_codec: str = ""
+    rotation: int = 0
+    flow_quantized: bool | None = None  # None when there is no flow stream
+    flow_backend: str | None = None
+
+    @property
+    def num_flow_fields(self) -> int:
+        return max(1, self.num_frames - 1)
+
+    def metadata(self) -> dict[str, str]:
+        """The scalar fields as strings (for output metadata)."""
+        return {f.name: "" if getattr(self, f.name) is None else str(getattr(self, f.name))
+                for f in dataclasses.fields(self) if f.name not in STREAMS}
+
+
+def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
+                    streams: Sequence[str] = ("rgb",), max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                    quantize_flow: bool = True, flow_backend: str = "opencv",
+                    limits: DecodeLimits | None = None, decode_threads: int = 0) -> ClipTensors:
+    """Decode ``[start_sec, end_sec)`` of ``uri`` (a path or any URI Beam reads) and make
+    the requested ``streams`` ("rgb" and/or "flow") by the I3D recipe.
+
+    ``start_sec`` defaults to 0, ``end_sec`` to the end of the video; at most
+    ``max_seconds`` (default 10 s = 250 frames; None: no cap). ``quantize_flow=False``
+    gives float32 flow ``clip(f, -20, 20) / 20`` instead of uint8 levels.
+    ``flow_backend`` names a backend of :mod:`beam_i3d.flow`.
+
+    Raises only :class:`~beam_i3d.errors.VideoError` subclasses for bad input
+    (see :func:`beam_i3d.video.decode_clip`); ValueError / UnknownFlowBackend for bad
+    arguments, before anything is read.
+    """
+    from beam_i3d import flow as flow_ops
+
+    streams = tuple(streams)
+    if not streams or set(streams) - set(STREAMS):
+        raise ValueError(f"streams must be a non-empty subset of {STREAMS}, got {list(streams)}")
+    want_flow = "flow" in streams
+    if want_flow:
+        flow_ops.get_flow_backend(flow_backend)  # fail on a bad name before decoding
+
+    clip = decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
+                       keep_gray=want_flow, decode_threads=decode_threads)
+    flow = None
+    if want_flow:
+        if clip.num_frames >= 2:
+            fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend), axes=(1, 2))
+        else:  # one frame: no motion
+            fields = np.zeros((1,) + clip.rgb.shape[1:3] + (2,), np.float32)
+        flow = flow_ops.quantize_flow(fields) if quantize_flow else flow_ops.flow_to_unit_range(fields)
+        flow = loop_to_length(flow, MIN_FRAMES)
+    info = clip.info
+    return ClipTensors(
+        rgb=loop_to_length(clip.rgb, MIN_FRAMES) if "rgb" in streams else None,
+        flow=flow,
+        num_frames=clip.num_frames,
+        start_sec=clip.start_sec,
+        end_sec=clip.end_sec,
+        source_width=info.width,
+        source_height=info.height,
+        source_fps=info.fps,
+        source_duration_sec=info.duration_sec,
+        source_codec=info.codec,
+        rotation=info.rotation,
+        flow_quantized=quantize_flow if want_flow else None,
+        flow_backend=flow_backend if want_flow else None,
+    )
+
+
+def loop_to_length(frames: np.ndarray, length: int = MIN_FRAMES) -> np.ndarray:
+    """``[T,...]`` -> ``[max(T, length),...]``, repeating frames 0..T-1 cyclically
+    (returned unchanged if T >= length)."""
+    count = frames.shape[0]
+    if count >= length:
+        return frames
+    return np.take(frames, np.arange(length) % count, axis=0)
+
+
+def uint8_to_unit_range(x: np.ndarray) -> np.ndarray:
+    """uint8 in [0, 255] -> float32 in [-1, 1] as ``x / 255 * 2 - 1``: the same map,
+    in the same float32 arithmetic, as the model's uint8 input
+    (``model.i3d.uint8_to_unit_range``), in numpy so as not to need TensorFlow."""
+    return x.astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
