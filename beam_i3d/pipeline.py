@@ -159,12 +159,10 @@ class DoneKeys(beam.PTransform):
         self._output = output
 
     def expand(self, pbegin):
-        from apache_beam.io.filesystem import EmptyMatchTreatment
-
         patterns = [bfileio.join(self._output, d, "*.parquet") for d in ("scores", "errors")]
         return (pbegin
                 | "OutputPatterns" >> beam.Create(patterns)
-                | "MatchOutput" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
+                | "MatchOutput" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
                 | "ReadOutput" >> fileio.ReadMatches()
                 | "DoneKeys" >> beam.FlatMap(done_keys_in_parquet))
 

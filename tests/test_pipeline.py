@@ -22,8 +22,9 @@ MULTIPROCESS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_pro
 def moving_texture(path, frames, rate=25, size=(96, 128), seed=0):
     """A textured image panning right 2 px a frame: real H.264 with motion."""
     h, w = size
-    texture = textured_image(h, w + 2 * frames, seed=seed)
-    return write_video(str(path), lambda k: np.ascontiguousarray(texture[:, 2 * k:2 * k + w]),
+    gray = textured_image(h, w + 2 * frames, seed=seed)
+    texture = np.stack([gray, 255 - gray, gray // 2 + 64], axis=-1)
+    return write_video(str(path), lambda k: texture[:, 2 * k:2 * k + w],
                        num_frames=frames, rate=rate)
 
 
