@@ -27,6 +27,18 @@ from beam_i3d.manifest import ClipRequest
 _LOG = logging.getLogger(__name__)
 
 
+class _NoResourceModuleWarning(logging.Filter):
+    """Beam 2.77's RunInference imports ``resource`` together with its model manager,
+    which needs PyTorch; without PyTorch it warns on every batch that it cannot measure
+    memory. The warning says nothing about this job, so it is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resource module is not available" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_NoResourceModuleWarning())
+
+
 @dataclasses.dataclass
 class ClipExample:
     """A decoded clip on its way to the model."""

@@ -14,7 +14,8 @@ of the bundles in flight every second, and a thread prints
 
     [beam-i3d] 1204/3000 clips (40%), 17 failed, 3.1 clips/s, ETA 9m40s
 
-on stderr (rewritten in place on a terminal, every 30 s otherwise). Running the
+on stderr (rewritten in place every second on a terminal, a new line every 30 s
+otherwise; ``BEAM_I3D_PROGRESS_SECONDS`` sets the interval). Running the
 FnApiRunner directly also keeps Beam from trying its Prism runner, which fetches a Go
 binary from GitHub on first use.
 
@@ -26,6 +27,7 @@ without the progress line.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -133,7 +135,8 @@ class ProgressPrinter(threading.Thread):
         self._source = source
         self._stream = stream
         self._tty = hasattr(stream, "isatty") and stream.isatty()
-        self._interval = interval or (1.0 if self._tty else 30.0)
+        self._interval = interval or float(os.environ.get(
+            "BEAM_I3D_PROGRESS_SECONDS", 1.0 if self._tty else 30.0))
         self._stop_event = threading.Event()
         self._start = time.monotonic()
         self._first_done: tuple[float, int] | None = None

@@ -162,6 +162,10 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
     options = options_from_args(args)
     num_classes = check_before_launch(options, local_only=args.dry_run)
+    if not any(a.startswith("--direct_running_mode") for a in extra_args):
+        # Beam's default local mode (in_memory) runs the workers in the launching
+        # thread, which then cannot answer progress requests: no progress line.
+        extra_args = [*extra_args, "--direct_running_mode", "multi_threading"]
     pipeline_options = PipelineOptions(extra_args)
     if args.dry_run:
         from apache_beam.options.pipeline_options import TestOptions

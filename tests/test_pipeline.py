@@ -152,3 +152,55 @@ def test_skip_existing_resumes(first_run, corpus):
     assert sorted(r["clip_id"] for r in scores) == ["a", "b", "cricket", "new"]
     assert len(errors) == 6  # nothing reported twice
     assert set(before_errors) <= set(after_errors)
+
+
+def test_gcs_end_to_end_with_progress(gcs_emulator, corpus, tmp_path):
+    """Manifest and videos in a bucket of the GCS emulator, output to gs://, the command
+    run as a user runs it; the progress line counts up to every row."""
+    import json
+    import subprocess
+    import sys
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from conftest import upload
+
+    d, _ = corpus
+    for name in ("good.mp4", "good2.mp4", "notes.mp4"):
+        upload(d / name, f"gs://test-bucket/videos/{name}")
+    rows = [{"video_uri": "gs://test-bucket/videos/good.mp4", "label": "abseiling"},
+            {"video": "gs://test-bucket/videos/good2.mp4", "start": 0.0, "end": 1.0},
+            {"path": "gs://test-bucket/videos/notes.mp4"},
+            {"video_uri": "gs://test-bucket/videos/absent.mp4"}]
+    local_manifest = tmp_path / "m.jsonl"
+    local_manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    upload(local_manifest, "gs://test-bucket/manifests/m.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-m", "beam_i3d", "score", "--manifest", "gs://test-bucket/manifests/*.jsonl",
+         "--output", "gs://test-bucket/runs/r1", "--no-embeddings"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "BEAM_I3D_PROGRESS_SECONDS": "0.5"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [l for l in done.stderr.splitlines() if l.startswith("[beam-i3d]")]
+    assert len(lines) >= 2, done.stderr[-3000:]
+    counts = [int(l.split()[1].split("/")[0]) for l in lines]
+    assert counts == sorted(counts)  # never goes backwards
+    assert lines[-1].startswith("[beam-i3d] 4/4 clips (100%), 2 failed")
+
+    def read(dataset):
+        files = [m.path for m in FileSystems.match(
+            [f"gs://test-bucket/runs/r1/{dataset}/*.parquet"])[0].metadata_list]
+        assert files
+        rows = []
+        for path in files:
+            with FileSystems.open(path) as f:
+                rows += pq.read_table(f).to_pylist()
+        return rows
+
+    scores, errors = read("scores"), read("errors")
+    assert sorted(r["video_uri"] for r in scores) == ["gs://test-bucket/videos/good.mp4",
+                                                     "gs://test-bucket/videos/good2.mp4"]
+    assert all(r["rgb_embedding"] is None and len(r["rgb_logits"]) == 400 for r in scores)
+    assert sorted((e["video_uri"], e["error_type"]) for e in errors) == [
+        ("gs://test-bucket/videos/absent.mp4", "VideoNotFound"),
+        ("gs://test-bucket/videos/notes.mp4", "NotAVideo")]
