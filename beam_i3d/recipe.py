@@ -26,8 +26,8 @@ FLOW_BOUND = 20.0  # pixels per frame; flow is truncated to [-FLOW_BOUND, FLOW_B
 FLOW_LEVELS = 256  # quantisation levels of the flow ([-20, 20] -> {0, ..., 255})
 DEFAULT_MAX_SECONDS = 10.0  # longest clip scored by default (a Kinetics clip: 250 frames)
 # The shortest clip the network accepts (three temporal stride-2 stages, then a 2-step
-# average pool). The same number as model.i3d.MIN_FRAMES, kept here so that decoding
-# does not import TensorFlow; tests/test_preprocess.py checks that they agree.
+# average pool). Defined here, where decoding can read it without TensorFlow;
+# model/i3d.py takes it (and CROP_SIZE as its input size) from here.
 MIN_FRAMES = 9
 
 # Limits on untrusted input (see DecodeLimits).

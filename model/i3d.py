@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_i3d.errors import InvalidModelInput
+from beam_i3d.recipe import CROP_SIZE, MIN_FRAMES
 
 # The order of the original network's endpoints.
 ENDPOINTS = (
@@ -64,8 +65,8 @@ INCEPTION_CHANNELS: Mapping[str, tuple[int, int, int, int, int, int]] = {
 }
 
 EMBEDDING_SIZE = 1024  # channels of Mixed_5c
-INPUT_SIZE = 224  # height and width the network expects
-MIN_FRAMES = 9  # shortest clip the Logits temporal pool accepts
+INPUT_SIZE = CROP_SIZE  # height and width the network expects (224)
+# MIN_FRAMES (9): the shortest clip the Logits temporal pool accepts.
 BATCH_NORM_EPSILON = 1e-3
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
 
-from beam_i3d import errors, recipe
+from beam_i3d import errors
 from beam_i3d.cli import main
 from beam_i3d.preprocess import ClipTensors, loop_to_length, preprocess_clip, uint8_to_unit_range
 from video_factory import code_frame, read_code, write_video
@@ -44,13 +43,11 @@ def test_loop_to_length():
     assert loop_to_length(np.arange(12), 9).shape == (12,)
 
 
-def test_recipe_constants_agree_with_the_model():
+def test_numpy_normalisation_matches_the_model_bit_for_bit():
     import tensorflow as tf
 
     from model import i3d
 
-    assert recipe.MIN_FRAMES == i3d.MIN_FRAMES
-    assert recipe.CROP_SIZE == i3d.INPUT_SIZE
     levels = np.arange(256, dtype=np.uint8)
     np.testing.assert_array_equal(uint8_to_unit_range(levels),
                                   i3d.uint8_to_unit_range(tf.constant(levels)).numpy())
@@ -83,23 +80,9 @@ def test_command_writes_the_release_layout(short_clip, tmp_path, capsys):
 # --- gs:// through Beam's FileSystems, against a local GCS emulator ---------------------
 
 
-@pytest.fixture(scope="module")
-def gcs_bucket():
-    from apache_beam.internal.gcp import auth
-    from gcp_storage_emulator.server import create_server
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="clips")
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        # An anonymous client: otherwise Beam looks for Google credentials, which means
-        # retries and a probe of the GCE metadata server (traffic off this machine).
-        patch.setattr(auth, "get_service_credentials", lambda options: None)
-        yield "gs://clips"
-    server.stop()
+@pytest.fixture
+def gcs_bucket(gcs_emulator):
+    return "gs://test-bucket/preprocess"
 
 
 def test_gcs_video_and_output(gcs_bucket, short_clip, capsys):
