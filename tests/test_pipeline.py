@@ -204,3 +204,29 @@ def test_gcs_end_to_end_with_progress(gcs_emulator, corpus, tmp_path):
     assert sorted((e["video_uri"], e["error_type"]) for e in errors) == [
         ("gs://test-bucket/videos/absent.mp4", "VideoNotFound"),
         ("gs://test-bucket/videos/notes.mp4", "NotAVideo")]
+
+
+def test_readme_queries_run_on_the_output(first_run):
+    """The README's pandas and DuckDB examples work on a real run's output."""
+    import re
+
+    import duckdb
+    import pandas as pd
+
+    _, out = first_run
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sql = re.search(r"<!-- duckdb-accuracy-per-label -->\s*```sql\n(.*?)```", readme, re.S)
+    query = sql.group(1).replace("out/run1/scores", str(out / "scores"))
+    rows = duckdb.sql(query).fetchall()
+    _, scores = read_dataset(out / "scores")
+    expected = []
+    for label in sorted({r["label"] for r in scores if r["label"]}):
+        mine = [r for r in scores if r["label"] == label]
+        top1 = sum(r["predicted_label"] == label for r in mine) / len(mine)
+        top5 = sum(label in [t["label"] for t in r["top_k"]] for r in mine) / len(mine)
+        expected.append((label, len(mine), top1, top5))
+    assert rows == sorted(expected, key=lambda r: (r[2], r[0]))
+    assert ("playing cricket", 1, 1.0, 1.0) in rows and len(rows) == 2
+    scores = pd.read_parquet(out / "scores", columns=["clip_id", "label", "predicted_label"])
+    assert sorted(scores["clip_id"]) == ["a", "b", "cricket"]
+    assert len(pd.read_parquet(out / "errors")) == 6
