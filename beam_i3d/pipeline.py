@@ -48,6 +48,7 @@ class ScoreOptions:
     batch_size: int = 8
     max_batch_frames: int = 2000
     model_copies: int | None = None
+    allow_tf32: bool = False
     embeddings: bool = True
     video_template: str | None = None
     ignore_times: bool = False
@@ -408,6 +409,7 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
         "label_map": label_map_name(num_classes),
         "top_k": options.top_k,
         "embeddings": options.embeddings,
+        "allow_tf32": options.allow_tf32,
         "recipe": {
             "fps": recipe.SAMPLE_FPS,
             "resize_short_side": recipe.RESIZE_SHORT_SIDE,
@@ -435,7 +437,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         options.flow_checkpoint if "flow" in options.streams else None,
         max_batch_size=options.batch_size,
         max_batch_frames=options.max_batch_frames,
-        model_copies=options.model_copies)
+        model_copies=options.model_copies,
+        allow_tf32=options.allow_tf32)
 
     requests, manifest_errors = pipeline | "Manifests" >> ReadClipRequests(options)
     decoded = (

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model-copies", type=_positive(int), default=None,
         help="load this many models per machine, shared across worker processes (use 1 "
              "per GPU on GPU workers); default: one model per worker process")
+    add("--allow-tf32", action="store_true",
+        help="let Ampere-or-newer GPUs compute in TensorFloat-32 (10-bit mantissas): "
+             "faster, but less close to the published model (default: float32)")
     add("--no-embeddings", action="store_true",
         help="do not write the 1024-d embeddings (their columns are null)")
     add("--video-template", metavar="TEMPLATE",
@@ -102,6 +105,7 @@ def options_from_args(args: argparse.Namespace):
         batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames,
         model_copies=args.model_copies,
+        allow_tf32=args.allow_tf32,
         embeddings=not args.no_embeddings,
         video_template=args.video_template,
         ignore_times=args.ignore_times,
