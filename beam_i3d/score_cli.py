@@ -158,6 +158,8 @@ def validate_pipeline_options(pipeline_options) -> None:
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    import logging
+
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -186,6 +188,10 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         print(f"dry run: options valid, pipeline of {transforms} transforms built; "
               "nothing was run", file=sys.stderr)
         return 0
+    # Local worker processes forward their start-up warnings (unparsed options, no
+    # semi-persistent directory) through this logger; errors still come through.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+        logging.ERROR)
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
     counts = run_with_progress(pipeline, quiet=args.quiet)
