@@ -116,9 +116,9 @@ def _linear_taps(n_src: tf.Tensor, n_dst: tf.Tensor, scale: tf.Tensor):
     float32 weight ``a`` of ``i1`` (``1 - a`` of ``i0``).
     """
     d = tf.range(n_dst, dtype=tf.float64)
-    f = tf.cast((d + 0.5) * scale - 0.5, tf.float32)
+    f = (d + 0.5) * scale - 0.5
     fl = tf.floor(f)
-    a = f - fl
+    a = tf.cast(f - fl, tf.float32)
     i0 = tf.cast(fl, tf.int32)
     below = i0 < 0
     above = i0 >= n_src - 1
