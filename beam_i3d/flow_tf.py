@@ -428,7 +428,7 @@ _FRAME_SPEC = tf.TensorSpec([None, None, None], tf.uint8)
 _compiled: dict[tuple[TVL1Params, bool], Any] = {}
 
 
-def tvl1_graph_function(params: TVL1Params = DEFAULT_PARAMS, jit_compile: bool = False):
+def tvl1_graph_function(params: TVL1Params = DEFAULT_PARAMS, jit_compile: bool = True):
     """The ``tf.function`` for ``params``: (prev, nxt) uint8 [N, H, W] -> [N, H, W, 2].
 
     Its input signature leaves N, H and W dynamic, so it traces once per parameter set;
