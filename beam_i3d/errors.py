@@ -12,6 +12,7 @@ using the class name as ``error_type``.
     │   ├── WeightsDownloadError   the bundled default weights could not be fetched
     │   ├── WeightsIntegrityError  fetched bytes have the wrong hash or content
     │   └── InvalidModelInput      wrong shape/dtype/length given to the network
+    │       └── InvalidFlowInput   wrong shape/dtype of frames given to optical flow
     ├── VideoError                 one clip could not be turned into frames
     │   ├── VideoNotFound
     │   ├── NotAVideo
@@ -96,6 +97,10 @@ class WeightsIntegrityError(ModelError):
 
 class InvalidModelInput(ModelError, ValueError):
     """A tensor given to the network has the wrong shape, dtype or length."""
+
+
+class InvalidFlowInput(InvalidModelInput):
+    """Frames given to an optical-flow backend have the wrong type, dtype or shape."""
 
 
 # --- Video decoding ------------------------------------------------------------------
