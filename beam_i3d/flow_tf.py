@@ -536,3 +536,16 @@ def tvl1_flow_tf(
             b = tf.concat([b] + [b[-1:]] * short, axis=0)
         out.append(fn(a, b).numpy()[:chunk - short])
     return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+
+
+def default_batch_pairs() -> int:
+    """Pairs per batch when the caller does not say: 64 where TensorFlow sees a GPU
+    (fills it; about 1.6 GB at 256x340), 4 on a CPU (64 pairs' state leaves the caches
+    and runs slower per pair; see benchmarks/README.md)."""
+    return 64 if tf.config.list_physical_devices("GPU") else 4
+
+
+def tvl1_flow_backend(prev: Any, nxt: Any, *, batch_pairs: int | None = None) -> np.ndarray:
+    """The ``tf`` backend of :mod:`beam_i3d.flow`: :func:`tvl1_flow_tf` with OpenCV's
+    parameters, XLA, and ``batch_pairs`` defaulting to :func:`default_batch_pairs`."""
+    return tvl1_flow_tf(prev, nxt, batch_pairs=batch_pairs or default_batch_pairs())

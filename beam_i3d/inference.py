@@ -78,8 +78,16 @@ class InferenceFailure:
         return cls(type(error).__name__, message or type(error).__name__)
 
 
-def enable_gpu_memory_growth() -> None:
-    """Let TensorFlow take GPU memory as needed instead of all of it up front."""
+def configure_tensorflow(allow_tf32: bool = False) -> None:
+    """Process-wide TensorFlow settings for a worker; call before the first TF op.
+
+    GPU memory growth on: by default TensorFlow takes the whole card in every process,
+    and a worker machine runs several (the SDK processes, each with its flow backend,
+    and the shared model). TensorFloat-32 (on by default for Ampere and newer GPUs)
+    rounds convolution and matmul inputs to 10-bit mantissas (float32 keeps 23): faster,
+    but the outputs drift from the published model's, by an amount not yet measured
+    (no GPU in our test setup); off unless ``allow_tf32``.
+    """
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -87,6 +95,7 @@ def enable_gpu_memory_growth() -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # GPUs already initialised in this process: nothing to do
             pass
+    tf.config.experimental.enable_tensor_float_32_execution(allow_tf32)
 
 
 class ClipScorer:
@@ -98,16 +107,9 @@ class ClipScorer:
 
     def __init__(self, rgb_checkpoint: str | None, flow_checkpoint: str | None,
                  allow_tf32: bool = False):
-        import tensorflow as tf
-
         from model.export import build_model
 
-        enable_gpu_memory_growth()
-        # TensorFloat-32 (on by default in TensorFlow for Ampere and newer GPUs) rounds
-        # convolution and matmul inputs to 10-bit mantissas (float32 keeps 23): faster,
-        # but the outputs drift from the published model's, by an amount we have not
-        # measured (no GPU in our test setup). Off unless asked for.
-        tf.config.experimental.enable_tensor_float_32_execution(allow_tf32)
+        configure_tensorflow(allow_tf32)
         self.model = build_model(rgb_checkpoint, flow_checkpoint)
 
     @property
@@ -159,7 +161,7 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
             still runs, alone.
           model_copies: when set, load this many copies per machine, shared across
             processes (one per GPU); when None, one model per worker process.
-          allow_tf32: let GPUs use TensorFloat-32 (faster, less exact; see ClipScorer).
+          allow_tf32: let GPUs use TensorFloat-32 (see :func:`configure_tensorflow`).
         """
         if max_batch_size < 1 or max_batch_frames < 1:
             raise ValueError("max_batch_size and max_batch_frames must be at least 1")

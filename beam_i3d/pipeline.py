@@ -54,7 +54,8 @@ class ScoreOptions:
     ignore_times: bool = False
     skip_existing: bool = False
     quantize_flow: bool = True
-    flow_backend: str = "opencv"
+    flow_backend: str = "tf"
+    flow_batch_pairs: int | None = None
     run_id: str = ""
 
     @property
@@ -246,10 +247,19 @@ class DecodeClip(beam.DoFn):
         self._max_seconds = options.max_seconds
         self._quantize_flow = options.quantize_flow
         self._flow_backend = options.flow_backend
+        self._flow_batch_pairs = options.flow_batch_pairs
+        self._allow_tf32 = options.allow_tf32
         self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
         self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
         self._millis = Metrics.distribution(NAMESPACE, "decode_ms")
+
+    def setup(self):
+        if "flow" in self._streams and self._flow_backend == "tf":
+            # The tf flow backend runs TensorFlow (on the GPU, if any) in this process.
+            from beam_i3d.inference import configure_tensorflow
+
+            configure_tensorflow(self._allow_tf32)
 
     def process(self, request: ClipRequest):
         from beam_i3d.preprocess import preprocess_clip
@@ -259,7 +269,8 @@ class DecodeClip(beam.DoFn):
             tensors = preprocess_clip(
                 request.video_uri, request.start_sec, request.end_sec,
                 streams=self._streams, max_seconds=self._max_seconds,
-                quantize_flow=self._quantize_flow, flow_backend=self._flow_backend)
+                quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
+                flow_batch_pairs=self._flow_batch_pairs)
         except Exception as e:  # noqa: BLE001: every failure becomes an error row
             self._failed.inc()
             Metrics.counter(NAMESPACE, f"decode_errors_{type(e).__name__}").inc()
@@ -419,6 +430,7 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
             "ignore_times": options.ignore_times,
             **({"flow": {
                 "backend": options.flow_backend,
+                "batch_pairs": options.flow_batch_pairs,
                 "bound": recipe.FLOW_BOUND,
                 "quantized": options.quantize_flow,
                 "levels": recipe.FLOW_LEVELS if options.quantize_flow else None,

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from beam_i3d.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, DecodeLimits
 from beam_i3d.video import center_crop, decode_clip
 
@@ -71,15 +72,17 @@ class ClipTensors:
 
 def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
                     streams: Sequence[str] = ("rgb",), max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                    quantize_flow: bool = True, flow_backend: str = "opencv",
-                    limits: DecodeLimits | None = None, decode_threads: int = 0) -> ClipTensors:
+                    quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
+                    flow_batch_pairs: int | None = None, limits: DecodeLimits | None = None,
+                    decode_threads: int = 0) -> ClipTensors:
     """Decode ``[start_sec, end_sec)`` of ``uri`` (a path or any URI Beam reads) and make
     the requested ``streams`` ("rgb" and/or "flow") by the I3D recipe.
 
     ``start_sec`` defaults to 0, ``end_sec`` to the end of the video; at most
     ``max_seconds`` (default 10 s = 250 frames; None: no cap). ``quantize_flow=False``
     gives float32 flow ``clip(f, -20, 20) / 20`` instead of uint8 levels.
-    ``flow_backend`` names a backend of :mod:`beam_i3d.flow`.
+    ``flow_backend`` names a backend of :mod:`beam_i3d.flow` (default ``tf``), which
+    takes ``flow_batch_pairs`` frame pairs at a time (None: the backend's choice).
 
     Raises only :class:`~beam_i3d.errors.VideoError` subclasses for bad input
     (see :func:`beam_i3d.video.decode_clip`); ValueError / UnknownFlowBackend for bad
@@ -99,7 +102,7 @@ def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | N
     flow = None
     if want_flow:
         if clip.num_frames >= 2:
-            fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend), axes=(1, 2))
+            fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), axes=(1, 2))
         else:  # one frame: no motion
             fields = np.zeros((1,) + clip.rgb.shape[1:3] + (2,), np.float32)
         flow = flow_ops.quantize_flow(fields) if quantize_flow else flow_ops.flow_to_unit_range(fields)

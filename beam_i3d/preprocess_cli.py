@@ -33,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="streams to write (default rgb); flow takes about a second per frame")
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="SEC",
                         help=f"longest clip decoded (default {DEFAULT_MAX_SECONDS:g} s = 250 frames)")
-    parser.add_argument("--flow-backend", default="opencv", metavar="NAME",
-                        help="optical flow backend (default opencv: OpenCV's DualTVL1)")
+    parser.add_argument("--flow-backend", default="tf", choices=["tf", "opencv"],
+                        help="optical flow backend: tf (default; TensorFlow port of OpenCV's "
+                             "DualTVL1, on the GPU if there is one) or opencv (OpenCV's, CPU)")
+    parser.add_argument("--flow-batch-pairs", type=int, metavar="N",
+                        help="frame pairs per flow batch for the tf backend (default: 64 on a "
+                             "GPU, 4 on a CPU); bounds its memory (about 25 MB a pair at 256x340)")
     parser.add_argument("--no-quantize-flow", dest="quantize_flow", action="store_false",
                         help="keep the flow as floats (x/20) instead of the release's 256 levels")
     parser.add_argument("--out", required=True, metavar="PREFIX",
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
     clip = preprocess_clip(args.video, args.start, args.end, streams=args.streams,
                            max_seconds=args.max_seconds, quantize_flow=args.quantize_flow,
-                           flow_backend=args.flow_backend)
+                           flow_backend=args.flow_backend,
+                           flow_batch_pairs=args.flow_batch_pairs)
     written = []
     for stream in args.streams:
         tensor = getattr(clip, stream)

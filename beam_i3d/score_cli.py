@@ -77,11 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--skip-existing", action="store_true",
         help="resume: skip clips that already have a row in DIR/scores or DIR/errors, "
              "and write new part files beside the old ones")
-    add("--flow-float", action="store_true",
+    add("--no-quantize-flow", dest="quantize_flow", action="store_false",
         help="feed the flow stream unquantised float flow (x/20) instead of the release's "
-             "256-level quantisation")
-    add("--flow-backend", default="opencv", metavar="NAME",
-        help="optical flow implementation (default: opencv)")
+             "256-level quantisation (recorded in the output metadata)")
+    add("--flow-backend", default="tf", choices=["tf", "opencv"],
+        help="optical flow: tf (default; TensorFlow port of OpenCV's DualTVL1, batched, on "
+             "the worker's GPU if it has one) or opencv (OpenCV's DualTVL1 on the CPU)")
+    add("--flow-batch-pairs", type=_positive(int), metavar="N",
+        help="frame pairs per flow batch for the tf backend (default: 64 on a GPU, 4 on a "
+             "CPU); bounds its memory, about 25 MB a pair at 256x340")
     add("--quiet", action="store_true", help="no progress line on stderr")
     add("--dry-run", action="store_true",
         help="validate without running: our options, Beam's pipeline options for the "
@@ -110,8 +114,9 @@ def options_from_args(args: argparse.Namespace):
         video_template=args.video_template,
         ignore_times=args.ignore_times,
         skip_existing=args.skip_existing,
-        quantize_flow=not args.flow_float,
+        quantize_flow=args.quantize_flow,
         flow_backend=args.flow_backend,
+        flow_batch_pairs=args.flow_batch_pairs,
         run_id=new_run_id(),
     )
 

@@ -28,12 +28,13 @@ def moving_texture(tmp_path_factory):
     return write_video(path, frame, num_frames=3, crf=8)
 
 
-def test_tvl1_recovers_a_known_translation(moving_texture):
-    clip = preprocess_clip(moving_texture, streams=("rgb", "flow"))
+@pytest.mark.parametrize("backend", ["tf", "opencv"])
+def test_tvl1_recovers_a_known_translation(moving_texture, backend):
+    clip = preprocess_clip(moving_texture, streams=("rgb", "flow"), flow_backend=backend)
     assert clip.num_frames == 3 and clip.num_flow_fields == 2
     assert clip.flow.shape == (9, 224, 224, 2) and clip.flow.dtype == np.uint8
     assert clip.rgb.shape == (9, 224, 224, 3)
-    assert clip.flow_quantized is True and clip.flow_backend == "opencv"
+    assert clip.flow_quantized is True and clip.flow_backend == backend
     # Looped cyclically over the 2 real fields.
     np.testing.assert_array_equal(clip.flow[2], clip.flow[0])
     np.testing.assert_array_equal(clip.flow[3], clip.flow[1])
@@ -59,15 +60,16 @@ def test_quantisation_is_the_published_linear_map():
 def test_backends_are_chosen_by_name(moving_texture, monkeypatch):
     calls = []
 
-    def constant(prev, nxt):  # a stand-in backend: 25 px right, 3 px up everywhere
-        calls.append((prev.shape, nxt.shape, prev.dtype))
+    def constant(prev, nxt, batch_pairs=None):  # a stand-in: 25 px right, 3 px up everywhere
+        calls.append((prev.shape, nxt.shape, prev.dtype, batch_pairs))
         out = np.zeros(prev.shape + (2,), np.float32)
         out[..., 0], out[..., 1] = 25.0, -3.0
         return out
 
     monkeypatch.setitem(flow._BACKENDS, "constant", constant)
-    clip = preprocess_clip(moving_texture, streams=("flow",), flow_backend="constant")
-    assert calls == [((2, 256, 256), (2, 256, 256), np.uint8)]
+    clip = preprocess_clip(moving_texture, streams=("flow",), flow_backend="constant",
+                           flow_batch_pairs=7)
+    assert calls == [((2, 256, 256), (2, 256, 256), np.uint8, 7)]
     assert clip.rgb is None and clip.flow_backend == "constant"
     assert set(np.unique(clip.flow[..., 0])) == {255} and set(np.unique(clip.flow[..., 1])) == {108}
     unquantised = preprocess_clip(moving_texture, streams=("flow",), flow_backend="constant",
@@ -91,6 +93,7 @@ def test_unknown_backends_fail_clearly(tmp_path, monkeypatch):
 
 
 def test_backend_output_shape_is_checked(monkeypatch):
-    monkeypatch.setitem(flow._BACKENDS, "bad", lambda prev, nxt: np.zeros((1, 2, 2, 2), np.float32))
+    monkeypatch.setitem(flow._BACKENDS, "bad",
+                        lambda prev, nxt, batch_pairs=None: np.zeros((1, 2, 2, 2), np.float32))
     with pytest.raises(ValueError, match="shape"):
         flow.compute_flow(np.zeros((3, 8, 8), np.uint8), backend="bad")

@@ -232,3 +232,48 @@ def test_readme_queries_run_on_the_output(first_run):
     assert sorted(frame["clip_id"]) == sorted(r["clip_id"] for r in scores)
     assert {"a", "b", "cricket"} <= set(frame["clip_id"])
     assert len(pd.read_parquet(out / "errors")) == 6
+
+
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory):
+    from conftest import release_layout, write_random_checkpoint
+
+    d = tmp_path_factory.mktemp("flow_imagenet")
+    write_random_checkpoint(release_layout("flow_imagenet"), str(d / "model.ckpt"), seed=5)
+    return str(d)
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_two_streams_with_the_tf_flow_backend(corpus, flow_checkpoint, tmp_path, quantize):
+    d, _ = corpus
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"clip_id": "a", "video_uri": str(d / "good.mp4")},
+        {"clip_id": "b", "video_uri": str(d / "good2.mp4"), "start_sec": "0.2", "end_sec": "0.8"},
+    ])
+    out = tmp_path / "out"
+    args = ["score", "--manifest", manifest, "--output", str(out), "--streams", "rgb,flow",
+            "--flow-checkpoint", flow_checkpoint, "--quiet"]
+    assert main(args + ([] if quantize else ["--no-quantize-flow"])) == 0
+    files, scores = read_dataset(out / "scores")
+    assert sorted(r["clip_id"] for r in scores) == ["a", "b"]
+    for r in scores:
+        assert len(r["flow_logits"]) == 400 and len(r["flow_embedding"]) == 1024
+        np.testing.assert_allclose(r["logits"], np.add(r["rgb_logits"], r["flow_logits"]),
+                                   rtol=1e-5, atol=1e-4)
+    meta = read_run_metadata(pq.read_schema(files[0]))
+    assert meta["streams"] == "rgb,flow"
+    import json
+
+    recipe = json.loads(meta["recipe"])
+    assert recipe["flow"]["backend"] == "tf" and recipe["flow"]["quantized"] is quantize
+    assert json.loads(meta["checkpoints"])["flow"] == flow_checkpoint
+    _, errors = read_dataset(out / "errors")
+    assert errors == []
+
+
+def test_flow_needs_a_checkpoint(corpus, tmp_path, capsys):
+    d, _ = corpus
+    manifest = write_manifest(tmp_path / "m.csv", [{"video_uri": str(d / "good.mp4")}])
+    with pytest.raises(SystemExit, match="flow_imagenet or flow_scratch"):
+        main(["score", "--manifest", manifest, "--output", str(tmp_path / "o"),
+              "--streams", "flow"])
