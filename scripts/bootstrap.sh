@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create and fill the project's virtualenv if it is missing or stale, then fetch and
 # convert the default I3D weights once (cached in ~/.cache/beam-i3d, see README).
-# Sourced by run_tests.sh and run_local.sh; sets $VENV_PY.
+# Sourced by run_tests.sh, run_local.sh and run_dataflow.sh; sets $VENV_PY.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BEAM_I3D_VENV:-$ROOT/.venv}"
@@ -12,7 +12,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VENV_PY="$VENV/bin/python"
 STAMP="$VENV/.beam-i3d-installed"
-if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
+# BEAM_I3D_NO_INSTALL=1 uses the virtualenv as it is (tests that run these scripts).
+if [ -z "${BEAM_I3D_NO_INSTALL:-}" ] && { [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; }; then
   echo "[bootstrap] installing beam-i3d and its dependencies into $VENV" >&2
   "$VENV_PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
@@ -20,6 +21,3 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 echo "[bootstrap] default weights: $("$VENV_PY" -m model.default_weights)" >&2
-# Headless Chromium for the report's rendering test: installed when missing and possible
-# (root + apt-get); otherwise a warning here, and that test fails saying how to install it.
-"$ROOT/scripts/ensure_chromium.sh" || echo "[bootstrap] warning: continuing without Chromium" >&2

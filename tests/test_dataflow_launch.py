@@ -1,0 +1,54 @@
+"""run_dataflow.sh: settings checked, the launch command built and validated, no cloud."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+SETTINGS = {
+    "PROJECT": "my-project", "REGION": "us-central1", "BUCKET": "my-bucket",
+    "IMAGE": "us-central1-docker.pkg.dev/my-project/beam/beam-i3d:test",
+    "MANIFEST": "gs://my-bucket/manifests/k400_val.csv", "OUTPUT": "gs://my-bucket/runs/r1",
+}
+
+
+def run_script(env_overrides, *args):
+    env = {**os.environ, **env_overrides,
+           # The virtualenv running the tests, used as it is (no installing).
+           "BEAM_I3D_VENV": sys.prefix, "BEAM_I3D_NO_INSTALL": "1"}
+    return subprocess.run([str(ROOT / "run_dataflow.sh"), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_validates_and_prints_the_launch_command():
+    done = run_script({**SETTINGS, "GPU_TYPE": "nvidia-tesla-t4", "GPU_COUNT": "2"},
+                      "--dry-run", "--streams", "rgb", "--top-k", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dry run: options valid, pipeline of" in done.stderr
+    assert "dry run: not reading remote manifest gs://my-bucket/manifests/k400_val.csv" in done.stderr
+    command = done.stdout
+    for expected in ("--runner DataflowRunner", "--experiments use_runner_v2",
+                     "--sdk_container_image us-central1-docker.pkg.dev/my-project/beam/beam-i3d:test",
+                     "worker_accelerator=type:nvidia-tesla-t4\\;count:2\\;install-nvidia-driver",
+                     "--machine_type n1-standard-16", "--model-copies 2", "--top-k 3",
+                     "--temp_location gs://my-bucket/beam-i3d/tmp"):
+        assert expected in command, (expected, command)
+
+
+def test_missing_or_bad_settings_are_named():
+    partial = {k: v for k, v in SETTINGS.items() if k not in ("PROJECT", "IMAGE")}
+    done = run_script(partial, "--dry-run")
+    assert done.returncode == 2 and "set PROJECT IMAGE" in done.stderr
+    done = run_script({**SETTINGS, "OUTPUT": "/tmp/local"}, "--dry-run")
+    assert done.returncode == 2 and "OUTPUT must be on gs://" in done.stderr
+    done = run_script({**SETTINGS, "GPU_TYPE": "nvidia-unknown"}, "--dry-run")
+    assert done.returncode == 2 and "set MACHINE_TYPE too" in done.stderr
+
+
+def test_dry_run_rejects_invalid_beam_options():
+    done = run_script(SETTINGS, "--dry-run", "--num_workers", "-3")
+    assert done.returncode != 0
+    assert "invalid pipeline options" in done.stderr and "num_workers" in done.stderr
