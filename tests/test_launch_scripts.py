@@ -1,4 +1,4 @@
-"""run_dataflow.sh: settings checked, the launch command built and validated, no cloud."""
+"""The launch scripts: run_dataflow.sh checked without a cloud, run_local.sh for real."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ def test_dry_run_rejects_invalid_beam_options():
     done = run_script(SETTINGS, "--dry-run", "--num_workers", "-3")
     assert done.returncode != 0
     assert "invalid pipeline options" in done.stderr and "num_workers" in done.stderr
+
+
+def test_run_local_scores_the_bundled_sample():
+    """The README's main command: the real job on the sample, a table read back from Parquet."""
+    done = subprocess.run([str(ROOT / "run_local.sh")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "BEAM_I3D_VENV": sys.prefix,
+                               "BEAM_I3D_NO_INSTALL": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "2 clips scored, 0 errors" in out
+    for clip in ("cricket_whole  (79 frames", "cricket_first_1.6s [0s, 1.6s)  (40 frames"):
+        block = out.split(clip, 1)[1].splitlines()
+        assert block[1].split(maxsplit=2)[2] == "playing cricket", out
+    assert "[beam-i3d] 2/2 clips (100%), 0 failed" in done.stderr
