@@ -144,9 +144,9 @@ def check_before_launch(options, local_only: bool = False) -> int:
         if local_only and not (spec == "default" or fileio.is_local(spec)):
             print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
             continue
-        from model.weights import load_stream_weights
+        from model.weights import check_stream_checkpoint
 
-        classes[stream] = load_stream_weights(spec, stream).num_classes
+        classes[stream] = check_stream_checkpoint(spec, stream).num_classes
     if len(set(classes.values())) > 1:
         raise ManifestError("the streams' class counts differ: " + ", ".join(
             f"{s} {n}" for s, n in classes.items()))

@@ -123,8 +123,9 @@ def _resolve_local(spec: str) -> str:
 
 
 @contextlib.contextmanager
-def _remote_checkpoint_copy(spec: str) -> Iterator[str]:
+def _remote_checkpoint_copy(spec: str, index_only: bool = False) -> Iterator[str]:
     """Copy a remote checkpoint (gs://...) into a temp dir; yield the local prefix.
+    With ``index_only``, only the ``.index`` file (names and shapes) is copied.
 
     Beam's FileSystems do the reading, so every scheme Beam reads works, and tests can
     use the GCS emulator. TensorFlow's own reader would need its GCS plugin.
@@ -150,6 +151,8 @@ def _remote_checkpoint_copy(spec: str) -> Iterator[str]:
     files = [m.path for m in FileSystems.match([prefix + ".*"])[0].metadata_list]
     if not any(f.endswith(".index") for f in files):
         raise CheckpointNotFound(f"no checkpoint at {spec}")
+    if index_only:
+        files = [f for f in files if f.endswith(".index")]
     tmp = tempfile.mkdtemp(prefix="beam-i3d-ckpt-")
     try:
         base = posixpath.basename(prefix)
@@ -163,8 +166,9 @@ def _remote_checkpoint_copy(spec: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def local_checkpoint(spec: str) -> Iterator[str]:
-    """Yield a local checkpoint prefix for ``spec`` (see module doc), fetching if needed."""
+def local_checkpoint(spec: str, index_only: bool = False) -> Iterator[str]:
+    """Yield a local checkpoint prefix for ``spec`` (see module doc), fetching if needed
+    (with ``index_only``, a remote checkpoint's ``.index`` alone)."""
     if spec == DEFAULT_SPEC:
         from model.default_weights import default_checkpoint
 
@@ -172,7 +176,7 @@ def local_checkpoint(spec: str) -> Iterator[str]:
     elif fileio.is_local(spec):
         yield _resolve_local(spec)
     else:
-        with _remote_checkpoint_copy(spec) as prefix:
+        with _remote_checkpoint_copy(spec, index_only) as prefix:
             yield prefix
 
 
@@ -209,6 +213,60 @@ def _scope_prefix(names: list[str], stream: str | None, shapes: dict, source: st
     return prefixes[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamLayout:
+    """Where one checked I3D stream sits in a checkpoint, and its sizes."""
+
+    scope: str               # "RGB/inception_i3d/", "Flow/inception_i3d/" or ""
+    in_channels: int
+    num_classes: int
+    source: str
+
+
+def _open_reader(prefix: str, source: str):
+    try:
+        return tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointNotFound(f"cannot read checkpoint {source}: {e}") from e
+
+
+def _check_layout(shapes: dict, stream: str | None, source: str) -> StreamLayout:
+    """Check every name and shape (no tensor is read); raise CheckpointMismatch listing
+    missing, unexpected and shape-mismatched variables."""
+    names = sorted(shapes)
+    scope = _scope_prefix(names, stream, shapes, source)
+    in_channels = shapes[scope + _ANCHOR][3]
+    logits_bias = scope + "Logits/Conv3d_0c_1x1/conv_3d/b"
+    if logits_bias not in shapes or len(shapes[logits_bias]) != 1:
+        raise CheckpointMismatch(source, missing=["Logits/Conv3d_0c_1x1/conv_3d/b"])
+    num_classes = shapes[logits_bias][0]
+    expected = expected_variables(in_channels, num_classes)
+
+    missing, mismatched = [], []
+    for name, want in expected.items():
+        full = scope + name
+        if full not in shapes:
+            missing.append(name)
+            continue
+        got = tuple(shapes[full])
+        # Batch-norm statistics come as [C] or [1,1,1,1,C]: accept any shape of C values.
+        is_stat = "/batch_norm/" in name
+        if got != want and not (is_stat and int(np.prod(got)) == want[0]
+                                and all(d == 1 for d in got[:-1])):
+            mismatched.append((name, want, got))
+    used = {scope + n for n in expected}
+    # In a checkpoint holding both streams, the other stream's network is not "unexpected".
+    other_scopes = [p for p in _anchor_scopes(names) if p and p != scope]
+    unexpected = [
+        n for n in names
+        if n not in used and not _OPTIMIZER_STATE.search(n)
+        and not any(n.startswith(p) for p in other_scopes)
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatch(source, missing, unexpected, mismatched)
+    return StreamLayout(scope, in_channels, num_classes, source)
+
+
 def read_stream_weights(prefix: str, stream: str | None = None, source: str | None = None
                         ) -> StreamWeights:
     """Read and check one I3D stream from a local TF1 name-based checkpoint prefix.
@@ -222,45 +280,22 @@ def read_stream_weights(prefix: str, stream: str | None = None, source: str | No
       CheckpointMismatch: listing missing, unexpected and shape-mismatched variables.
     """
     source = source or prefix
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointNotFound(f"cannot read checkpoint {source}: {e}") from e
-    shapes = reader.get_variable_to_shape_map()
-    names = sorted(shapes)
-    scope = _scope_prefix(names, stream, shapes, source)
-    in_channels = shapes[scope + _ANCHOR][3]
-    logits_bias = scope + "Logits/Conv3d_0c_1x1/conv_3d/b"
-    if logits_bias not in shapes or len(shapes[logits_bias]) != 1:
-        raise CheckpointMismatch(source, missing=["Logits/Conv3d_0c_1x1/conv_3d/b"])
-    num_classes = shapes[logits_bias][0]
-    expected = expected_variables(in_channels, num_classes)
+    reader = _open_reader(prefix, source)
+    layout = _check_layout(reader.get_variable_to_shape_map(), stream, source)
+    tensors = {
+        name: np.asarray(reader.get_tensor(layout.scope + name), np.float32).reshape(want)
+        for name, want in expected_variables(layout.in_channels, layout.num_classes).items()
+    }
+    return StreamWeights(tensors, layout.in_channels, layout.num_classes, source)
 
-    missing, mismatched, tensors = [], [], {}
-    for name, want in expected.items():
-        full = scope + name
-        if full not in shapes:
-            missing.append(name)
-            continue
-        got = tuple(shapes[full])
-        # Batch-norm statistics come as [C] or [1,1,1,1,C]: accept any shape of C values.
-        is_stat = "/batch_norm/" in name
-        if got != want and not (is_stat and int(np.prod(got)) == want[0]
-                                and all(d == 1 for d in got[:-1])):
-            mismatched.append((name, want, got))
-            continue
-        tensors[name] = np.asarray(reader.get_tensor(full), np.float32).reshape(want)
-    used = {scope + n for n in expected}
-    # In a checkpoint holding both streams, the other stream's network is not "unexpected".
-    other_scopes = [p for p in _anchor_scopes(names) if p and p != scope]
-    unexpected = [
-        n for n in names
-        if n not in used and not _OPTIMIZER_STATE.search(n)
-        and not any(n.startswith(p) for p in other_scopes)
-    ]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatch(source, missing, unexpected, mismatched)
-    return StreamWeights(tensors, in_channels, num_classes, source)
+
+def check_stream_checkpoint(spec: str, stream: str) -> StreamLayout:
+    """Check a checkpoint spec's names and shapes for one stream, strictly, reading only
+    its ``.index`` (a remote checkpoint's data file is not fetched): the launcher's
+    fail-fast check, the same one loading does."""
+    with local_checkpoint(spec, index_only=True) as prefix:
+        return _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
+                             stream, spec)
 
 
 def load_stream_weights(spec: str, stream: str | None = None) -> StreamWeights:

@@ -12,6 +12,7 @@ from beam_i3d.errors import CheckpointMismatch, CheckpointNotFound, InvalidModel
 from conftest import DATA, RELEASE_CHECKPOINTS, release_layout, upload, write_random_checkpoint
 from model.i3d import InceptionI3d, network_units
 from model.weights import (
+    check_stream_checkpoint,
     expected_variables,
     fold_batch_norm,
     load_stream,
@@ -152,6 +153,23 @@ def test_checkpoint_from_gcs(gcs_emulator, tmp_path):
             written["Mixed_5c/Branch_3/Conv3d_0b_1x1/batch_norm/moving_mean"].reshape(-1))
     with pytest.raises(CheckpointNotFound):
         load_stream_weights("gs://test-bucket/ckpt/absent", "rgb")
+    layout = check_stream_checkpoint("gs://test-bucket/ckpt/kin600", "rgb")
+    assert (layout.num_classes, layout.in_channels, layout.scope) == (600, 3, "")
+    with pytest.raises(CheckpointMismatch, match="flow stream needs 2 input channels"):
+        check_stream_checkpoint("gs://test-bucket/ckpt/kin600", "flow")
+
+
+def test_checking_reads_only_the_index(tmp_path):
+    """The launcher's check needs names and shapes alone: it works without the data
+    file and finds the same faults loading does."""
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\n')
+    shutil.copy(DATA / "checkpoints" / "flow_scratch" / "model.ckpt.index",
+                tmp_path / "model.ckpt.index")
+    layout = check_stream_checkpoint(str(tmp_path), "flow")
+    assert (layout.scope, layout.in_channels, layout.num_classes) == (
+        "Flow/inception_i3d/", 2, 400)
+    with pytest.raises(CheckpointMismatch, match="rgb stream needs 3"):
+        check_stream_checkpoint(str(tmp_path), "rgb")
 
 
 def test_folding_equals_conv_then_batch_norm():
