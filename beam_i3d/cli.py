@@ -25,6 +25,17 @@ SUBCOMMANDS = {
 }
 
 
+def streams_argument(text: str) -> tuple[str, ...]:
+    """``--streams`` of the subcommands: ``rgb``, ``flow`` or ``rgb,flow`` (either order)
+    -> the streams in canonical order."""
+    from beam_i3d.recipe import STREAMS
+
+    streams = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not streams or set(streams) - set(STREAMS) or len(set(streams)) != len(streams):
+        raise argparse.ArgumentTypeError(f"expected rgb, flow or rgb,flow; got {text!r}")
+    return tuple(s for s in STREAMS if s in streams)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beam-i3d",

@@ -217,7 +217,9 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         return sum(a.nbytes for ex in batch for a in ex.stream_arrays().values())
 
     def get_metrics_namespace(self) -> str:
-        return "beam_i3d"
+        from beam_i3d.progress import NAMESPACE
+
+        return NAMESPACE
 
 
 def plan_forwards(batch: Sequence[ClipExample], max_batch_frames: int) -> list[list[int]]:

@@ -28,10 +28,10 @@ from beam_i3d import __version__, fileio as bfileio
 from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoError
 from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
 from beam_i3d.manifest import ClipRequest, ManifestOptions, error_row_identity, parse_row, read_rows
+from beam_i3d.progress import NAMESPACE
 from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
 
 _LOG = logging.getLogger(__name__)
-NAMESPACE = "beam_i3d"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,14 @@ def error_record(stage: str, error: BaseException, clip_id: str | None = None,
 
 def request_error(stage: str, error: BaseException, request: ClipRequest) -> dict:
     return error_record(stage, error, request.clip_id, request.video_uri, request.source)
+
+
+def inference_failure_record(failure: InferenceFailure, request: ClipRequest) -> dict:
+    """The errors row of a clip whose forward failed (see the model handler)."""
+    return {"clip_id": request.clip_id, "video_uri": request.video_uri,
+            "stage": "inference", "error_type": failure.error_type,
+            "message": f"{request.video_uri}: I3D failed on this clip: {failure.message}",
+            "source": request.source}
 
 
 def complete_record(record: Mapping[str, Any], schema) -> dict:
@@ -331,25 +339,24 @@ class ToScoreRecord(beam.DoFn):
 
     def process(self, result):
         if isinstance(result.inference, InferenceFailure):
-            failure = result.inference
-            request = result.example.request
-            yield beam.pvalue.TaggedOutput(self.ERRORS, {
-                "clip_id": request.clip_id, "video_uri": request.video_uri,
-                "stage": "inference", "error_type": failure.error_type,
-                "message": f"{request.video_uri}: I3D failed on this clip: {failure.message}",
-                "source": request.source})
+            yield beam.pvalue.TaggedOutput(self.ERRORS, inference_failure_record(
+                result.inference, result.example.request))
             return
         yield score_record(result.example, result.inference, self._labels,
                            self._top_k, self._embeddings)
 
 
-class CountScores(beam.DoFn):
-    def __init__(self):
-        self._scored = Metrics.counter(NAMESPACE, "clips_scored")
+class CountRecords(beam.DoFn):
+    """Counts the rows about to be written (the progress line's ``clips_scored`` and
+    ``clips_failed``) and completes each to its schema."""
+
+    def __init__(self, counter: str, schema):
+        self._count = Metrics.counter(NAMESPACE, counter)
+        self._schema = schema
 
     def process(self, record):
-        self._scored.inc()
-        yield complete_record(record, SCORES_SCHEMA)
+        self._count.inc()
+        yield complete_record(record, self._schema)
 
 
 def inference_errors(failed) -> Iterable[dict]:
@@ -386,20 +393,12 @@ class ScoreClips(beam.PTransform):
         records = predictions | "ScoreRecords" >> beam.ParDo(
             ToScoreRecord(self._labels, self._top_k, self._embeddings)
         ).with_outputs(ToScoreRecord.ERRORS, main="scores")
-        scores = records.scores | "CountScores" >> beam.ParDo(CountScores())
+        scores = records.scores | "CountScores" >> beam.ParDo(
+            CountRecords("clips_scored", SCORES_SCHEMA))
         failed_batches = (dead_letters.failed_inferences
                           | "FailedBatches" >> beam.FlatMap(inference_errors))
         errors = (records.errors, failed_batches) | "InferenceErrors" >> beam.Flatten()
         return scores, errors
-
-
-class CountErrors(beam.DoFn):
-    def __init__(self):
-        self._failed = Metrics.counter(NAMESPACE, "clips_failed")
-
-    def process(self, record):
-        self._failed.inc()
-        yield complete_record(record, ERRORS_SCHEMA)
 
 
 # --- The pipeline ------------------------------------------------------------------------------
@@ -462,7 +461,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         handler, label_map(num_classes), options.top_k, options.embeddings)
     errors = ((manifest_errors, decoded.errors, inference_errors)
               | "AllErrors" >> beam.Flatten()
-              | "ErrorRecords" >> beam.ParDo(CountErrors()))
+              | "ErrorRecords" >> beam.ParDo(CountRecords("clips_failed", ERRORS_SCHEMA)))
 
     for name, records, schema in (("scores", scores, SCORES_SCHEMA),
                                   ("errors", errors, ERRORS_SCHEMA)):

@@ -23,14 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from beam_i3d.flow import DEFAULT_FLOW_BACKEND
-from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, DecodeLimits
+from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, STREAMS, DecodeLimits
 from beam_i3d.video import center_crop, decode_clip
 
 __all__ = ["ClipTensors", "DecodeLimits", "STREAMS", "loop_to_length", "preprocess_clip",
            "uint8_to_unit_range"]
-
-STREAMS = ("rgb", "flow")
-
 
 @dataclasses.dataclass
 class ClipTensors:

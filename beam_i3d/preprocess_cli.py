@@ -12,14 +12,7 @@ import argparse
 import io
 import os
 
-
-def _streams(text: str) -> tuple[str, ...]:
-    from beam_i3d.preprocess import STREAMS
-
-    streams = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not streams or set(streams) - set(STREAMS):
-        raise argparse.ArgumentTypeError(f"give one or both of {','.join(STREAMS)}, got {text!r}")
-    return streams
+from beam_i3d.cli import streams_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, metavar="SEC", help="start time in seconds (default 0)")
     parser.add_argument("--end", type=float, metavar="SEC",
                         help="end time in seconds, exclusive (default: the end of the video)")
-    parser.add_argument("--streams", type=_streams, default=("rgb",), metavar="rgb,flow",
+    parser.add_argument("--streams", type=streams_argument, default=("rgb",), metavar="rgb,flow",
                         help="streams to write (default rgb); flow takes about a second per frame")
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="SEC",
                         help=f"longest clip decoded (default {DEFAULT_MAX_SECONDS:g} s = 250 frames)")

@@ -36,7 +36,7 @@ from typing import Callable, Iterable, TextIO
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-NAMESPACE = "beam_i3d"
+NAMESPACE = "beam_i3d"  # of every Beam metric the job reports
 _LOG = logging.getLogger(__name__)
 
 

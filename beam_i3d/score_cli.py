@@ -11,19 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from beam_i3d.cli import streams_argument
+
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
     "release's flow checkpoints, e.g. flow_imagenet or flow_scratch from "
     "https://github.com/deepmind/kinetics-i3d/tree/master/data/checkpoints (download "
     "model.ckpt.index and model.ckpt.data-00000-of-00001 and give their directory or "
     "the prefix .../model.ckpt, local or gs://)")
-
-
-def _streams(text: str) -> tuple[str, ...]:
-    streams = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not streams or set(streams) - {"rgb", "flow"} or len(set(streams)) != len(streams):
-        raise argparse.ArgumentTypeError(f"expected rgb, flow or rgb,flow; got {text!r}")
-    return tuple(s for s in ("rgb", "flow") if s in streams)
 
 
 def _positive(kind):
@@ -46,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="manifest file(s): CSV, JSON Lines or Parquet; local or gs://; globs allowed")
     add("--output", required=True, metavar="DIR",
         help="output directory: DIR/scores/*.parquet and DIR/errors/*.parquet")
-    add("--streams", type=_streams, default=("rgb",), metavar="rgb|flow|rgb,flow",
+    add("--streams", type=streams_argument, default=("rgb",), metavar="rgb|flow|rgb,flow",
         help="I3D streams to run (default: rgb); with both, logits are summed")
     add("--rgb-checkpoint", default="default", metavar="SPEC",
         help="RGB weights: 'default' (bundled Kinetics-400), or a checkpoint prefix or "
