@@ -6,6 +6,9 @@ says what was wrong with it. The pipeline turns these into rows of the errors ou
 using the class name as ``error_type``.
 
     BeamI3DError
+    ├── ConfigurationError         the run cannot start as asked (exit status 3)
+    │   ├── OutputError            the output location is unusable or already holds a run
+    │   └── StorageUnreachable     storage the manifest points at cannot be read
     ├── ModelError                 the network or its weights
     │   ├── CheckpointNotFound     no checkpoint at the given spec
     │   ├── CheckpointMismatch     names/shapes do not fit the network
@@ -21,11 +24,21 @@ using the class name as ``error_type``.
     │   ├── CorruptVideo
     │   ├── VideoTooLarge
     │   ├── VideoTooLong
-    │   ├── DecodeTimeout
+    │   ├── DecodeTimeout          (transient)
+    │   ├── DecoderCrashed         (transient) the decoding child process died
+    │   ├── DecodeOutOfMemory      (transient) the decoding child ran out of memory
+    │   ├── StorageError           (transient) auth/network failure reading the video
+    │   ├── UnsupportedShape       extreme aspect ratio (flow cost unbounded)
+    │   ├── UnsupportedURI         a URI scheme beam-i3d cannot read
     │   └── EmptyClip
     ├── ManifestError              a manifest row that cannot be scored
     │   └── DuplicateClip
+    ├── ReconciliationError        outputs do not account for every manifest row (exit 4)
     └── ReportError                a run's outputs cannot be reported on
+
+``transient`` (a class attribute) says whether the same clip may succeed when tried
+again (time-outs, crashes, I/O, out of memory): ``score --skip-existing --retry-errors``
+scores those again and leaves the deterministic ones (not a video, bad rows) settled.
 """
 
 from __future__ import annotations
@@ -33,6 +46,29 @@ from __future__ import annotations
 
 class BeamI3DError(Exception):
     """Root of all errors raised by beam-i3d on purpose."""
+
+    transient = False  # may the same input succeed if tried again?
+
+
+# --- The run as a whole --------------------------------------------------------------
+
+
+class ConfigurationError(BeamI3DError):
+    """The run cannot start as asked: options, outputs, manifests or storage."""
+
+
+class OutputError(ConfigurationError):
+    """The output location is unusable (empty, root, a file, unwritable) or already
+    holds the results of a run (use --skip-existing or --overwrite)."""
+
+
+class StorageUnreachable(ConfigurationError):
+    """Storage that the manifest's videos live on cannot be read with the credentials
+    at hand (checked at launch, before any work)."""
+
+
+class ReconciliationError(BeamI3DError):
+    """The outputs do not account for every manifest row exactly once."""
 
 
 # --- The model and its weights -------------------------------------------------------
@@ -146,6 +182,35 @@ class VideoTooLong(VideoError):
 class DecodeTimeout(VideoError):
     """Decoding the clip took longer than its time budget."""
 
+    transient = True
+
+
+class DecoderCrashed(VideoError):
+    """The child process decoding the clip died (a signal such as SIGSEGV or SIGABRT)."""
+
+    transient = True
+
+
+class DecodeOutOfMemory(VideoError):
+    """The child process decoding the clip went over its memory limit."""
+
+    transient = True
+
+
+class StorageError(VideoError):
+    """Reading the video failed for a reason outside the file: credentials, network,
+    an unreachable or throttling storage service."""
+
+    transient = True
+
+
+class UnsupportedShape(VideoError):
+    """The frames' displayed aspect ratio is over the configured limit."""
+
+
+class UnsupportedURI(VideoError):
+    """The URI's scheme is not one beam-i3d reads (local paths, file://, gs://...)."""
+
 
 class EmptyClip(VideoError):
     """The requested time range holds no frames (empty, inverted or past the end)."""
@@ -167,3 +232,28 @@ class DuplicateClip(ManifestError):
 
 class ReportError(BeamI3DError):
     """``beam-i3d report`` cannot read a run's outputs (no scores/ or errors/, bad files)."""
+
+
+def error_classes() -> dict[str, type[BeamI3DError]]:
+    """Every class of the hierarchy by name (the ``error_type`` of error rows)."""
+    found: dict[str, type[BeamI3DError]] = {}
+    pending = [BeamI3DError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def is_transient(error_type: str, stage: str) -> bool:
+    """Whether an error row (its ``error_type`` and ``stage``) may succeed on a retry.
+
+    Bad manifest rows and our deterministic clip errors (NotAVideo, CorruptVideo...)
+    are not; time-outs, crashes, storage and memory failures are; so is anything not
+    of our hierarchy (an unexpected exception, a TensorFlow error at inference), since
+    nothing says it would fail again.
+    """
+    if stage == "manifest":
+        return False
+    cls = error_classes().get(error_type)
+    return True if cls is None else cls.transient
