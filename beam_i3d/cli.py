@@ -14,6 +14,14 @@ import sys
 
 from beam_i3d import __version__
 
+# Exit statuses of every subcommand (README "Exit codes").
+EXIT_OK = 0             # done; for score: every row settled, error rate within bounds
+EXIT_FAILURE = 1        # the command failed (bad input for preprocess/export, a crash)
+EXIT_USAGE = 2          # bad or unknown options
+EXIT_CONFIGURATION = 3  # cannot start as asked: manifests, output, checkpoints, storage
+EXIT_RECONCILIATION = 4  # outputs do not account for every manifest row exactly once
+EXIT_ERROR_RATE = 5     # too many rows failed (--max-error-rate; all failed, none scored)
+
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
     "score": ("beam_i3d.score_cli", "score clips from manifests with I3D (a Beam job)", True),
@@ -54,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     module, _, accepts_extra = SUBCOMMANDS[args.command]
     if extra and not accepts_extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from beam_i3d.errors import BeamI3DError
+    from beam_i3d.errors import BeamI3DError, ConfigurationError, ReconciliationError
 
     try:
         return importlib.import_module(module).run(args, extra)
     except BeamI3DError as e:
         print(f"beam-i3d {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        if isinstance(e, ConfigurationError):
+            return EXIT_CONFIGURATION
+        if isinstance(e, ReconciliationError):
+            return EXIT_RECONCILIATION
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoErr
 from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
 from beam_i3d.manifest import ClipRequest, ManifestOptions, error_row_identity, parse_row, read_rows
 from beam_i3d.progress import NAMESPACE
+from beam_i3d.recipe import DecodeLimits
 from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class ScoreOptions:
     quantize_flow: bool = True
     flow_backend: str = "tf"
     flow_batch_pairs: int | None = None
+    limits: DecodeLimits = DecodeLimits()
+    decode_processes: int | None = None  # decoding child processes per worker (None: CPUs)
     run_id: str = ""
 
     @property

@@ -35,6 +35,11 @@ MIN_FRAMES = 9
 DEFAULT_MAX_PIXELS = 4096 * 4096  # width x height of the coded frame
 DEFAULT_MAX_DURATION_SECONDS = 3 * 3600.0  # longest source video accepted
 DEFAULT_DECODE_TIMEOUT_SECONDS = 60.0  # wall-clock budget to read and decode one clip
+# Widest displayed aspect ratio (long side / short side) accepted: at the recipe's
+# 256-pixel short side a frame is at most 256 x 1024, which bounds the cost and memory
+# of the resize and of the full-frame optical flow (32:9 super-ultrawide is 3.56).
+DEFAULT_MAX_ASPECT_RATIO = 4.0
+DEFAULT_DECODE_MEMORY_MB = 4096  # address-space limit of a decoding child process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +52,20 @@ class DecodeLimits:
     container's declared duration and again while decoding. ``decode_timeout_seconds``:
     wall-clock budget for opening, reading and decoding one clip (DecodeTimeout); it does
     not cover the optical flow, whose cost is fixed by the clip's length and size.
+    ``max_aspect_ratio``: widest displayed long side / short side accepted
+    (UnsupportedShape), which bounds the resized frame and so the flow's cost.
+    ``memory_mb``: address-space limit of a child process that decodes clips
+    (DecodeOutOfMemory; see :mod:`beam_i3d.decode_pool`).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_duration_seconds: float = DEFAULT_MAX_DURATION_SECONDS
     decode_timeout_seconds: float = DEFAULT_DECODE_TIMEOUT_SECONDS
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    memory_mb: int = DEFAULT_DECODE_MEMORY_MB
 
     def __post_init__(self):
-        if self.max_pixels <= 0 or self.max_duration_seconds <= 0 or self.decode_timeout_seconds <= 0:
-            raise ValueError(f"decode limits must be positive: {self}")
+        if (self.max_pixels <= 0 or self.max_duration_seconds <= 0
+                or self.decode_timeout_seconds <= 0 or self.max_aspect_ratio < 1
+                or self.memory_mb <= 0):
+            raise ValueError(f"decode limits must be positive (aspect ratio >= 1): {self}")
