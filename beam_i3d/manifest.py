@@ -58,6 +58,7 @@ class ClipRequest:
     label: str | None
     source: str              # manifest file and row, e.g. "gs://b/m.csv:17"
     order: tuple[str, int] = ("", 0)  # (manifest, row): decides which repeat is first
+    row_key: str = ""        # the manifest row it settles (beam_i3d.row_keys), once keyed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
     read manifests -> parse rows -> drop repeats (and, resuming, clips already done)
       -> Reshuffle -> decode + preprocess -> RunInference(I3DModelHandler)
-      -> fuse streams, softmax, top-k -> WriteToParquet(DIR/scores)
-    every failure on the way ------------------------------> WriteToParquet(DIR/errors)
+      -> fuse streams, softmax, top-k -> WriteShards(DIR/scores)
+    every failure on the way ------------------------------> WriteShards(DIR/errors)
 
-Every manifest row ends in exactly one of the two outputs. The numeric work lives in
+Every manifest row ends in exactly one of the two outputs, under its ``row_key``
+(:mod:`beam_i3d.row_keys`); the shards are written while the job runs
+(:mod:`beam_i3d.shards`), so a job that dies keeps what it finished, and the launcher
+checks the counts at the end (:mod:`beam_i3d.verify`). The numeric work lives in
 plain functions elsewhere (``beam_i3d.preprocess``, ``model/``); this module holds the
 thin DoFns and composite transforms around them, and :func:`build_pipeline`.
 """
@@ -25,9 +28,11 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from beam_i3d import __version__, fileio as bfileio
-from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoError
+from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoError, is_transient
 from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
-from beam_i3d.manifest import ClipRequest, ManifestOptions, error_row_identity, parse_row, read_rows
+from beam_i3d.manifest import ClipRequest, ManifestOptions
+from beam_i3d.shards import WriteShards
+from beam_i3d.row_keys import assign_keys, identities_of_key, keyed_rows
 from beam_i3d.progress import NAMESPACE
 from beam_i3d.recipe import DecodeLimits
 from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
@@ -54,6 +59,10 @@ class ScoreOptions:
     video_template: str | None = None
     ignore_times: bool = False
     skip_existing: bool = False
+    retry_errors: bool = False   # with skip_existing: transient errors are tried again
+    overwrite: bool = False      # replace what the output holds (removed before the run)
+    shard_rows: int = 500        # rows buffered per output shard before it is written
+    shard_seconds: float = 120.0  # ... or seconds since its first row
     quantize_flow: bool = True
     flow_backend: str = "tf"
     flow_batch_pairs: int | None = None
@@ -73,19 +82,24 @@ def new_run_id() -> str:
 
 
 def error_record(stage: str, error: BaseException, clip_id: str | None = None,
-                 video_uri: str | None = None, source: str | None = None) -> dict:
-    """One row of the errors output; ``error_type`` is the exception's class name."""
+                 video_uri: str | None = None, source: str | None = None,
+                 row_key: str | None = None) -> dict:
+    """One row of the errors output; ``error_type`` is the exception's class name
+    (or, for an error that crossed a process boundary, the original one's)."""
     message = str(error) or type(error).__name__
+    error_type = getattr(error, "error_type", None) or type(error).__name__
     if not isinstance(error, BeamI3DError):
         # Not one of ours: say it was unexpected and name the clip, which the
         # library's own message usually does not.
-        message = f"{video_uri or clip_id}: unexpected {type(error).__name__}: {message}"
+        message = f"{video_uri or clip_id}: unexpected {error_type}: {message}"
     return {"clip_id": clip_id, "video_uri": video_uri, "stage": stage,
-            "error_type": type(error).__name__, "message": message, "source": source}
+            "error_type": error_type, "message": message, "source": source,
+            "row_key": row_key}
 
 
 def request_error(stage: str, error: BaseException, request: ClipRequest) -> dict:
-    return error_record(stage, error, request.clip_id, request.video_uri, request.source)
+    return error_record(stage, error, request.clip_id, request.video_uri, request.source,
+                        request.row_key)
 
 
 def inference_failure_record(failure: InferenceFailure, request: ClipRequest) -> dict:
@@ -93,7 +107,7 @@ def inference_failure_record(failure: InferenceFailure, request: ClipRequest) ->
     return {"clip_id": request.clip_id, "video_uri": request.video_uri,
             "stage": "inference", "error_type": failure.error_type,
             "message": f"{request.video_uri}: I3D failed on this clip: {failure.message}",
-            "source": request.source}
+            "source": request.source, "row_key": request.row_key}
 
 
 def complete_record(record: Mapping[str, Any], schema) -> dict:
@@ -111,7 +125,9 @@ def complete_record(record: Mapping[str, Any], schema) -> dict:
 
 
 class ParseManifestFile(beam.DoFn):
-    """A matched manifest file -> ClipRequests; bad rows to the ``errors`` output."""
+    """A matched manifest file -> ``(identity, KeyedRow)`` for each of its rows (see
+    :mod:`beam_i3d.row_keys`); a file that cannot be read at all -> one error row
+    (``errors`` output)."""
 
     ERRORS = "errors"
 
@@ -122,54 +138,44 @@ class ParseManifestFile(beam.DoFn):
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         try:
-            rows = list(read_rows(path, readable.read()))
+            rows = list(keyed_rows(path, readable.read(), self._options))
         except Exception as e:  # an unreadable manifest file: one error, the job goes on
+            # (the launcher checks every manifest before the job starts; this is for
+            # files that change or vanish in between)
             self._rows.inc()
             error = e if isinstance(e, ManifestError) else ManifestError(
                 f"{path}: cannot read manifest: {type(e).__name__}: {e}")
             yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
-                "manifest", error, source=path))
+                "manifest", error, source=path, row_key=f"manifest-file:{path}"))
             return
-        for number, row in rows:
+        for row in rows:
             self._rows.inc()
-            source = f"{path}:{number}"
-            try:
-                yield parse_row(row, source, self._options, order=(path, number))
-            except ManifestError as e:
-                clip_id, uri = error_row_identity(row, self._options)
-                yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
-                    "manifest", ManifestError(f"{source}: {e}"), clip_id, uri, source))
+            yield row.identity, row
 
 
-def done_keys_in_parquet(readable: fileio.ReadableFile) -> Iterable[tuple[str, str]]:
-    """Keys of what one earlier output file settled: ``("clip", clip_id)`` for each clip
-    and, in errors files, ``("row", source)`` for each manifest row reported as bad.
-    Only those two columns are read."""
-    import pyarrow.parquet as pq
+def done_keys_in_parquet(readable: fileio.ReadableFile, retry_errors: bool = False
+                         ) -> Iterable[tuple[str, str]]:
+    """``(identity, row_key)`` for each row an earlier output file settled, under every
+    identity that key may belong to (:func:`row_keys.identities_of_key`). With
+    ``retry_errors``, errors that may succeed on a retry (``errors.is_transient``) are
+    not settled. Only the key columns are read."""
+    from beam_i3d.results import read_key_columns
 
-    with readable.open() as f:
-        schema = pq.read_schema(f)
-        f.seek(0)
-        columns = [c for c in ("clip_id", "stage", "source") if c in schema.names]
-        table = pq.read_table(f, columns=columns)
-    rows = table.to_pydict()
-    clip_ids = rows["clip_id"]
-    stages = rows.get("stage", [None] * len(clip_ids))
-    sources = rows.get("source", [None] * len(clip_ids))
-    for clip_id, stage, source in zip(clip_ids, stages, sources):
-        if clip_id is not None:
-            yield ("clip", clip_id)
-        if stage == "manifest" and source:
-            yield ("row", source)
+    for key, error_type, stage in read_key_columns(readable.metadata.path, readable.open):
+        if retry_errors and error_type is not None and is_transient(error_type, stage):
+            continue
+        for identity in identities_of_key(key):
+            yield identity, key
 
 
 class DoneKeys(beam.PTransform):
     """What the output already holds (for --skip-existing), read inside the pipeline so
     that a Kinetics-size list never travels in the job graph."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, retry_errors: bool = False):
         super().__init__()
         self._output = output
+        self._retry_errors = retry_errors
 
     def expand(self, pbegin):
         patterns = [bfileio.join(self._output, d, "*.parquet") for d in ("scores", "errors")]
@@ -177,15 +183,17 @@ class DoneKeys(beam.PTransform):
                 | "OutputPatterns" >> beam.Create(patterns)
                 | "MatchOutput" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
                 | "ReadOutput" >> fileio.ReadMatches()
-                | "DoneKeys" >> beam.FlatMap(done_keys_in_parquet))
+                | "DoneKeys" >> beam.FlatMap(done_keys_in_parquet, self._retry_errors))
 
 
 class SettleEachKey(beam.DoFn):
-    """One decision per key after grouping manifest output with what is already done.
+    """One decision per manifest row, after grouping the rows of one identity with the
+    keys an earlier run settled.
 
-    ``("clip", clip_id)``: keep the first request (by manifest file and row); the
-    repeats go to ``errors`` as DuplicateClip. ``("row", source)``: a bad manifest row,
-    reported. Either is skipped when an earlier run already settled it (--skip-existing).
+    The first row (by manifest file and line) gets the identity as its ``row_key`` and
+    goes on (a ClipRequest) or is reported (a bad row); each repeat gets its own key
+    and a DuplicateClip error. A row whose key is already settled is skipped
+    (--skip-existing).
     """
 
     ERRORS = "errors"
@@ -195,27 +203,46 @@ class SettleEachKey(beam.DoFn):
         self._repeats = Metrics.counter(NAMESPACE, "clips_repeated")
 
     def process(self, element):
-        (kind, name), grouped = element
-        requests = sorted(grouped["requests"], key=lambda r: r.order)
-        errors = list(grouped["errors"])
-        if list(grouped["done"]):
-            self._skipped.inc(len(requests) + len(errors))
-            return
-        for error in errors:
-            yield beam.pvalue.TaggedOutput(self.ERRORS, error)
-        if not requests:
-            return
-        first, repeats = requests[0], requests[1:]
-        yield first
-        for repeat in repeats:
-            self._repeats.inc()
-            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("manifest", DuplicateClip(
-                f"{repeat.source}: clip_id {name!r} repeats {first.source}, which is "
-                "scored instead"), repeat))
+        identity, grouped = element
+        done = set(grouped["done"])
+        keyed = assign_keys(identity, grouped["rows"], order=lambda r: r.order)
+        first = keyed[0][1] if keyed else None
+        for key, row in keyed:
+            if key in done:
+                self._skipped.inc()
+                continue
+            if row is not first:
+                self._repeats.inc()
+                what = "scored" if first.request is not None else "reported"
+                yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
+                    "manifest", DuplicateClip(
+                        f"{row.source}: clip {identity!r} repeats {first.source}, which is "
+                        f"{what} instead"),
+                    row.request.clip_id if row.request else _bad_row_clip_id(row),
+                    row.request.video_uri if row.request else _bad_row_uri(row),
+                    row.source, key))
+            elif row.request is not None:
+                yield dataclasses.replace(row.request, row_key=key)
+            else:
+                yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
+                    "manifest", row.error, _bad_row_clip_id(row), _bad_row_uri(row),
+                    row.source, key))
+
+
+def _bad_row_clip_id(row) -> str | None:
+    return None if row.identity.startswith("manifest-row:") else row.identity
+
+
+def _bad_row_uri(row) -> str | None:
+    from beam_i3d.manifest import URI_COLUMNS
+
+    uri = next((row.row.get(c) for c in URI_COLUMNS if row.row.get(c) not in (None, "")), None)
+    return None if uri is None else str(uri)
 
 
 class ReadClipRequests(beam.PTransform):
-    """Manifest glob -> unique ClipRequests (main) and manifest errors (``errors``)."""
+    """Manifest glob -> keyed, unique ClipRequests (main) and manifest errors
+    (``errors``)."""
 
     def __init__(self, options: ScoreOptions):
         super().__init__()
@@ -227,21 +254,20 @@ class ReadClipRequests(beam.PTransform):
             | "MatchManifests" >> fileio.MatchFiles(self._options.manifest)
             | "ReadManifests" >> fileio.ReadMatches()
             | "ParseRows" >> beam.ParDo(ParseManifestFile(self._options.manifest_options))
-            .with_outputs(ParseManifestFile.ERRORS, main="requests"))
-        requests = parsed.requests | "KeyByClip" >> beam.Map(lambda r: (("clip", r.clip_id), r))
-        errors = parsed.errors | "KeyByRow" >> beam.Map(lambda e: (("row", e["source"]), e))
+            .with_outputs(ParseManifestFile.ERRORS, main="rows"))
         if self._options.skip_existing:
-            done = (pbegin
-                    | "Existing" >> DoneKeys(self._options.output)
-                    | "KeyDone" >> beam.Map(lambda key: (key, True)))
+            done = pbegin | "Existing" >> DoneKeys(self._options.output,
+                                                   self._options.retry_errors)
         else:
             done = pbegin | "NothingDone" >> beam.Create([])
         settled = (
-            {"requests": requests, "errors": errors, "done": done}
+            {"rows": parsed.rows, "done": done}
             | "GroupByKey" >> beam.CoGroupByKey()
             | "Settle" >> beam.ParDo(SettleEachKey())
             .with_outputs(SettleEachKey.ERRORS, main="requests"))
-        return settled.requests, settled.errors
+        errors = ((parsed.errors, settled.errors)
+                  | "ManifestErrors" >> beam.Flatten())
+        return settled.requests, errors
 
 
 # --- Decoding ----------------------------------------------------------------------------------
@@ -312,6 +338,7 @@ def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
         "start_sec": request.start_sec,
         "end_sec": request.end_sec,
         "label": request.label,
+        "row_key": request.row_key,
         "num_frames": int(example.num_frames),
         "predicted_label": labels[best[0]],
         "predicted_index": int(best[0]),
@@ -350,16 +377,17 @@ class ToScoreRecord(beam.DoFn):
 
 
 class CountRecords(beam.DoFn):
-    """Counts the rows about to be written (the progress line's ``clips_scored`` and
-    ``clips_failed``) and completes each to its schema."""
+    """Counts the rows about to be written (Beam counters ``clips_scored`` and
+    ``clips_failed``), stamps them with the run id and completes each to its schema."""
 
-    def __init__(self, counter: str, schema):
+    def __init__(self, counter: str, schema, run_id: str):
         self._count = Metrics.counter(NAMESPACE, counter)
         self._schema = schema
+        self._run_id = run_id
 
     def process(self, record):
         self._count.inc()
-        yield complete_record(record, self._schema)
+        yield complete_record({**record, "run_id": self._run_id}, self._schema)
 
 
 def inference_errors(failed) -> Iterable[dict]:
@@ -396,8 +424,7 @@ class ScoreClips(beam.PTransform):
         records = predictions | "ScoreRecords" >> beam.ParDo(
             ToScoreRecord(self._labels, self._top_k, self._embeddings)
         ).with_outputs(ToScoreRecord.ERRORS, main="scores")
-        scores = records.scores | "CountScores" >> beam.ParDo(
-            CountRecords("clips_scored", SCORES_SCHEMA))
+        scores = records.scores
         failed_batches = (dead_letters.failed_inferences
                           | "FailedBatches" >> beam.FlatMap(inference_errors))
         errors = (records.errors, failed_batches) | "InferenceErrors" >> beam.Flatten()
@@ -462,13 +489,14 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
             DecodeClip.ERRORS, main="clips"))
     scores, inference_errors = decoded.clips | "Score" >> ScoreClips(
         handler, label_map(num_classes), options.top_k, options.embeddings)
-    errors = ((manifest_errors, decoded.errors, inference_errors)
-              | "AllErrors" >> beam.Flatten()
-              | "ErrorRecords" >> beam.ParDo(CountRecords("clips_failed", ERRORS_SCHEMA)))
+    errors = (manifest_errors, decoded.errors, inference_errors) | "AllErrors" >> beam.Flatten()
 
-    for name, records, schema in (("scores", scores, SCORES_SCHEMA),
-                                  ("errors", errors, ERRORS_SCHEMA)):
-        _ = records | f"Write{name.title()}" >> beam.io.WriteToParquet(
-            bfileio.join(options.output, name, options.run_id),
-            with_run_metadata(schema, metadata),
-            file_name_suffix=".parquet")
+    for name, records, schema, counter in (
+            ("scores", scores, SCORES_SCHEMA, "clips_scored"),
+            ("errors", errors, ERRORS_SCHEMA, "clips_failed")):
+        _ = (records
+             | f"{name.title()}Records" >> beam.ParDo(
+                 CountRecords(counter, schema, options.run_id))
+             | f"Write{name.title()}" >> WriteShards(
+                 bfileio.join(options.output, name), with_run_metadata(schema, metadata),
+                 options.run_id, options.shard_rows, options.shard_seconds))

@@ -1,27 +1,24 @@
-"""Running the pipeline, with a progress line built from Beam metrics.
+"""Running the pipeline, with a progress line built from the job's own output.
 
-The pipeline's DoFns count what they do with Beam counters in the ``beam_i3d``
-namespace: ``manifest_rows`` (rows read), ``clips_scored`` and ``clips_failed`` (rows
-written to scores and errors) and ``rows_skipped_existing`` (rows a resumed run found
-done). Every manifest row ends in exactly one of the last three, so
-``done = scored + failed + skipped`` out of ``total = manifest_rows``.
-
-On Dataflow these counters are job metrics in the console. Locally, Beam's DirectRunner
-only reports metrics once the pipeline has finished, so for the DirectRunner we run its
-batch engine (Beam's FnApiRunner, which the DirectRunner uses for batch pipelines)
-ourselves with progress requests turned on: the SDK workers then report the counters
-of the bundles in flight every second, and a thread prints
+The job writes its results in shards while it runs (:mod:`beam_i3d.shards`); the
+launcher knows how many manifest rows there are and how many an earlier run settled
+(it reads the manifests to verify the run anyway). So progress is read from what is
+durable, on any runner and in any mode, without Beam's runner internals: a thread
+lists this run's shards under ``DIR/scores`` and ``DIR/errors`` (each shard's row count
+comes from its Parquet footer, read once) and prints
 
     [beam-i3d] 1204/3000 clips (40%), 17 failed, 3.1 clips/s, ETA 9m40s
 
 on stderr (rewritten in place every second on a terminal, a new line every 30 s
-otherwise; ``BEAM_I3D_PROGRESS_SECONDS`` sets the interval). Running the
-FnApiRunner directly also keeps Beam from trying its Prism runner, which fetches a Go
-binary from GitHub on first use.
+otherwise; ``BEAM_I3D_PROGRESS_SECONDS`` sets the interval, at least 10 s for remote
+outputs). Rows advance in steps of a shard (``--shard-rows``, ``--shard-seconds``).
 
-The hook into the FnApiRunner uses two of its internals (``_execute_bundle`` and the
-module's ``ProgressRequester``); where a future Beam changes them, the job still runs,
-without the progress line.
+The DoFns also count with Beam counters in the ``beam_i3d`` namespace
+(``manifest_rows``, ``clips_scored``, ``clips_failed``, ``rows_skipped_existing``, ...):
+job metrics on Dataflow. Locally the job runs on Beam's FnApiRunner, the engine the
+DirectRunner picks for batch pipelines, built as the DirectRunner builds it; running it
+directly keeps Beam from trying its Prism runner, which fetches a Go binary from
+GitHub on first use.
 """
 
 from __future__ import annotations
@@ -31,73 +28,57 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Iterable, TextIO
+from typing import Callable, TextIO
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 
 NAMESPACE = "beam_i3d"  # of every Beam metric the job reports
 _LOG = logging.getLogger(__name__)
 
 
-def counters(result) -> dict[str, int]:
-    """The beam_i3d counters of a finished pipeline (committed, else attempted)."""
-    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    out: dict[str, int] = {}
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + (value or 0)
-    return out
+class ShardProgress:
+    """Counters for :func:`progress_line` from the shards of one run (see module doc).
+
+    ``total``: manifest rows; ``skipped``: rows an earlier run settled. Calling it lists
+    the output and returns ``manifest_rows``, ``clips_scored``, ``clips_failed`` and
+    ``rows_skipped_existing``.
+    """
+
+    def __init__(self, output: str, run_id: str, total: int, skipped: int = 0):
+        self._output = output
+        self._prefix = run_id + "-"
+        self._total = total
+        self._skipped = skipped
+        self._rows: dict[str, int] = {}
+
+    def _count(self, kind: str) -> int:
+        from beam_i3d import fileio
+        from beam_i3d.results import list_shards
+
+        n = 0
+        for path in list_shards(fileio.join(self._output, kind)):
+            if not path.rsplit("/", 1)[-1].startswith(self._prefix):
+                continue
+            if path not in self._rows:
+                try:
+                    self._rows[path] = _footer_rows(path)
+                except Exception:  # noqa: BLE001: a shard we cannot read yet counts later
+                    continue
+            n += self._rows[path]
+        return n
+
+    def __call__(self) -> dict[str, int]:
+        return {"manifest_rows": self._total, "clips_scored": self._count("scores"),
+                "clips_failed": self._count("errors"), "rows_skipped_existing": self._skipped}
 
 
-def counters_from_monitoring_infos(infos: Iterable) -> dict[str, int]:
-    """beam_i3d user counters in a list of Fn API MonitoringInfos."""
-    from apache_beam.runners.portability.portable_metrics import from_monitoring_infos
+def _footer_rows(path: str) -> int:
+    import pyarrow.parquet as pq
 
-    found, *_ = from_monitoring_infos(infos, user_metrics_only=True)
-    out: dict[str, int] = {}
-    for key, value in found.items():
-        if key.metric.namespace == NAMESPACE:
-            out[key.metric.name] = out.get(key.metric.name, 0) + int(value)
-    return out
+    from beam_i3d.results import open_shard
 
-
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
-
-
-class ProgressTracker:
-    """Counters of finished bundles plus the latest report of each bundle in flight."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._finished: dict[str, int] = {}
-        self._in_flight: dict[str, dict[str, int]] = {}
-        self._generation = 0
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    def bundle_progress(self, generation: int, instruction_id: str,
-                        values: dict[str, int]) -> None:
-        with self._lock:
-            if generation == self._generation:  # drop late reports of finished bundles
-                self._in_flight[instruction_id] = values
-
-    def bundle_finished(self, values: dict[str, int]) -> None:
-        """A bundle (all its parallel parts) is done; ``values`` are its final counters."""
-        with self._lock:
-            self._finished = _add(self._finished, values)
-            self._in_flight.clear()
-            self._generation += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            total = dict(self._finished)
-            for values in self._in_flight.values():
-                total = _add(total, values)
-            return total
+    with open_shard(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 def format_duration(seconds: float) -> str:
@@ -173,83 +154,43 @@ class ProgressPrinter(threading.Thread):
         self._emit(self._line(), final=True)
 
 
-def _progress_runner(tracker: ProgressTracker, frequency: float):
-    """A FnApiRunner whose bundles report their counters to ``tracker`` (or None)."""
-    try:
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-
-        base_requester = fn_runner.ProgressRequester
-        fn_runner.FnApiRunner._execute_bundle  # noqa: B018: fail early if gone
-    except (ImportError, AttributeError):
-        return None
-
-    class TrackingRequester(base_requester):
-        def __init__(self, worker_handler, instruction_id, frequency, callback=None):
-            generation = tracker.generation
-
-            def report(progress):
-                tracker.bundle_progress(generation, instruction_id,
-                                        counters_from_monitoring_infos(progress.monitoring_infos))
-                if callback:
-                    callback(progress)
-
-            super().__init__(worker_handler, instruction_id, frequency, report)
-
-    class ProgressFnApiRunner(fn_runner.FnApiRunner):
-        def _execute_bundle(self, *args, **kwargs):
-            fn_runner.ProgressRequester = TrackingRequester
-            try:
-                result = super()._execute_bundle(*args, **kwargs)
-            finally:
-                fn_runner.ProgressRequester = base_requester
-            tracker.bundle_finished(
-                counters_from_monitoring_infos(result.process_bundle.monitoring_infos))
-            return result
-
-    return ProgressFnApiRunner, frequency
-
-
-def _is_direct_runner(options) -> bool:
+def is_direct_runner(options) -> bool:
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner
     return runner is None or str(runner).lower() in ("directrunner", "direct")
 
 
-def run_with_progress(pipeline: beam.Pipeline, quiet: bool = False,
-                      stream: TextIO = sys.stderr, interval: float | None = None
-                      ) -> dict[str, int]:
-    """Run ``pipeline`` to the end, with a progress line on the DirectRunner unless
-    ``quiet``; return the beam_i3d counters."""
-    options = pipeline.options
-    tracker = ProgressTracker()
-    made = _progress_runner(tracker, 1.0) if _is_direct_runner(options) else None
-    printer = None
-    if made is not None:
-        runner_class, frequency = made
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+def local_runner(options):
+    """Beam's FnApiRunner set up as the DirectRunner sets it up for batch pipelines
+    (its workers get the pipeline options; ``direct_running_mode`` and
+    ``direct_num_workers`` apply)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        # As the DirectRunner sets up its FnApiRunner: workers get the pipeline options.
-        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
-            pipeline_options=JobServiceHandle.encode_pipeline_options(
-                options.get_all_options())))
-        runner = runner_class(provision_info=provision,
-                              progress_request_frequency=None if quiet else frequency)
-        if not quiet:
-            printer = ProgressPrinter(tracker.snapshot, stream, interval)
-            printer.start()
-        try:
-            result = runner.run_pipeline(pipeline, options)
-        except BaseException:
-            if printer:
-                printer.stop()
-            raise
-    else:
-        result = pipeline.run()
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def run_with_progress(pipeline: beam.Pipeline, source: Callable[[], dict[str, int]] | None,
+                      stream: TextIO = sys.stderr, interval: float | None = None):
+    """Run ``pipeline`` to the end (locally on the FnApiRunner, elsewhere on its own
+    runner), printing :func:`progress_line` from ``source`` unless it is None.
+    Returns the runner's result, finished."""
+    options = pipeline.options
+    printer = None
+    if source is not None:
+        printer = ProgressPrinter(source, stream, interval)
+        printer.start()
+    try:
+        if is_direct_runner(options):
+            result = local_runner(options).run_pipeline(pipeline, options)
+        else:
+            result = pipeline.run()
         result.wait_until_finish()
-    values = counters(result)
-    if printer:
-        printer.stop(values)
-    return values
+    finally:
+        if printer:
+            printer.stop(source())
+    return result

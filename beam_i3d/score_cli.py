@@ -30,6 +30,13 @@ def _positive(kind):
     return parse
 
 
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = ("beam-i3d score --manifest GLOB --output DIR [options] "
                     "[Beam pipeline options]")
@@ -70,8 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ignore-times", action="store_true",
         help="score whole files, ignoring the manifest's times (files already trimmed)")
     add("--skip-existing", action="store_true",
-        help="resume: skip clips that already have a row in DIR/scores or DIR/errors, "
-             "and write new part files beside the old ones")
+        help="resume: score only the manifest rows that DIR/scores and DIR/errors do "
+             "not settle yet, writing new shards beside the old ones")
+    add("--retry-errors", action="store_true",
+        help="with --skip-existing: also score again the rows whose earlier error may "
+             "pass on a retry (time-outs, crashes, storage, out of memory); bad rows "
+             "and files that are not videos stay settled")
+    add("--overwrite", action="store_true",
+        help="replace what DIR holds: its scores/ and errors/ are deleted before the run")
+    add("--max-error-rate", type=_fraction, metavar="R",
+        help="exit with status 5 (after writing everything) when more than this "
+             "fraction (0-1) of the manifest's rows failed; default: only when rows "
+             "failed and none scored")
+    add("--shard-rows", type=_positive(int), default=500, metavar="N",
+        help="rows per output shard: results become durable every N rows per worker "
+             "(default: 500)")
+    add("--shard-seconds", type=_positive(float), default=120.0, metavar="S",
+        help="... or S seconds after a shard's first row, whichever comes first "
+             "(default: 120)")
     add("--no-quantize-flow", dest="quantize_flow", action="store_false",
         help="feed the flow stream unquantised float flow (x/20) instead of the release's "
              "256-level quantisation (recorded in the output metadata)")
@@ -93,6 +116,12 @@ def options_from_args(args: argparse.Namespace):
 
     if "flow" in args.streams and not args.flow_checkpoint:
         raise SystemExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
+    if args.skip_existing and args.overwrite:
+        raise SystemExit("beam-i3d score: error: --skip-existing (resume) and --overwrite "
+                         "(replace) contradict each other: pick one")
+    if args.retry_errors and not args.skip_existing:
+        raise SystemExit("beam-i3d score: error: --retry-errors needs --skip-existing "
+                         "(it retries the failed rows of an earlier run into the same output)")
     return ScoreOptions(
         manifest=args.manifest,
         output=args.output.rstrip("/") or "/",
@@ -109,6 +138,10 @@ def options_from_args(args: argparse.Namespace):
         video_template=args.video_template,
         ignore_times=args.ignore_times,
         skip_existing=args.skip_existing,
+        retry_errors=args.retry_errors,
+        overwrite=args.overwrite,
+        shard_rows=args.shard_rows,
+        shard_seconds=args.shard_seconds,
         quantize_flow=args.quantize_flow,
         flow_backend=args.flow_backend,
         flow_batch_pairs=args.flow_batch_pairs,
@@ -165,28 +198,93 @@ def validate_pipeline_options(pipeline_options) -> None:
                          + "\n  ".join(problems))
 
 
+def warn_about_running_mode(pipeline_options) -> None:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    if pipeline_options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+        print("beam-i3d score: warning: Beam 2.77's DirectRunner loses elements in "
+              "multi_threading mode (and exits 0); the counts are checked at the end, but "
+              "prefer the default in_memory or multi_processing", file=sys.stderr)
+
+
+def skipped_rows(expected, before, retry_errors: bool) -> int:
+    """Manifest rows an earlier run settled that this run will not score again."""
+    from beam_i3d.errors import is_transient
+
+    n = 0
+    for row in expected:
+        if row.row_key in before.scores:
+            n += 1
+        elif row.row_key in before.errors:
+            _, error_type, stage = before.errors[row.row_key]
+            n += not (retry_errors and is_transient(error_type, stage))
+    return n
+
+
+def finish(options, expected, skipped: int, max_error_rate: float | None,
+           state: str | None = None) -> int:
+    """Reconcile the output against the manifest after a run; print the outcome and
+    return the exit status (README "Exit codes")."""
+    from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
+    from beam_i3d.results import settle
+    from beam_i3d.verify import reconcile
+
+    result = reconcile(expected, settle(options.output), options.run_id, skipped)
+    for line in result.summary_lines():
+        print(f"beam-i3d score: {line}", file=sys.stderr)
+    verify_command = (f"beam-i3d verify --manifest '{options.manifest}' --output "
+                      f"'{options.output}'"
+                      + (f" --video-template '{options.video_template}'"
+                         if options.video_template else "")
+                      + (" --ignore-times" if options.ignore_times else ""))
+    if not result.ok:
+        print(f"beam-i3d score: error: {len(result.missing):,} of "
+              f"{result.manifest_rows:,} manifest rows are in neither output"
+              + (f" (the job ended {state})" if state else "")
+              + f"; resume with --skip-existing; check again with: {verify_command}",
+              file=sys.stderr)
+        return EXIT_RECONCILIATION
+    rate = result.failed / result.manifest_rows if result.manifest_rows else 0.0
+    print(f"beam-i3d score: run {options.run_id}: {result.run_scored:,} scored, "
+          f"{result.run_failed:,} failed, {skipped:,} skipped as already settled; all "
+          f"{result.manifest_rows:,} manifest rows accounted for in {options.output}",
+          file=sys.stderr)
+    if max_error_rate is not None and rate > max_error_rate:
+        print(f"beam-i3d score: error: {result.failed:,} of {result.manifest_rows:,} rows "
+              f"failed ({rate:.1%}), over --max-error-rate {max_error_rate:g}",
+              file=sys.stderr)
+        return EXIT_ERROR_RATE
+    if max_error_rate is None and result.failed and not result.scored:
+        print(f"beam-i3d score: error: all {result.failed:,} rows failed, none scored "
+              f"(see {options.output}/errors; --max-error-rate 1 accepts this)",
+              file=sys.stderr)
+        return EXIT_ERROR_RATE
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     import logging
 
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from beam_i3d import fileio
     from beam_i3d.pipeline import build_pipeline
-    from beam_i3d.progress import run_with_progress
+    from beam_i3d.progress import ShardProgress, run_with_progress
+    from beam_i3d.shards import prepare_output
 
     options = options_from_args(args)
     num_classes = check_before_launch(options, local_only=args.dry_run)
-    if not any(a.startswith("--direct_running_mode") for a in extra_args):
-        # Beam's default local mode (in_memory) runs the workers in the launching
-        # thread, which then cannot answer progress requests: no progress line.
-        extra_args = [*extra_args, "--direct_running_mode", "multi_threading"]
     pipeline_options = PipelineOptions(extra_args)
+    warn_about_running_mode(pipeline_options)
     if args.dry_run:
         from apache_beam.options.pipeline_options import TestOptions
 
         # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
         pipeline_options.view_as(TestOptions).dry_run = True
     validate_pipeline_options(pipeline_options)
+    prepare_output(options.output, skip_existing=options.skip_existing,
+                   overwrite=options.overwrite, dry_run=args.dry_run)
     if args.dry_run:
         # Build the graph on a runner that is never started, and serialise it as a
         # runner would: catches unpicklable DoFns and bad transform wiring.
@@ -196,15 +294,24 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         print(f"dry run: options valid, pipeline of {transforms} transforms built; "
               "nothing was run", file=sys.stderr)
         return 0
+    from beam_i3d.results import settle
+    from beam_i3d.verify import expected_rows
+
+    # The launcher reads the manifests itself: the total for the progress line, and
+    # the rows the output must account for at the end.
+    expected = expected_rows(options.manifest, options.manifest_options)
+    skipped = (skipped_rows(expected, settle(options.output), options.retry_errors)
+               if options.skip_existing else 0)
     # Local worker processes forward their start-up warnings (unparsed options, no
     # semi-persistent directory) through this logger; errors still come through.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
         logging.ERROR)
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
-    counts = run_with_progress(pipeline, quiet=args.quiet)
-    print(f"scored {counts.get('clips_scored', 0)} clips, "
-          f"{counts.get('clips_failed', 0)} errors "
-          f"(run {options.run_id}): {options.output}/scores, {options.output}/errors",
-          file=sys.stderr)
-    return 0
+    source = None if args.quiet else ShardProgress(options.output, options.run_id,
+                                                   len(expected), skipped)
+    interval = None if fileio.is_local(options.output) else 10.0
+    result = run_with_progress(pipeline, source, interval=interval)
+    state = getattr(result, "state", None)
+    return finish(options, expected, skipped, args.max_error_rate,
+                  None if state in (None, "DONE") else str(state))

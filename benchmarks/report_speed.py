@@ -76,6 +76,7 @@ def scores_table(n: int, names: pa.Array, rng: np.random.Generator, logits: bool
         "flow_logits": pa.nulls(n, SCORES_SCHEMA.field("flow_logits").type),
         "rgb_embedding": pa.nulls(n, SCORES_SCHEMA.field("rgb_embedding").type),
         "flow_embedding": pa.nulls(n, SCORES_SCHEMA.field("flow_embedding").type),
+        "row_key": ids, "run_id": pa.array(["20260101T000000Z-bench"] * n),
     }
     table = pa.Table.from_arrays([columns[f.name].cast(f.type) for f in SCORES_SCHEMA],
                                  schema=SCORES_SCHEMA)
@@ -107,7 +108,9 @@ def build_run(run_dir: str, rows: int, classes: int, parts: int, logits: bool) -
         "stage": rng.choice(["decode", "decode", "manifest", "inference"], n_err).tolist(),
         "error_type": rng.choice(["CorruptVideo", "NotAVideo", "VideoTooLong"], n_err).tolist(),
         "message": [f"gs://videos/bad{i}.mp4: something went wrong" for i in range(n_err)],
-        "source": pa.nulls(n_err, pa.string())}, schema=with_run_metadata(ERRORS_SCHEMA, meta))
+        "source": pa.nulls(n_err, pa.string()),
+        "row_key": [f"bad{i}" for i in range(n_err)],
+        "run_id": ["20260101T000000Z-bench"] * n_err}, schema=with_run_metadata(ERRORS_SCHEMA, meta))
     pq.write_table(errors, os.path.join(run_dir, "errors", "errors-00000-of-00001.parquet"))
     return labelled, right
 

@@ -11,7 +11,12 @@ the outputs of different runs concatenate and load into one BigQuery table.
 ``python -m schemas bigquery scores|errors`` prints the BigQuery schema (JSON) for
 ``bq load --source_format=PARQUET --parquet_enable_list_inference``.
 
-Version history: 1 (first release).
+Every row of both also names the manifest row it settles (``row_key``) and the run that
+wrote it (``run_id``). A run writes its rows in shards as it goes, so a row can appear
+twice where a runner retried work; :mod:`beam_i3d.results` (and the README's read recipe)
+keeps one row per ``row_key``: the latest run's, and a score over an error.
+
+Version history: 1 (first release); 2 (``row_key`` and ``run_id`` in both outputs).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 METADATA_PREFIX = "beam_i3d."
 
 TOP_K_ENTRY = pa.struct([
@@ -49,6 +54,8 @@ SCORES_SCHEMA = pa.schema([
     pa.field("flow_logits", FLOAT_LIST),
     pa.field("rgb_embedding", FLOAT_LIST),      # Mixed_5c mean, 1024 values
     pa.field("flow_embedding", FLOAT_LIST),
+    pa.field("row_key", pa.string(), nullable=False),  # the manifest row (see beam_i3d.row_keys)
+    pa.field("run_id", pa.string(), nullable=False),   # the run that wrote the row
 ])
 
 ERRORS_SCHEMA = pa.schema([
@@ -57,7 +64,9 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("stage", pa.string(), nullable=False),       # manifest | decode | inference
     pa.field("error_type", pa.string(), nullable=False),  # class name, e.g. CorruptVideo
     pa.field("message", pa.string(), nullable=False),
-    pa.field("source", pa.string()),            # manifest file and row number, where known
+    pa.field("source", pa.string()),            # manifest file and line number, where known
+    pa.field("row_key", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
 ])
 
 STAGES = ("manifest", "decode", "inference")

@@ -86,23 +86,32 @@ def test_every_row_ends_in_scores_or_errors(first_run):
     _, scores = read_dataset(out / "scores")
     _, errors = read_dataset(out / "errors")
     assert sorted(r["clip_id"] for r in scores) == ["a", "b", "cricket"]
-    by_source = {e["source"]: e for e in errors}
-    assert len(errors) == 6 == len(by_source)
+    assert sorted(r["row_key"] for r in scores) == ["a", "b", "cricket"]
+    by_key = {e["row_key"]: e for e in errors}
+    assert len(errors) == 6 == len(by_key)
+    no_uri = next(k for k in by_key if k.startswith("manifest-row:"))
     expected = {
-        4: ("missing", "decode", "VideoNotFound"),
-        5: ("text", "decode", "NotAVideo"),
-        6: ("truncated", "decode", "CorruptVideo"),
-        7: (None, "manifest", "ManifestError"),
-        8: ("a", "manifest", "DuplicateClip"),
-        9: (None, "manifest", "ManifestError"),
+        "missing": ("missing", "decode", "VideoNotFound"),
+        "text": ("text", "decode", "NotAVideo"),
+        "truncated": ("truncated", "decode", "CorruptVideo"),
+        "inverted": ("inverted", "manifest", "ManifestError"),
+        "a#repeat1": ("a", "manifest", "DuplicateClip"),
+        no_uri: (None, "manifest", "ManifestError"),
     }
-    for row, (clip_id, stage, error_type) in expected.items():
-        e = by_source[f"{manifest}:{row}"]
-        assert (e["stage"], e["error_type"]) == (stage, error_type), e
-        if clip_id and stage == "decode":
-            assert e["clip_id"] == clip_id and e["video_uri"] in e["message"]
-    assert "not after start" in by_source[f"{manifest}:7"]["message"]
-    assert f"{manifest}:1" in by_source[f"{manifest}:8"]["message"]
+    for key, (clip_id, stage, error_type) in expected.items():
+        e = by_key[key]
+        assert (e["clip_id"], e["stage"], e["error_type"]) == (clip_id, stage, error_type), e
+        assert e["source"].startswith(f"{manifest}:"), e
+        if stage == "decode":
+            assert e["video_uri"] in e["message"]
+    assert "not after start" in by_key["inverted"]["message"]
+    first_a = next(r for r in scores if r["clip_id"] == "a")
+    assert first_a["video_uri"].endswith("good.mp4")  # the first row of clip a is scored
+    assert by_key["a#repeat1"]["video_uri"].endswith("good2.mp4")
+    assert len({r["run_id"] for r in scores + errors}) == 1
+    from beam_i3d.cli import main as cli_main
+
+    assert cli_main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
 
 
 def test_output_schema_and_metadata(first_run):
@@ -116,7 +125,7 @@ def test_output_schema_and_metadata(first_run):
             meta = read_run_metadata(file_schema)
             assert meta["streams"] == "rgb" and meta["label_map"] == "kinetics-400"
             assert '"rgb": "default"' in meta["checkpoints"]
-            assert '"fps": 25' in meta["recipe"] and meta["schema_version"] == "1"
+            assert '"fps": 25' in meta["recipe"] and meta["schema_version"] == "2"
 
 
 def test_scores_content(first_run):

@@ -1,10 +1,10 @@
-"""The progress line: counters of finished and in-flight bundles, rate and ETA."""
+"""The progress line: counts from the run's shards, rate and ETA."""
 
 from __future__ import annotations
 
 import io
 
-from beam_i3d.progress import ProgressPrinter, ProgressTracker, format_duration, progress_line
+from beam_i3d.progress import ProgressPrinter, ShardProgress, format_duration, progress_line
 
 
 def test_progress_line_counts_every_kind_of_settled_row():
@@ -17,17 +17,32 @@ def test_progress_line_counts_every_kind_of_settled_row():
     assert format_duration(7322) == "2h02m"
 
 
-def test_tracker_adds_in_flight_to_finished_and_drops_late_reports():
-    tracker = ProgressTracker()
-    tracker.bundle_finished({"manifest_rows": 10})
-    generation = tracker.generation
-    tracker.bundle_progress(generation, "w1", {"clips_scored": 2})
-    tracker.bundle_progress(generation, "w2", {"clips_scored": 3, "clips_failed": 1})
-    tracker.bundle_progress(generation, "w1", {"clips_scored": 4})  # newer report of w1
-    assert tracker.snapshot() == {"manifest_rows": 10, "clips_scored": 7, "clips_failed": 1}
-    tracker.bundle_finished({"clips_scored": 6, "clips_failed": 2})
-    tracker.bundle_progress(generation, "w1", {"clips_scored": 5})  # late: ignored
-    assert tracker.snapshot() == {"manifest_rows": 10, "clips_scored": 6, "clips_failed": 2}
+def test_shard_progress_counts_this_runs_shards(tmp_path):
+    """Progress comes from the shards of this run on disk: others' shards, temporary
+    files and files that are not Parquet yet do not count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_i3d.shards import write_table_atomically
+
+    def shard(kind, name, n):
+        table = pa.table({"row_key": [f"{name}{i}" for i in range(n)]})
+        write_table_atomically(table, str(tmp_path / kind / f"{name}.parquet"))
+
+    source = ShardProgress(str(tmp_path), "run2", total=50, skipped=7)
+    assert source() == {"manifest_rows": 50, "clips_scored": 0, "clips_failed": 0,
+                        "rows_skipped_existing": 7}
+    shard("scores", "run1-w-000000", 5)   # an earlier run's
+    shard("scores", "run2-w-000000", 3)
+    shard("scores", "run2-v-000000", 4)
+    shard("errors", "run2-w-000000", 2)
+    (tmp_path / "errors" / "run2-x-000000.parquet.tmp").write_bytes(b"partial")
+    assert source() == {"manifest_rows": 50, "clips_scored": 7, "clips_failed": 2,
+                        "rows_skipped_existing": 7}
+    shard("errors", "run2-w-000001", 1)
+    assert source()["clips_failed"] == 3
+    assert progress_line(source(), 10, None).startswith("[beam-i3d] 17/50 clips (34%), 3 failed")
+    assert pq.read_table(tmp_path / "scores" / "run2-w-000000.parquet").num_rows == 3
 
 
 def test_printer_writes_lines_and_a_final_one():

@@ -55,12 +55,15 @@ def score_row(clip_id: str, label: str | None, predicted: str, top_k: list[str],
                    "logit": 1.0} for name in top_k],
         "logits": [0.0] * len(names), "rgb_logits": [0.0] * len(names), "flow_logits": None,
         "rgb_embedding": [0.0] * 1024, "flow_embedding": None,
+        "row_key": clip_id, "run_id": "20260101T000000Z-test",
     }
 
 
-def error_row(clip_id: str, stage: str, error_type: str, message: str) -> dict:
+def error_row(clip_id: str, stage: str, error_type: str, message: str,
+              row_key: str | None = None, run_id: str = "20260101T000000Z-test") -> dict:
     return {"clip_id": clip_id, "video_uri": f"gs://videos/{clip_id}.mp4", "stage": stage,
-            "error_type": error_type, "message": message, "source": "manifest.csv:1"}
+            "error_type": error_type, "message": message, "source": "manifest.csv:2",
+            "row_key": row_key or clip_id, "run_id": run_id}
 
 
 def write_parts(directory: Path, rows: list[dict], schema: pa.Schema, parts: int,
@@ -121,7 +124,8 @@ def known_errors() -> list[dict]:
              for i in range(5)]
             + [error_row(f"v{i}", "decode", "NotAVideo", f"gs://videos/v{i}.mp4: not a video")
                for i in range(2)]
-            + [error_row("a1", "manifest", "DuplicateClip", "a1 seen before at row 2"),
+            + [error_row("a1", "manifest", "DuplicateClip", "a1 seen before at row 2",
+                         row_key="a1#repeat1"),
                error_row("x1", "inference", "InvalidModelInput", "clip x1: too short")])
 
 
@@ -294,6 +298,23 @@ def test_pure_functions():
     assert codes.tolist() == [1, -1, 2, 0] and vocab.outside_label_map == ["z"]
 
 
+def test_rows_written_twice_count_once(tmp_path):
+    """Shards repeated by retried work, and an error a later run scored, count once."""
+    run = tmp_path / "run"
+    scores = known_scores()
+    write_parts(run / "scores", scores + scores[:3], SCORES_SCHEMA, parts=3)
+    errors = known_errors() + known_errors()[:2] + [
+        # failed first (a time-out), scored by a later run with --retry-errors
+        error_row("d1", "decode", "DecodeTimeout", "gs://videos/d1.mp4: took too long",
+                  run_id="20250101T000000Z-older")]
+    write_parts(run / "errors", errors, ERRORS_SCHEMA, parts=2)
+    summary = compute_summary(str(run))
+    assert summary["scores"]["clips"] == KNOWN["clips"]
+    assert summary["scores"]["accuracy"]["top1_correct"] == KNOWN["top1_correct"]
+    assert summary["errors"]["failures"] == len(known_errors())
+    assert any("6 row(s) appear more than once" in w for w in summary["warnings"])
+
+
 def test_reads_only_the_needed_columns(known_run, monkeypatch):
     requested = []
     original = pq.ParquetFile.iter_batches
@@ -302,9 +323,21 @@ def test_reads_only_the_needed_columns(known_run, monkeypatch):
         requested.append(kwargs.get("columns"))
         return original(self, *args, **kwargs)
 
+    original_read = pq.ParquetFile.read
+    key_reads = []
+
+    def read_keys_only(self, columns=None, **kwargs):
+        # Deduplication (beam_i3d.results) reads the key columns, nothing else.
+        if columns is None or not set(columns) <= {"row_key", "clip_id", "run_id",
+                                                   "error_type", "stage"}:
+            pytest.fail(f"read of {columns or 'every column'}")
+        key_reads.append(columns)
+        return original_read(self, columns=columns, **kwargs)
+
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("whole-file read"))
+    monkeypatch.setattr(pq.ParquetFile, "read", read_keys_only)
     compute_summary(str(known_run))
+    assert key_reads
     assert requested and all(cols is not None for cols in requested)
     read = set().union(*requested)
     assert read <= {"label", "predicted_label", "predicted_probability", "num_frames",

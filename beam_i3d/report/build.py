@@ -9,11 +9,12 @@ import re
 from typing import Sequence
 
 from beam_i3d import __version__, fileio
-from beam_i3d.errors import ReportError
+from beam_i3d.errors import OutputError, ReportError
 from beam_i3d.report import reader
 from beam_i3d.report.charts import draw_charts
 from beam_i3d.report.metrics import ErrorCounts, ScoreCounts, Vocabulary
 from beam_i3d.report.render import html_report
+from beam_i3d.results import settle
 from model.labels import label_map
 
 
@@ -105,12 +106,21 @@ def compute_summary(run_dir: str) -> dict:
         warnings.append("the run metadata names no label map; labels are not checked "
                         "against one")
 
+    # One row per manifest row: shards written twice by retried work, and errors that a
+    # later run scored, are left out (beam_i3d.results).
+    try:
+        settled = settle(run_dir)
+    except OutputError as e:
+        raise ReportError(str(e)) from e
+    if settled.repeated:
+        warnings.append(f"{settled.repeated:,} row(s) appear more than once in the shards "
+                        "(retried work or retried errors); each is counted once")
     scores = ScoreCounts(Vocabulary(names))
-    for batch in reader.iter_batches(scores_files, reader.SCORES_COLUMNS):
+    for batch in reader.iter_batches(scores_files, reader.SCORES_COLUMNS, settled.keep):
         scores.add(batch["label"], batch["predicted_label"], batch["top_k"],
                    batch["predicted_probability"], batch["num_frames"])
     errors = ErrorCounts()
-    for batch in reader.iter_batches(errors_files, reader.ERRORS_COLUMNS):
+    for batch in reader.iter_batches(errors_files, reader.ERRORS_COLUMNS, settled.keep):
         errors.add(batch["stage"], batch["error_type"], batch["message"], batch["clip_id"])
 
     scores_summary = {"files": len(scores_files), **scores.summary()}

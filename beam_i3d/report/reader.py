@@ -8,10 +8,10 @@ seeks, so only the footers and the requested column chunks travel.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,19 +32,17 @@ def part_files(directory: str) -> list[str] | None:
 
     On object stores a directory exists when some object lies under it.
     """
+    from beam_i3d.results import list_shards
+
     if fileio.is_local(directory):
-        path = fileio.local_path(directory)
-        if not os.path.isdir(path):
+        if not os.path.isdir(fileio.local_path(directory)):
             return None
-        return sorted(glob.glob(os.path.join(glob.escape(path), "*.parquet")))
+        return list_shards(directory)
     from apache_beam.io.filesystems import FileSystems
 
-    base = directory.rstrip("/")
-    anything = FileSystems.match([base + "/*"])[0].metadata_list
-    if not anything:
+    if not FileSystems.match([directory.rstrip("/") + "/*"])[0].metadata_list:
         return None
-    return sorted(m.path for m in anything if m.path.endswith(".parquet")
-                  and "/" not in m.path[len(base) + 1:])
+    return list_shards(directory)
 
 
 @contextlib.contextmanager
@@ -87,8 +85,11 @@ def leaf_columns(parquet: pq.ParquetFile, columns: Sequence[str]) -> list[str]:
     return selected
 
 
-def iter_batches(paths: Sequence[str], columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``columns`` over all ``paths`` in order, ``BATCH_ROWS`` at a time.
+def iter_batches(paths: Sequence[str], columns: Sequence[str],
+                 keep: Mapping[str, np.ndarray] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns`` over all ``paths`` in order, ``BATCH_ROWS`` at a time;
+    with ``keep`` (per path, a boolean mask of its rows: :func:`beam_i3d.results.settle`),
+    only the rows kept, so a row written twice by retried work counts once.
 
     A file lacking a column is an error that names the file and the column.
     """
@@ -100,5 +101,13 @@ def iter_batches(paths: Sequence[str], columns: Sequence[str]) -> Iterator[pa.Re
                                   "is it a beam-i3d output?")
             if not f.metadata.num_rows:
                 continue
-            yield from f.iter_batches(batch_size=BATCH_ROWS, columns=leaf_columns(f, columns),
-                                      use_threads=True)
+            batches = f.iter_batches(batch_size=BATCH_ROWS, columns=leaf_columns(f, columns),
+                                     use_threads=True)
+            if keep is None:
+                yield from batches
+                continue
+            mask, offset = keep[path], 0
+            for batch in batches:
+                part = mask[offset:offset + batch.num_rows]
+                offset += batch.num_rows
+                yield batch if part.all() else batch.filter(pa.array(part))

@@ -1,0 +1,163 @@
+"""Count in, count out: does an output account for every manifest row exactly once?
+
+The job does not trust its runner to have delivered every element (Beam 2.77's
+DirectRunner in ``multi_threading`` mode loses some and exits 0). So after every run,
+and on demand with ``beam-i3d verify``, the manifests are read again on one machine,
+each row is keyed as the pipeline keys it (:mod:`beam_i3d.row_keys`), and the keys are
+looked up in what the output settles (:mod:`beam_i3d.results`): every manifest row must
+be settled by exactly one score or error. Rows the output settles more than once (a
+runner's retried bundle, an error later scored with ``--retry-errors``) are counted and
+collapsed by the read rule; rows of other manifests are counted, not failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Sequence, TextIO
+
+from beam_i3d.manifest import ManifestOptions
+from beam_i3d.results import Settled, settle
+from beam_i3d.row_keys import assign_keys, keyed_rows
+
+SHOW_MISSING = 20  # missing rows named in the message
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedRow:
+    """A manifest row as the output must settle it."""
+
+    row_key: str
+    source: str  # file:line, or the file for an unreadable manifest
+
+
+def manifest_files(pattern: str) -> list[str]:
+    """The files a manifest glob matches (local or remote), sorted as the job reads them."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def read_file_bytes(path: str) -> bytes:
+    from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def expected_rows(pattern: str, options: ManifestOptions) -> list[ExpectedRow]:
+    """Every row of the manifests ``pattern`` matches, keyed as the pipeline keys it,
+    in manifest order (file, line)."""
+    by_identity: dict[str, list] = {}
+    out: list[tuple[tuple, ExpectedRow]] = []
+    for path in manifest_files(pattern):
+        try:
+            rows = list(keyed_rows(path, read_file_bytes(path), options))
+        except Exception:  # noqa: BLE001: the job reports such a file as one error row
+            out.append(((path, 0), ExpectedRow(f"manifest-file:{path}", path)))
+            continue
+        for row in rows:
+            by_identity.setdefault(row.identity, []).append(row)
+    for identity, rows in by_identity.items():
+        for key, row in assign_keys(identity, rows, order=lambda r: r.order):
+            out.append((row.order, ExpectedRow(key, row.source)))
+    out.sort(key=lambda entry: entry[0])
+    return [row for _, row in out]
+
+
+@dataclasses.dataclass
+class Reconciliation:
+    """How the output settles the manifest rows (see module doc)."""
+
+    manifest_rows: int
+    scored: int
+    failed: int
+    missing: list[ExpectedRow]
+    not_in_manifest: int
+    settled: Settled
+    skipped: int = 0  # settled before this run (--skip-existing)
+    run_scored: int | None = None  # of this run only, when a run is named
+    run_failed: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and self.scored + self.failed == self.manifest_rows
+
+    def summary_lines(self) -> list[str]:
+        s = self.settled
+        lines = [f"manifest rows: {self.manifest_rows:,}; settled: {self.scored:,} scored, "
+                 f"{self.failed:,} failed; missing: {len(self.missing):,}"]
+        if self.run_scored is not None:
+            lines.append(f"this run: {self.run_scored:,} scored, {self.run_failed:,} failed; "
+                         f"{self.skipped:,} skipped as already settled")
+        if s.repeated:
+            lines.append(
+                f"rows written more than once: {s.repeated:,} ({s.superseded:,} errors "
+                f"superseded by a later score, {s.repeated - s.superseded:,} copies from "
+                f"retried work), collapsed to one per row; doubled ids: "
+                + ", ".join(s.doubled[:SHOW_MISSING])
+                + (" ..." if len(s.doubled) > SHOW_MISSING else ""))
+        if self.not_in_manifest:
+            lines.append(f"rows of other manifests in the output: {self.not_in_manifest:,}")
+        if self.missing:
+            shown = ", ".join(f"{m.row_key} ({m.source})" for m in self.missing[:SHOW_MISSING])
+            more = len(self.missing) - SHOW_MISSING
+            lines.append(f"missing rows: {shown}" + (f" and {more:,} more" if more > 0 else ""))
+        return lines
+
+
+def reconcile(expected: Sequence[ExpectedRow], settled: Settled, run_id: str | None = None,
+              skipped: int = 0) -> Reconciliation:
+    """Match the manifest's rows against what the output settles."""
+    scored = failed = 0
+    missing = []
+    wanted = set()
+    for row in expected:
+        wanted.add(row.row_key)
+        if row.row_key in settled.scores:
+            scored += 1
+        elif row.row_key in settled.errors:
+            failed += 1
+        else:
+            missing.append(row)
+    others = sum(1 for k in settled.scores if k not in wanted) + sum(
+        1 for k in settled.errors if k not in wanted)
+    result = Reconciliation(len(expected), scored, failed, missing, others, settled,
+                            skipped=skipped)
+    if run_id is not None:
+        result.run_scored, result.run_failed = settled.run_counts(run_id)
+    return result
+
+
+def verify_output(pattern: str, output: str, options: ManifestOptions) -> Reconciliation:
+    return reconcile(expected_rows(pattern, options), settle(output))
+
+
+# --- beam-i3d verify -----------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.usage = "beam-i3d verify --manifest GLOB --output DIR [--video-template T] [--ignore-times]"
+    add = parser.add_argument
+    add("--manifest", required=True, metavar="GLOB",
+        help="the manifest(s) the run scored, as given to score (local or gs://)")
+    add("--output", required=True, metavar="DIR", help="the run's output directory")
+    add("--video-template", metavar="TEMPLATE", help="as given to score")
+    add("--ignore-times", action="store_true", help="as given to score")
+
+
+def run(args, extra_args, stream: TextIO | None = None) -> int:
+    from beam_i3d.cli import EXIT_OK, EXIT_RECONCILIATION
+
+    stream = stream or sys.stdout
+    result = verify_output(args.manifest, args.output.rstrip("/") or "/",
+                           ManifestOptions(args.video_template, args.ignore_times))
+    for line in result.summary_lines():
+        print(line, file=stream)
+    if result.ok:
+        print(f"verify: OK: every manifest row is settled exactly once in {args.output}",
+              file=stream)
+        return EXIT_OK
+    print(f"verify: FAILED: {len(result.missing):,} of {result.manifest_rows:,} manifest rows "
+          f"are in neither {args.output}/scores nor {args.output}/errors", file=stream)
+    return EXIT_RECONCILIATION

@@ -1,0 +1,114 @@
+"""A Kinetics-700-size manifest through `beam-i3d score` with the default options.
+
+650,000 rows in the official Kinetics CSV layout (``label,youtube_id,time_start,
+time_end,split``) with ``--video-template`` pointing at files that do not exist, so every
+row must end as exactly one error row. Prints the wall time, the peak resident memory of
+the job (the launcher and every process it started, sampled), and what the end-of-run
+reconciliation and ``beam-i3d verify`` say.
+
+    python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_manifest(path: str, rows: int) -> None:
+    with open(path, "w") as f:
+        f.write("label,youtube_id,time_start,time_end,split\n")
+        for i in range(rows):
+            f.write(f"abseiling,vid{i:07d},{i % 300},{i % 300 + 10},train\n")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parent, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=650_000)
+    parser.add_argument("--mode", default=None,
+                        help="--direct_running_mode to pass (default: the job's default)")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="beam-i3d-scale-")
+    manifest = os.path.join(work, "k700.csv")
+    write_manifest(manifest, args.rows)
+    out = os.path.join(work, "out")
+    template = os.path.join(work, "videos", "{split}", "{youtube_id}_{time_start:06d}_"
+                            "{time_end:06d}.mp4")
+    command = [sys.executable, "-m", "beam_i3d", "score", "--manifest", manifest,
+               "--output", out, "--video-template", template, "--ignore-times", "--quiet",
+               "--max-error-rate", "1"]
+    if args.mode:
+        command += ["--direct_running_mode", args.mode]
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); rows: {args.rows:,}; "
+          f"mode: {args.mode or 'default'}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    elapsed = time.monotonic() - started
+    sampler.join()
+    print(f"score: exit {proc.returncode}, {elapsed:.1f} s, peak RSS {peak[0] / 2**30:.2f} GiB "
+          f"(launcher + workers)")
+    for line in stderr.splitlines():
+        if line.startswith("beam-i3d score:"):
+            print("  " + line)
+    started = time.monotonic()
+    verify = subprocess.run(
+        [sys.executable, "-m", "beam_i3d", "verify", "--manifest", manifest, "--output", out,
+         "--video-template", template, "--ignore-times"], capture_output=True, text=True)
+    print(f"verify: exit {verify.returncode}, {time.monotonic() - started:.1f} s")
+    for line in verify.stdout.splitlines():
+        print("  " + line)
+    return 0 if proc.returncode == 0 and verify.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
