@@ -1044,6 +1044,16 @@ def _default_interval(video: _OpenVideo) -> Fraction:
 
 def _frames(video: _OpenVideo) -> Iterator:
     """Decoded frames of the video stream, checking the time budget at every packet."""
-    for packet in video.container.demux(video.stream):
+    packets = video.container.demux(video.stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except IndexError:
+            # PyAV indexes its stream list with the packet's stream, and a damaged MPEG-TS
+            # can make FFmpeg add a stream after opening: PyAV then has no such index.
+            raise CorruptVideo(video.uri, "a packet of a stream that was not in the header "
+                                          "(damaged file)") from None
         video.check_deadline()
         yield from packet.decode()

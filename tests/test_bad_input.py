@@ -313,3 +313,44 @@ def test_decode_time_budget(good, monkeypatch):
     monkeypatch.setattr(video, "time", SlowClock)
     err = expect(errors.DecodeTimeout, good["mp4"], limits=DecodeLimits(decode_timeout_seconds=3.0))
     assert "3 s" in err.cause
+
+
+# Bytes of a 30-frame 160x120 MPEG-TS from write_video, changed by a fuzzer: PyAV's demux
+# then met a packet of a stream it did not know and raised IndexError.
+_TS_DAMAGE = [(692, 58), (1960, 231), (2188, 23), (2746, 169), (3169, 40), (4597, 184),
+              (5187, 201), (5419, 47), (6297, 1), (7010, 237), (7970, 160), (9166, 18),
+              (9922, 188), (10274, 163), (10721, 132), (10767, 42), (10906, 41), (12135, 168)]
+
+
+def test_damaged_mpegts_with_an_unknown_stream(tmp_path):
+    path = write_video(str(tmp_path / "f.ts"), lambda i: code_frame(i, 160, 120), num_frames=30)
+    data = bytearray(open(path, "rb").read())
+    for offset, value in _TS_DAMAGE:
+        data[offset] = value
+    open(path, "wb").write(bytes(data))
+    try:  # with another encoder build the damage may land elsewhere: no IndexError, though
+        video.decode_clip(path, 0.5)
+    except errors.VideoError as e:
+        assert type(e) is errors.CorruptVideo, repr(e)
+
+
+def test_packets_of_unknown_streams_are_corrupt(good, monkeypatch):
+    """The same, simulated: PyAV's demux raises IndexError for such a packet."""
+    original = video._OpenVideo._open
+
+    def open_then_break_demux(self, decode_threads):
+        original(self, decode_threads)
+        container = self.container
+
+        class Broken:
+            def demux(self, *streams):
+                yield from ()
+                raise IndexError("list index out of range")
+
+            def __getattr__(self, name):
+                return getattr(container, name)
+
+        self.container = Broken()
+
+    monkeypatch.setattr(video._OpenVideo, "_open", open_then_break_demux)
+    assert "not in the header" in expect(errors.CorruptVideo, good["mp4"]).cause
