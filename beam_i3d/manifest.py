@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import decimal
 import hashlib
 import io
 import json
@@ -169,6 +170,7 @@ def _first(row: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
+_NUMBER_TYPES = (numbers.Real, decimal.Decimal)  # Parquet decimals come as Decimal
 # A number of seconds as text: decimal, optionally with an exponent (no "1_000", no hex).
 _DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -181,7 +183,7 @@ def _parse_seconds(value: Any, column: str) -> float | None:
             if value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
                 raise ManifestError(f"{column} {value!r} must be a finite number >= 0")
             raise ManifestError(f"{column} {value!r} is not a number of seconds")
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+    elif isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
         # JSON true/false, objects, lists: not times (float(True) would be 1 s).
         raise ManifestError(f"{column} {value!r} is not a number of seconds")
     try:
@@ -263,7 +265,7 @@ def _template_number(value: Any, kind: str, spec: str) -> int | float:
                 number = float(text)
             except ValueError:
                 fail("a number")
-    elif isinstance(value, numbers.Real):
+    elif isinstance(value, _NUMBER_TYPES):
         number = value
     else:
         fail("a number")

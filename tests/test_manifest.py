@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -192,6 +193,9 @@ def test_json_true_is_not_one_second():
     with pytest.raises(ManifestError, match="start time True is not a number"):
         parse_row(row, "m.jsonl:1", PLAIN)
     assert parse_row({"video_uri": "a", "start_sec": " 1.5e0 "}, "m:1", PLAIN).start_sec == 1.5
+    # Parquet decimal columns come as Decimal.
+    assert parse_row({"video_uri": "a", "start_sec": Decimal("2.50")}, "m:1", PLAIN).start_sec == 2.5
+    assert template_uri("{t:04d}", {"t": Decimal("12.0")}) == "0012"
 
 
 def test_invalid_utf8_names_file_and_offset():
