@@ -8,17 +8,47 @@ that the tests exercise against the GCS emulator (STORAGE_EMULATOR_HOST).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+
+# "scheme://..." as Beam's FileSystems recognise it.
+_SCHEME = re.compile(r"^\s*(?P<scheme>[a-zA-Z][-a-zA-Z0-9+.]*)://")
+
+
+def uri_scheme(path: str) -> str | None:
+    """The scheme of a ``scheme://...`` URI, in lower case; None for a plain path."""
+    match = _SCHEME.match(path)
+    return match["scheme"].lower() if match else None
 
 
 def is_local(path: str) -> bool:
-    """True for plain paths and file:// URIs."""
-    return "://" not in path or path.startswith("file://")
+    """True for plain paths and file: URIs (``file:///abs``, ``file:/abs``,
+    ``file://localhost/abs``)."""
+    scheme = uri_scheme(path)
+    return scheme is None or scheme == "file"
 
 
 def local_path(path: str) -> str:
-    """A local path or file:// URI as a plain path."""
-    return path[len("file://"):] if path.startswith("file://") else path
+    """A local path or file: URI as a plain path: ``file:///a/b``, ``file:/a/b`` and
+    ``file://localhost/a/b`` are ``/a/b`` (no percent-decoding)."""
+    if path[:5].lower() != "file:":
+        return path
+    rest = path[5:]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if rest.lower().startswith("localhost/"):
+            rest = rest[len("localhost"):]
+        return rest
+    return rest if rest.startswith("/") else path
+
+
+def readable_schemes() -> list[str]:
+    """The URI schemes Beam's FileSystems have registered (gs, s3, hdfs...): those are
+    read through FileSystems; local paths and file: URIs are read directly."""
+    from apache_beam.io.filesystem import FileSystem
+    from apache_beam.io.filesystems import FileSystems  # noqa: F401 (registers them)
+
+    return sorted({scheme for fs in FileSystem.get_all_subclasses() if (scheme := fs.scheme())})
 
 
 def join(base: str, *parts: str) -> str:

@@ -14,25 +14,34 @@ file name (``.csv``; ``.jsonl``, ``.ndjson``, ``.json``; ``.parquet``, ``.pq``).
     ground truth, copied to the output.
 
 Other columns are kept for ``--video-template``: with a template, the URI is
-``template.format(**row)``, with numeric-looking strings turned into int or float first, so
-the official Kinetics CSVs (``label,youtube_id,time_start,time_end,split``) work with
+``template.format(**row)``, where a field is the row's text as written (``{video_id}`` of
+``000123`` stays ``000123``) unless its format spec asks for a number (``{time_start:06d}``,
+``{x:.1f}``, ``{n:05}``): then the text is read as a number, an integer spec taking only
+integral values (``12`` or ``12.0``, not ``12.5``). So the official Kinetics CSVs
+(``label,youtube_id,time_start,time_end,split``) work with
 ``gs://bucket/k400/{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``. With
 ``ignore_times`` the times are not used to cut the video (files already trimmed): the whole
 file is scored and ``start_sec``/``end_sec`` are null in the output.
 
+Row numbers in sources (``main.csv:29``) are the file's line numbers (:func:`read_rows`).
+
 A row that cannot become a clip (no URI, unparseable or inverted times, a template field
-the row lacks) becomes a :class:`ManifestError`: nothing is dropped silently.
+the row lacks or that is not the number its spec asks for) becomes a
+:class:`ManifestError`: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import decimal
 import hashlib
 import io
 import json
 import math
+import numbers
 import re
+import string
 from typing import Any, Iterator, Mapping
 
 from beam_i3d.errors import ManifestError
@@ -79,36 +88,79 @@ def manifest_format(path: str) -> str:
 
 
 def read_rows(path: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(row number, row)`` of one manifest file's bytes. Row numbers count from 1 for
-    the first data row (for CSV, the header is row 0 and the numbers are line numbers
-    minus one only where no field spans lines)."""
+    """``(line number, row)`` of one manifest file's bytes, so that ``path:number`` is
+    where an editor shows the row. CSV: the line where the record starts, counting the
+    header line and the lines of quoted fields that span lines (the first data row of a
+    plain file is line 2); JSON Lines: the row's line (blank lines are skipped but
+    counted); Parquet, which has no lines: the row's index from 1.
+
+    Text must be UTF-8 (a byte order mark is allowed; CRLF line ends work); anything
+    else, and CSV that the csv module cannot parse (a NUL byte, a field over its size
+    limit), raises ManifestError naming the file and the place.
+    """
     fmt = manifest_format(path)
-    if fmt == "csv":
-        text = data.decode("utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames:
-            return
-        for number, row in enumerate(reader, start=1):
-            yield number, {k.strip(): v for k, v in row.items() if k is not None}
-    elif fmt == "jsonl":
-        for number, line in enumerate(data.decode("utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield number, {"__error__": f"not valid JSON: {e}"}
-                continue
-            if not isinstance(row, dict):
-                yield number, {"__error__": "a JSON Lines row must be an object"}
-                continue
-            yield number, row
-    else:
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(io.BytesIO(data))
         for number, row in enumerate(table.to_pylist(), start=1):
             yield number, row
+        return
+    text = _decode_text(path, data)
+    if fmt == "csv":
+        yield from _csv_rows(path, text)
+        return
+    # Split on "\n" only: str.splitlines() would also split at U+2028, U+0085 and other
+    # characters that JSON strings may hold unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield number, {"__error__": f"not valid JSON: {e}"}
+            continue
+        if not isinstance(row, dict):
+            yield number, {"__error__": "a JSON Lines row must be an object"}
+            continue
+        yield number, row
+
+
+def _decode_text(path: str, data: bytes) -> str:
+    """UTF-8 text without its byte order mark; ManifestError for anything else."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ManifestError(f"{path}: the file is UTF-16 text; save the manifest as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ManifestError(
+            f"{path}: not valid UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
+            f"(line {line}); save the manifest as UTF-8") from None
+
+
+def _csv_rows(path: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a CSV file with a header line, as csv.DictReader makes them (missing
+    fields are None, extra ones dropped, names stripped), each with its first line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    while True:
+        first_line = reader.line_num + 1  # lines read so far, plus the record's own
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ManifestError(f"{path}:{first_line}: not valid CSV: {e}") from None
+        if not record:  # a blank line
+            continue
+        if header is None:
+            header = [name.strip() for name in record]
+            continue
+        row = dict(zip(header, record))
+        for name in header[len(record):]:
+            row.setdefault(name, None)
+        yield first_line, row
 
 
 def _first(row: Mapping[str, Any], names: tuple[str, ...]) -> Any:
@@ -119,12 +171,25 @@ def _first(row: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
+_NUMBER_TYPES = (numbers.Real, decimal.Decimal)  # Parquet decimals come as Decimal
+# A number of seconds as text: decimal, optionally with an exponent (no "1_000", no hex).
+_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _parse_seconds(value: Any, column: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, str):
+        if not _DECIMAL.match(value.strip()):
+            if value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                raise ManifestError(f"{column} {value!r} must be a finite number >= 0")
+            raise ManifestError(f"{column} {value!r} is not a number of seconds")
+    elif isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
+        # JSON true/false, objects, lists: not times (float(True) would be 1 s).
+        raise ManifestError(f"{column} {value!r} is not a number of seconds")
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ManifestError(f"{column} {value!r} is not a number of seconds") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ManifestError(f"{column} {value!r} must be a finite number >= 0")
@@ -132,19 +197,98 @@ def _parse_seconds(value: Any, column: str) -> float | None:
 
 
 _INT = re.compile(r"^[+-]?\d+$")
+_INT_TYPES = set("bcdoxX")
+_FLOAT_TYPES = set("eEfFgG%")
 
 
-def _template_value(value: Any) -> Any:
-    """CSV gives strings: make numeric-looking ones numbers so ``{x:06d}`` works."""
+class _TemplateFormatter(string.Formatter):
+    """``str.format`` for ``--video-template``: a field is the row's text as written
+    (``{video_id}`` of ``000123`` is ``000123``), unless its format spec asks for a number
+    (``{time_start:06d}``, ``{x:.1f}``, ``{n:05}``): then the text is read as one, an
+    integer spec taking only integral values (``"12"``, ``"12.0"``)."""
+
+    def get_value(self, key, args, kwargs):
+        if isinstance(key, int):
+            raise ManifestError(
+                f"--video-template fields must name columns, not positions ({{{key}}})")
+        if key not in kwargs:
+            raise ManifestError(f"--video-template needs column {key!r}, which the row lacks")
+        value = kwargs[key]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ManifestError(f"--video-template needs column {key!r}, which is empty in the row")
+        return value
+
+    def format_field(self, value, format_spec):
+        kind = _spec_number_kind(format_spec)
+        if kind is not None:
+            value = _template_number(value, kind, format_spec)
+        return format(value, format_spec)
+
+
+# Python's format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_SPEC = re.compile(r"^(?:.?(?P<align>[<>=^]))?(?P<sign>[-+ ])?(?P<z>z)?(?P<alt>#)?(?P<zero>0)?"
+                   r"\d*(?P<grouping>[,_])?(?:\.\d+)?(?P<type>[a-zA-Z%])?$")
+
+
+def _spec_number_kind(spec: str) -> str | None:
+    """'int', 'float', 'number' (either) or None (the text as written) for a format spec."""
+    match = _SPEC.match(spec)
+    if not spec or match is None:
+        return None  # no spec, or one that format() itself will refuse
+    kind = match["type"]
+    if kind in _INT_TYPES:
+        return "int"
+    if kind in _FLOAT_TYPES:
+        return "float"
+    if kind == "n":
+        return "number"
+    # No type: sign, "=" alignment, zero padding, "#" and digit grouping exist only for
+    # numbers (format("15", "06") would give "150000", not "000015").
+    if kind is None and (match["align"] == "=" or any(
+            match[g] for g in ("sign", "z", "alt", "zero", "grouping"))):
+        return "number"
+    return None
+
+
+def _template_number(value: Any, kind: str, spec: str) -> int | float:
+    """The number ``value`` stands for, for a spec that asks for ``kind``."""
+    def fail(what):
+        raise ManifestError(f"--video-template {{:{spec}}} needs {what}, got {value!r}")
+
+    if isinstance(value, bool):
+        fail("a number")
     if isinstance(value, str):
         text = value.strip()
         if _INT.match(text):
-            return int(text)
-        try:
-            return float(text)
-        except ValueError:
-            return value
-    return value
+            number: int | float = int(text)
+        else:
+            try:
+                number = float(text)
+            except ValueError:
+                fail("a number")
+    elif isinstance(value, _NUMBER_TYPES):
+        number = value
+    else:
+        fail("a number")
+    if kind == "float":
+        return float(number)
+    if isinstance(number, int):
+        return number
+    number = float(number)
+    if not number.is_integer():
+        if kind == "number":
+            return number
+        fail("an integer")
+    return int(number)
+
+
+def _format_template(template: str, row: Mapping[str, Any]) -> str:
+    try:
+        return _TemplateFormatter().vformat(template, (), {k: v for k, v in row.items() if k is not None})
+    except ManifestError:
+        raise
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as e:
+        raise ManifestError(f"--video-template cannot format this row: {e}") from None
 
 
 def derive_clip_id(video_uri: str, start_sec: float | None, end_sec: float | None) -> str:
@@ -168,14 +312,7 @@ def parse_row(row: Mapping[str, Any], source: str, options: ManifestOptions,
     if start is not None and end is not None and end <= start:
         raise ManifestError(f"end time {end} is not after start time {start}")
     if options.video_template:
-        fields = {k: _template_value(v) for k, v in row.items() if k is not None}
-        try:
-            uri = options.video_template.format(**fields)
-        except KeyError as e:
-            raise ManifestError(
-                f"--video-template needs column {e.args[0]!r}, which the row lacks") from None
-        except (ValueError, IndexError) as e:
-            raise ManifestError(f"--video-template cannot format this row: {e}") from None
+        uri = _format_template(options.video_template, row)
     else:
         uri = _first(row, URI_COLUMNS)
         if uri is None:

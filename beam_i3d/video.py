@@ -1,13 +1,24 @@
 """Decode a clip of a video file into the 25-fps, 256-resized, centre-cropped frames of
 the I3D recipe, with limits that make it safe on untrusted files.
 
-Reading. ``uri`` is a local path, a ``file://`` URI, or any URI Beam's FileSystems read
-(``gs://``...). Its bytes are streamed into PyAV as a Python file object, without a
-temporary copy: local files through ``open()`` (no Beam import, no FFmpeg protocol
-parsing of the path, so a name like ``concat:a|b`` is just a file name), other URIs
-through ``FileSystems.open``. Only the container formats in :data:`ACCEPTED_FORMATS`
+Reading. ``uri`` is a local path, a ``file:`` URI (``file:///a/b``, ``file:/a/b``), or a
+URI of a scheme Beam's FileSystems have registered (``gs://``, ``s3://``...); any other
+scheme (``http://``, ``ftp://``...) is UnsupportedURI. Its bytes are streamed into PyAV
+as a Python file object, without a temporary copy: local files through ``open()`` (no
+Beam import, no FFmpeg protocol parsing of the path, so a name like ``concat:a|b`` is
+just a file name), other URIs through ``FileSystems.open``, each call of which (the
+existence check, the open, every read) runs in a helper thread that the clip waits on
+only until its time budget is spent: the storage clients' own retries (minutes) cannot
+be bounded through FileSystems. A 404 is VideoNotFound; credentials, permission (403),
+throttling (429), service (5xx) and network failures, and no answer within the budget,
+are StorageError (transient). Only the container formats in :data:`ACCEPTED_FORMATS`
 are opened, so a playlist (HLS, concat, ...) cannot make FFmpeg read other files or
-URLs.
+URLs; other files are NotAVideo with what they are ("an image (png), not a video").
+
+Shapes. A video whose displayed aspect ratio (long side / short side, after the sample
+aspect ratio) is over ``DecodeLimits.max_aspect_ratio`` is refused before any frame is
+decoded (UnsupportedShape): at the 256-pixel short side a 64x2000 video would be
+256x8000, too wide for the resize and the optical flow.
 
 The 25-fps rule. Time 0 is the video stream's start time (the first frame's
 presentation time). Output frame k stands for the time ``t_k = start + k / 25`` s and is
@@ -58,6 +69,8 @@ import functools
 import io
 import math
 import os
+import queue
+import threading
 import time
 from fractions import Fraction
 from typing import Iterator
@@ -71,7 +84,10 @@ from beam_i3d.errors import (
     EmptyClip,
     NotAVideo,
     NoVideoStream,
+    StorageError,
     UnsupportedCodec,
+    UnsupportedShape,
+    UnsupportedURI,
     VideoError,
     VideoNotFound,
     VideoTooLarge,
@@ -204,7 +220,8 @@ def clip_time_range(uri: str, start_sec: float | None, end_sec: float | None,
     def exact(seconds: float, name: str) -> Fraction:
         if not math.isfinite(seconds) or seconds < 0:
             raise EmptyClip(uri, f"invalid time range: {name} {seconds} s is not a time >= 0")
-        return Fraction(round(seconds * 1_000_000), 1_000_000)
+        # In exact arithmetic: seconds * 1e6 in floats overflows to inf for huge times.
+        return Fraction(round(Fraction(seconds) * 1_000_000), 1_000_000)
 
     start = exact(float(start_sec), "start") if start_sec is not None else Fraction(0)
     stop = exact(float(end_sec), "end") if end_sec is not None else None
@@ -227,6 +244,23 @@ def resized_size(width: int, height: int, sample_aspect_ratio: float = 1.0,
     scale = short_side / min(display_width, height)
     return (max(short_side, int(round(display_width * scale))),
             max(short_side, int(round(height * scale))))
+
+
+def check_aspect_ratio(uri: str, width: int, height: int, sample_aspect_ratio: float,
+                       max_aspect_ratio: float) -> None:
+    """Raise UnsupportedShape if the displayed frame (width corrected by the sample
+    aspect ratio; a rotation by the display matrix swaps the sides, not their ratio) has
+    a long side / short side ratio over ``max_aspect_ratio``. At the recipe's 256-pixel
+    short side such frames would be too wide for the resize and the optical flow (a
+    64x2000 video becomes 256x8000)."""
+    display_width = width * (sample_aspect_ratio if sample_aspect_ratio > 0 else 1.0)
+    ratio = max(display_width, height) / min(display_width, height)
+    if ratio > max_aspect_ratio:
+        size = f"{width}x{height}"
+        if abs(display_width - width) >= 0.5:
+            size += f" (displayed {display_width:.0f}x{height})"
+        raise UnsupportedShape(uri, f"{size} frames have an aspect ratio of {ratio:.2f}, over the "
+                                    f"limit of {max_aspect_ratio:g} (raise it with --max-aspect-ratio)")
 
 
 def center_crop(image: np.ndarray, size: int = CROP_SIZE, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
@@ -293,7 +327,10 @@ def frame_orientation(frame) -> Orientation:
     """The orientation of a PyAV VideoFrame from its display matrix side data."""
     for side_data in frame.side_data:
         if side_data.type.name == "DISPLAYMATRIX":
-            return Orientation.from_display_matrix(np.frombuffer(bytes(side_data), "<i4", 9))
+            matrix = bytes(side_data)
+            if len(matrix) < 36:  # damaged side data: keep the frame as stored
+                return Orientation()
+            return Orientation.from_display_matrix(np.frombuffer(matrix, "<i4", 9))
     return Orientation()
 
 
@@ -391,7 +428,8 @@ class _DeadlineReader:
     """A file object for PyAV that stops reading once the clip's time budget is spent.
 
     The first read after the deadline raises DecodeTimeout (PyAV passes it through);
-    later reads return EOF so that closing the container stays quiet.
+    later reads return EOF so that closing the container stays quiet. A local read that
+    fails (EIO on a network mount) is a StorageError; remote files classify their own.
     """
 
     def __init__(self, raw, uri: str, deadline: float, budget: float):
@@ -404,7 +442,12 @@ class _DeadlineReader:
         if time.monotonic() > self._deadline:
             self._expired = True
             raise DecodeTimeout(self._uri, f"reading took longer than the {self._budget:g} s budget")
-        return self._raw.read(size)
+        try:
+            return self._raw.read(size)
+        except VideoError:
+            raise
+        except OSError as e:
+            raise StorageError(self._uri, f"read error: {_one_line(e)}") from None
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
@@ -416,8 +459,10 @@ class _DeadlineReader:
         return True
 
 
-def _open_bytes(uri: str):
-    """A readable, seekable binary stream of the file at ``uri``."""
+def _open_bytes(uri: str, deadline: float, budget: float):
+    """A readable, seekable binary stream of the file at ``uri``: local paths and file:
+    URIs with ``open()``, the schemes of Beam's FileSystems through :class:`_RemoteFile`
+    (bounded by ``deadline``); any other scheme (http://, ftp://...) is UnsupportedURI."""
     if fileio.is_local(uri):
         path = fileio.local_path(uri)
         if not os.path.exists(path):
@@ -427,18 +472,210 @@ def _open_bytes(uri: str):
         try:
             return open(path, "rb")
         except OSError as e:
+            if isinstance(e, PermissionError):
+                raise StorageError(uri, f"permission denied: {e.strerror}") from None
             raise VideoNotFound(uri, f"cannot be opened: {e.strerror}") from None
+    check_uri_scheme(uri)
+    return _RemoteFile(uri, deadline, budget)
+
+
+def check_uri_scheme(uri: str) -> None:
+    """Raise UnsupportedURI unless ``uri`` is a local path, a file: URI or of a scheme
+    Beam's FileSystems have registered (gs://, s3://...); http://, ftp://... are not
+    read. Imports Beam's FileSystems for a remote URI (seconds, the first time)."""
+    if fileio.is_local(uri):
+        return
+    scheme = fileio.uri_scheme(uri)
+    schemes = fileio.readable_schemes()
+    if scheme not in schemes:
+        schemes = sorted(schemes, key=lambda s: (s != "gs", s))
+        readable = ", ".join(["local paths", "file://", *(f"{s}://" for s in schemes)])
+        raise UnsupportedURI(uri, f"cannot read {scheme}:// URIs; beam-i3d reads {readable}")
+
+
+class _Worker:
+    """One daemon thread that runs calls for a caller who waits at most until a
+    deadline. A call still running then is abandoned (the thread finishes it, then
+    exits): storage clients retry on their own for minutes, and the clip may not."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="beam-i3d-storage", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, result, done = job
+            try:
+                result.append((True, fn(*args)))
+            except BaseException as e:  # handed to the caller
+                result.append((False, e))
+            done.set()
+
+    def call(self, fn, args: tuple, timeout: float):
+        """``(finished, ok, value or exception)``."""
+        result: list = []
+        done = threading.Event()
+        self._jobs.put((fn, args, result, done))
+        if not done.wait(timeout):
+            return False, False, None
+        return (True, *result[0])
+
+    def stop(self, last=None) -> None:
+        """Run ``last`` (if any) after what is queued, then end the thread."""
+        if last is not None:
+            self._jobs.put((last, (), [], threading.Event()))
+        self._jobs.put(None)
+
+
+class _RemoteFile:
+    """A file of Beam's FileSystems (gs://, s3://...) whose opening and reads are
+    bounded by the clip's deadline, and whose failures are typed.
+
+    Every call runs in a :class:`_Worker` thread: the storage clients' own retries
+    (google-cloud-storage retries connection errors, 429 and 5xx for up to 120 s, each
+    request with a 60 s timeout) cannot be bounded through Beam's FileSystems, so the
+    caller stops waiting at the deadline with a StorageError and leaves the call to end
+    on its own. Errors of the storage client become VideoNotFound (404) or StorageError
+    (:func:`storage_error`).
+    """
+
+    def __init__(self, uri: str, deadline: float, budget: float):
+        self._uri, self._deadline, self._budget = uri, deadline, budget
+        self._worker = _Worker()
+        self._raw = None
+        self._abandoned: StorageError | None = None  # set when a call ran past the deadline
+        try:
+            self._raw = self._call(_open_with_filesystems, uri)
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, fn, *args):
+        if self._abandoned is not None:  # the worker is still busy with the late call
+            raise self._abandoned
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise DecodeTimeout(self._uri, f"reading took longer than the {self._budget:g} s budget")
+        finished, ok, value = self._worker.call(fn, args, remaining)
+        if not finished:
+            self._abandoned = StorageError(
+                self._uri, f"no answer from storage within the clip's {self._budget:g} s budget "
+                           "(unreachable, or failing and retried)")
+            raise self._abandoned
+        if ok:
+            return value
+        if isinstance(value, VideoError):
+            raise value
+        raise storage_error(self._uri, value) from None
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._raw.read, size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._call(self._raw.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        raw, self._raw = self._raw, None
+        self._worker.stop(raw.close if raw is not None else None)
+
+
+def _open_with_filesystems(uri: str):
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    try:
-        exists = FileSystems.exists(uri)
-    except Exception as e:  # unknown scheme, bad bucket name...
-        raise VideoNotFound(uri, f"cannot be read through Beam's FileSystems: {e}") from None
-    if not exists:
+    if not FileSystems.exists(uri):
         raise VideoNotFound(uri, "no such file")
     return FileSystems.open(uri, mime_type="application/octet-stream",
                             compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The storage client's own exception under Beam's and google-api-core's wrappers
+    (BeamIOError's ``exception_details``, RetryError's ``cause``)."""
+    for _ in range(10):
+        details = getattr(e, "exception_details", None)
+        if isinstance(details, dict) and details:
+            inner = next(iter(details.values()))
+        else:
+            inner = getattr(e, "cause", None) if type(e).__name__ == "RetryError" else None
+        if not isinstance(inner, BaseException):
+            return e
+        e = inner
+    return e
+
+
+def _http_status(e: BaseException) -> int | None:
+    code = getattr(e, "code", None)  # google.api_core's exceptions, urllib's HTTPError
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = getattr(getattr(e, "response", None), "status_code", None)  # requests
+    return code if isinstance(code, int) and 100 <= code <= 599 else None
+
+
+def _is_network_error(e: BaseException) -> bool:
+    if isinstance(e, (OSError, TimeoutError)):  # ConnectionError, socket.timeout, gaierror...
+        return True
+    for module, name in (("requests.exceptions", "RequestException"),
+                         ("urllib3.exceptions", "HTTPError"),
+                         ("http.client", "HTTPException")):
+        try:
+            cls = getattr(__import__(module, fromlist=[name]), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(e, cls):
+            return True
+    return False
+
+
+def _is_auth_error(e: BaseException) -> bool:
+    try:
+        from google.auth.exceptions import GoogleAuthError
+    except ImportError:
+        return False
+    return isinstance(e, GoogleAuthError)
+
+
+def storage_error(uri: str, error: BaseException) -> VideoError:
+    """The VideoError for an exception of a storage client (through Beam's FileSystems)
+    opening or reading ``uri``: VideoNotFound for a real 404 (or another 4xx that says
+    the path is wrong), else a one-line StorageError (transient): permission denied
+    (403), not authorised (401), throttled (429), service errors (5xx), time-outs,
+    network and credential failures, anything unknown."""
+    if isinstance(error, VideoError):
+        return error
+    root = _root_cause(error)
+    gave_up = " (after retries)" if root is not error and type(error).__name__ == "RetryError" else ""
+    detail = _one_line(root)
+    status = _http_status(root)
+    if status in (404, 410) or isinstance(root, (FileNotFoundError, IsADirectoryError)):
+        return VideoNotFound(uri, f"no such file ({detail})")
+    if status == 403 or isinstance(root, PermissionError):
+        return StorageError(uri, f"permission denied: {detail}")
+    if status == 401:
+        return StorageError(uri, f"not authorised (check the credentials): {detail}")
+    if status == 429:
+        return StorageError(uri, f"throttled by the storage service{gave_up}: {detail}")
+    if status is not None and (status >= 500 or status == 408):
+        return StorageError(uri, f"storage service error{gave_up}: {detail}")
+    if status is not None and 400 <= status < 500:
+        return VideoNotFound(uri, f"cannot be read: {detail}")
+    if _is_auth_error(root):
+        return StorageError(uri, f"credentials failed{gave_up}: {type(root).__name__}: {detail}")
+    if _is_network_error(root):
+        return StorageError(uri, f"network error{gave_up}: {type(root).__name__}: {detail}")
+    if isinstance(root, ValueError):  # a malformed path (gs://bucket without an object...)
+        return VideoNotFound(uri, f"not a readable path: {detail}")
+    return StorageError(uri, f"cannot read{gave_up}: {type(root).__name__}: {detail}")
 
 
 def _looks_like_video_container(head: bytes) -> bool:
@@ -455,16 +692,55 @@ def _looks_like_video_container(head: bytes) -> bool:
             or (len(head) > 188 and head[0] == 0x47 and head[188] == 0x47))
 
 
+# Signatures of common files that are not videos -> what to call them in NotAVideo.
+_NOT_VIDEO_SIGNATURES = (
+    (lambda h: h.startswith(b"RIFF") and h[8:12] == b"WAVE", "an audio file (wav)"),
+    (lambda h: h.startswith(b"fLaC"), "an audio file (flac)"),
+    (lambda h: h.startswith(b"ID3"), "an audio file (mp3)"),
+    (lambda h: len(h) > 1 and h[0] == 0xFF and h[1] & 0xF6 == 0xF0, "an audio file (aac)"),
+    (lambda h: len(h) > 1 and h[0] == 0xFF and h[1] & 0xE0 == 0xE0, "an audio file (mp3)"),
+    (lambda h: h.startswith((b"#!AMR", b"FORM")), "an audio file"),
+    (lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"), "an image (png)"),
+    (lambda h: h.startswith(b"\xff\xd8\xff"), "an image (jpeg)"),
+    (lambda h: h.startswith(b"RIFF") and h[8:12] == b"WEBP", "an image (webp)"),
+    (lambda h: h.startswith((b"II*\x00", b"MM\x00*")), "an image (tiff)"),
+    (lambda h: h.startswith(b"BM") and h[6:10] == b"\x00" * 4, "an image (bmp)"),
+    (lambda h: h.startswith(b"%PDF"), "a PDF document"),
+    (lambda h: h.startswith((b"PK\x03\x04", b"PK\x05\x06")), "a ZIP archive"),
+    (lambda h: h.startswith(b"\x1f\x8b"), "a gzip archive"),
+    (lambda h: h.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"),
+     "a playlist (m3u8); playlists are never opened"),
+    (lambda h: h.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"ffconcat"),
+     "an FFmpeg concat script; playlists are never opened"),
+)
+
+
+def _describe_not_a_video(head: bytes) -> str:
+    """What a file that FFmpeg may not open as a video is, in plain words."""
+    for matches, what in _NOT_VIDEO_SIGNATURES:
+        if matches(head):
+            return f"{what}, not a video"
+    sample = head[:1024]
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as e:  # a cut multi-byte character at the end is fine
+        text = sample[:e.start].decode("utf-8") if e.start > len(sample) - 4 else None
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "a text file, not a video"
+    return ("not a video in a container beam-i3d opens (" + ", ".join(ACCEPTED_FORMATS) + ")")
+
+
 class _OpenVideo:
     """An open container, its video stream and what we know about it (a context manager)."""
 
     def __init__(self, uri: str, limits: DecodeLimits, decode_threads: int = 0):
         self.uri = uri
         self.limits = limits
+        check_uri_scheme(uri)  # before the clock starts: the first imports Beam
         self.budget = limits.decode_timeout_seconds
         self.deadline = time.monotonic() + self.budget
         self.seeked = False  # whether the demuxer has been moved from the beginning
-        self._raw = _open_bytes(uri)
+        self._raw = _open_bytes(uri, self.deadline, self.budget)
         try:
             self._open(decode_threads)
         except BaseException:
@@ -475,28 +751,35 @@ class _OpenVideo:
         import av
 
         uri = self.uri
-        head = self._raw.read(4096)
+        self.container = None
+        reader = _DeadlineReader(self._raw, uri, self.deadline, self.budget)
+        head = reader.read(4096)
         if not head:
             raise NotAVideo(uri, "the file is empty (0 bytes)")
-        self._raw.seek(0)
-        self.container = None
+        reader.seek(0)
         try:
             self.container = av.open(
-                _DeadlineReader(self._raw, uri, self.deadline, self.budget),
-                options={"format_whitelist": ",".join(ACCEPTED_FORMATS)},
-                buffer_size=1 << 16)
+                reader, options={"format_whitelist": ",".join(ACCEPTED_FORMATS)},
+                buffer_size=1 << 16,
+                metadata_errors="replace")  # tags that are not UTF-8 must not stop us
         except av.error.FFmpegError as e:
             if _looks_like_video_container(head):
-                raise CorruptVideo(uri, f"the container does not open (truncated or damaged file?): {e.strerror}") from None
-            raise NotAVideo(uri, f"not a video file FFmpeg may open ({e.strerror}; accepted "
-                                 f"containers: {', '.join(ACCEPTED_FORMATS)})") from None
+                raise CorruptVideo(uri, "the container does not open: damaged or truncated "
+                                        f"header ({e.strerror})") from None
+            raise NotAVideo(uri, _describe_not_a_video(head)) from None
         container = self.container
         # A cover picture (MP4/Matroska "attached_pic") is a video stream of one still.
         videos = [s for s in container.streams.video
                   if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
             kinds = sorted({s.type if s.type != "video" else "cover picture"
-                            for s in container.streams}) or ["no streams"]
+                            for s in container.streams})
+            if not {"audio", "subtitle", "cover picture"} & set(kinds):
+                # No streams at all, or only data streams: not an audio file but a video
+                # container whose header (an MP4's moov, say) is damaged.
+                found = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+                raise CorruptVideo(uri, f"the {container.format.name} container holds {found}: "
+                                        "damaged header")
             raise NoVideoStream(uri, f"the {container.format.name} container has no video stream "
                                      f"({', '.join(kinds)})")
         stream = self.stream = videos[0]
@@ -509,6 +792,9 @@ class _OpenVideo:
                                      f"{self.limits.max_pixels} pixels")
         if width <= 0 or height <= 0:
             raise CorruptVideo(uri, f"the stream declares no frame size ({width}x{height})")
+        sar = stream.sample_aspect_ratio or codec_context.sample_aspect_ratio
+        sar = float(sar) if sar and sar > 0 else 1.0
+        check_aspect_ratio(uri, width, height, sar, self.limits.max_aspect_ratio)
         self.time_base = stream.time_base or Fraction(1, 90000)
         # Time 0 of every clip: the video stream's start, else the container's, else 0.
         if stream.start_time is not None:
@@ -525,12 +811,11 @@ class _OpenVideo:
         codec_context.options = {"max_pixels": str(self.limits.max_pixels)}
         codec_context.thread_type = "AUTO"
         codec_context.thread_count = decode_threads
-        sar = stream.sample_aspect_ratio or codec_context.sample_aspect_ratio
         rate = stream.average_rate or stream.guessed_rate
         self.info = VideoInfo(
             uri=uri, format_name=container.format.name, codec=codec_context.name,
             pix_fmt=codec_context.pix_fmt, width=width, height=height,
-            sample_aspect_ratio=float(sar) if sar else 1.0,
+            sample_aspect_ratio=sar,
             fps=float(rate) if rate else None,
             duration_sec=None if self.declared_duration is None else float(self.declared_duration))
 
@@ -584,8 +869,9 @@ def probe_video(uri: str, limits: DecodeLimits | None = None) -> VideoInfo:
     """Open ``uri`` and check it against ``limits`` without decoding a frame.
 
     Raises the VideoError subclasses of :func:`decode_clip` that the headers can tell:
-    VideoNotFound, NotAVideo, NoVideoStream, UnsupportedCodec, CorruptVideo,
-    VideoTooLarge, VideoTooLong, DecodeTimeout.
+    VideoNotFound, UnsupportedURI, StorageError, NotAVideo, NoVideoStream,
+    UnsupportedCodec, CorruptVideo, VideoTooLarge, VideoTooLong, UnsupportedShape,
+    DecodeTimeout.
     """
     with _OpenVideo(uri, limits or DecodeLimits()) as video:
         return video.info
@@ -605,10 +891,12 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
     whole resized grayscale frames (for flow). ``decode_threads``: FFmpeg decoder
     threads (0: FFmpeg's choice). See the module doc for the sampling rule.
 
-    Raises (all :class:`~beam_i3d.errors.VideoError`): VideoNotFound, NotAVideo,
-    NoVideoStream, UnsupportedCodec, CorruptVideo (damaged or truncated data),
-    VideoTooLarge, VideoTooLong, DecodeTimeout, EmptyClip (empty or inverted range, or a
-    range after the end of the video).
+    Raises (all :class:`~beam_i3d.errors.VideoError`): VideoNotFound, UnsupportedURI,
+    StorageError (credentials, network, storage service; transient), NotAVideo,
+    NoVideoStream (audio only), UnsupportedCodec, CorruptVideo (damaged or truncated
+    data), VideoTooLarge, VideoTooLong, UnsupportedShape (aspect ratio), DecodeTimeout,
+    EmptyClip (empty or inverted range, or a range after the end of the video or past
+    ``limits.max_duration_seconds``).
     """
     limits = limits or DecodeLimits()
     start, stop = clip_time_range(uri, start_sec, end_sec, max_seconds)
@@ -616,12 +904,17 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
         if video.exact_duration and start >= video.declared_duration:
             raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of the "
                                  f"video ({float(video.declared_duration):.3f} s)")
+        if start >= limits.max_duration_seconds:
+            # Also keeps seek offsets in FFmpeg's 64-bit range (a start of 1e15 s).
+            raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of any "
+                                 f"video accepted (at most {limits.max_duration_seconds:g} s long)")
         return _decode(video, start, stop, keep_gray)
 
 
 def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
             keep_gray: bool) -> DecodedClip:
     import av
+    import cv2
 
     uri = video.uri
     seek_targets = sorted({start - back for back in _SEEK_BACKOFFS if start - back > 0}, reverse=True)
@@ -635,7 +928,11 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodec(uri, f"no decoder for codec {video.info.codec}: {e}") from None
         except av.error.FFmpegError as e:
-            raise CorruptVideo(uri, f"decoding failed: {e}") from None
+            raise CorruptVideo(uri, f"decoding failed: {_one_line(e)}") from None
+        except (ValueError, OverflowError, ZeroDivisionError, cv2.error) as e:
+            # What hostile streams make PyAV, NumPy or OpenCV raise (timestamps out of
+            # range, a pixel format swscale cannot convert, cv2.error...).
+            raise CorruptVideo(uri, f"decoding failed: {type(e).__name__}: {_one_line(e)}") from None
         if result is not None:
             return result
     raise AssertionError("unreachable: the last attempt decodes from the beginning")
@@ -668,6 +965,11 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
             if frame.width * frame.height > video.limits.max_pixels:
                 raise VideoTooLarge(uri, f"a {frame.width}x{frame.height} frame exceeds the limit "
                                          f"of {video.limits.max_pixels} pixels")
+            if frame.width <= 0 or frame.height <= 0:
+                raise CorruptVideo(uri, f"a frame of size {frame.width}x{frame.height}")
+            # The stream may change size mid-way: every new size meets the shape limit.
+            check_aspect_ratio(uri, frame.width, frame.height, video.info.sample_aspect_ratio,
+                               video.limits.max_aspect_ratio)
             sizes[key] = resized_size(frame.width, frame.height, video.info.sample_aspect_ratio)
         if keep_gray:
             import cv2
@@ -742,6 +1044,16 @@ def _default_interval(video: _OpenVideo) -> Fraction:
 
 def _frames(video: _OpenVideo) -> Iterator:
     """Decoded frames of the video stream, checking the time budget at every packet."""
-    for packet in video.container.demux(video.stream):
+    packets = video.container.demux(video.stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except IndexError:
+            # PyAV indexes its stream list with the packet's stream, and a damaged MPEG-TS
+            # can make FFmpeg add a stream after opening: PyAV then has no such index.
+            raise CorruptVideo(video.uri, "a packet of a stream that was not in the header "
+                                          "(damaged file)") from None
         video.check_deadline()
         yield from packet.decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -103,3 +104,124 @@ def test_unknown_format():
     with pytest.raises(ManifestError, match="unknown manifest format"):
         manifest_format("clips.txt")
     assert manifest_format("gs://b/CLIPS.CSV") == "csv"
+
+
+# --- --video-template: text stays text, numbers only where the spec asks ----------------
+
+
+def template_uri(template, row):
+    return parse_row(row, "m.csv:2", ManifestOptions(video_template=template)).video_uri
+
+
+def test_template_keeps_ids_that_look_like_numbers():
+    rows = [{"video_id": "000123"}, {"video_id": "1_000"}, {"video_id": "1e3"},
+            {"video_id": "-0"}, {"video_id": " 42 "}]
+    assert [template_uri("/v/{video_id}.mp4", r) for r in rows] == [
+        "/v/000123.mp4", "/v/1_000.mp4", "/v/1e3.mp4", "/v/-0.mp4", "/v/ 42 .mp4"]
+    # A spec that does not ask for a number keeps the text too.
+    assert template_uri("/v/{video_id:>8}.mp4", {"video_id": "0012"}) == "/v/    0012.mp4"
+
+
+def test_template_numbers_where_the_spec_asks_for_them():
+    row = {"youtube_id": "007", "time_start": "12.0", "time_end": "22", "x": "1.25"}
+    assert template_uri("{youtube_id}_{time_start:06d}_{time_end:06d}", row) == "007_000012_000022"
+    assert template_uri("{x:.1f}|{time_end:.2e}|{time_end:x}", row) == "1.2|2.20e+01|16"
+    # No type but zero padding: a number (format("22", "06") would be "220000").
+    assert template_uri("{time_end:06}|{x:06}", row) == "000022|001.25"
+    # JSON Lines and Parquet give numbers already.
+    assert template_uri("{a:03d}_{b:03d}_{c}", {"a": 5, "b": 7.0, "c": 1.5}) == "005_007_1.5"
+
+
+@pytest.mark.parametrize("row, template, match", [
+    ({"t": "12.5"}, "{t:06d}", r"\{:06d\} needs an integer, got '12.5'"),
+    ({"t": "soon"}, "{t:06d}", r"needs a number, got 'soon'"),
+    ({"t": "soon"}, "{t:.1f}", r"needs a number, got 'soon'"),
+    ({"t": True}, "{t:03d}", r"needs a number, got True"),
+    ({"t": ""}, "{t}", r"column 't', which is empty"),
+    ({"t": "1"}, "{u}", r"needs column 'u', which the row lacks"),
+    ({"t": "1"}, "{0}", r"must name columns"),
+    ({"t": "1"}, "{t:Q}", r"cannot format this row"),
+])
+def test_template_errors(row, template, match):
+    with pytest.raises(ManifestError, match=match):
+        template_uri(template, row)
+
+
+# --- Sources are line numbers -------------------------------------------------------
+
+
+def test_csv_rows_carry_the_line_where_the_record_starts():
+    csv_text = ('video_uri,label\n'          # line 1
+                'a.mp4,x\n'                  # line 2
+                '\n'                         # line 3: blank
+                'b.mp4,"two\nlines"\n'       # lines 4-5
+                'c.mp4,y\n'                  # line 6
+                '"d\n\n.mp4",z\n'            # lines 7-9
+                'e.mp4\n')                   # line 10: a missing field is None
+    rows = list(read_rows("m.csv", csv_text.encode()))
+    assert [n for n, _ in rows] == [2, 4, 6, 7, 10]
+    assert rows[1][1] == {"video_uri": "b.mp4", "label": "two\nlines"}
+    assert rows[4][1] == {"video_uri": "e.mp4", "label": None}
+
+
+def test_jsonl_rows_carry_their_line():
+    # U+2028 and U+0085 may stand unescaped in JSON strings: they do not end a line.
+    data = ('\n{"video_uri": "a.mp4"}\n\n{"video_uri": "b.mp4", "label": "x\u2028y\x85z"}\r\n'
+            '{oops\n').encode()
+    rows = list(read_rows("m.jsonl", data))
+    assert [n for n, _ in rows] == [2, 4, 5]
+    assert rows[1][1]["label"] == "x\u2028y\x85z"
+    assert "__error__" in rows[2][1]
+
+
+# --- Values and encodings -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, match", [
+    (True, "not a number"), (False, "not a number"), ([1], "not a number"),
+    ({"s": 1}, "not a number"), ("1_000", "not a number"), ("0x10", "not a number"),
+    ("nan", "finite"), ("-inf", "finite"), ("Infinity", "finite"), (float("nan"), "finite"),
+    (10 ** 400, "not a number"), ("1e400", "finite"),
+])
+def test_times_must_be_numbers(value, match):
+    with pytest.raises(ManifestError, match=match):
+        parse_row({"video_uri": "a.mp4", "start_sec": value}, "m:1", PLAIN)
+
+
+def test_json_true_is_not_one_second():
+    (_, row), = read_rows("m.jsonl", b'{"video_uri": "a.mp4", "start_sec": true}\n')
+    with pytest.raises(ManifestError, match="start time True is not a number"):
+        parse_row(row, "m.jsonl:1", PLAIN)
+    assert parse_row({"video_uri": "a", "start_sec": " 1.5e0 "}, "m:1", PLAIN).start_sec == 1.5
+    # Parquet decimal columns come as Decimal.
+    assert parse_row({"video_uri": "a", "start_sec": Decimal("2.50")}, "m:1", PLAIN).start_sec == 2.5
+    assert template_uri("{t:04d}", {"t": Decimal("12.0")}) == "0012"
+
+
+def test_invalid_utf8_names_file_and_offset():
+    data = "video_uri,label\na.mp4,caf\u00e9\n".encode("latin-1")
+    with pytest.raises(ManifestError) as info:
+        list(read_rows("gs://b/m.csv", data))
+    offset = data.index(b"\xe9")
+    assert str(info.value) == (f"gs://b/m.csv: not valid UTF-8 text: byte 0xe9 at offset {offset} "
+                               "(line 2); save the manifest as UTF-8")
+    with pytest.raises(ManifestError, match="m.jsonl: not valid UTF-8"):
+        list(read_rows("m.jsonl", b'{"video_uri": "\xff.mp4"}\n'))
+    with pytest.raises(ManifestError, match="UTF-16"):
+        list(read_rows("m.csv", "video_uri\na.mp4\n".encode("utf-16")))
+
+
+def test_bom_and_crlf_work():
+    csv_bytes = "\ufeffvideo_uri,label\r\na.mp4,x\r\n\"b\r\n.mp4\",y\r\nc.mp4,z\r\n".encode()
+    assert [(n, r) for n, r in read_rows("m.csv", csv_bytes)] == [
+        (2, {"video_uri": "a.mp4", "label": "x"}),
+        (3, {"video_uri": "b\r\n.mp4", "label": "y"}),
+        (5, {"video_uri": "c.mp4", "label": "z"})]
+    jsonl = '\ufeff{"video_uri": "a.mp4"}\r\n{"video_uri": "b.mp4"}\r\n'.encode()
+    assert list(read_rows("m.jsonl", jsonl)) == [(1, {"video_uri": "a.mp4"}), (2, {"video_uri": "b.mp4"})]
+
+
+def test_csv_that_cannot_be_parsed_names_the_line():
+    huge = b'"' + b"x" * 200_000 + b'"'  # over csv.field_size_limit()
+    with pytest.raises(ManifestError, match=r"m.csv:3: not valid CSV: field larger than"):
+        list(read_rows("m.csv", b"video_uri\na.mp4\n" + huge + b"\n"))
