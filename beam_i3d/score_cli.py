@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--allow-tf32", action="store_true",
         help="let Ampere-or-newer GPUs compute in TensorFloat-32 (10-bit mantissas): "
              "faster, but less close to the published model (default: float32)")
+    add("--require-gpu", action="store_true",
+        help="fail the job where the model loads if TensorFlow sees no GPU there (no "
+             "driver, CUDA libraries that do not fit it), instead of scoring on the CPU; "
+             "run_dataflow.sh sets it for GPU workers")
     add("--no-embeddings", action="store_true",
         help="do not write the 1024-d embeddings (their columns are null)")
     add("--video-template", metavar="TEMPLATE",
@@ -105,6 +109,7 @@ def options_from_args(args: argparse.Namespace):
         max_batch_frames=args.max_batch_frames,
         model_copies=args.model_copies,
         allow_tf32=args.allow_tf32,
+        require_gpu=args.require_gpu,
         embeddings=not args.no_embeddings,
         video_template=args.video_template,
         ignore_times=args.ignore_times,
@@ -171,10 +176,13 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from beam_i3d.gpu import gpu_failure_as_error
+    from beam_i3d.launch import refuse_local_paths
     from beam_i3d.pipeline import build_pipeline
     from beam_i3d.progress import run_with_progress
 
     options = options_from_args(args)
+    refuse_local_paths(options, PipelineOptions(extra_args))  # remote workers can't read them
     num_classes = check_before_launch(options, local_only=args.dry_run)
     if not any(a.startswith("--direct_running_mode") for a in extra_args):
         # Beam's default local mode (in_memory) runs the workers in the launching
@@ -202,7 +210,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         logging.ERROR)
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
-    counts = run_with_progress(pipeline, quiet=args.quiet)
+    with gpu_failure_as_error():  # a worker without a GPU: one line, not a traceback
+        counts = run_with_progress(pipeline, quiet=args.quiet)
     print(f"scored {counts.get('clips_scored', 0)} clips, "
           f"{counts.get('clips_failed', 0)} errors "
           f"(run {options.run_id}): {options.output}/scores, {options.output}/errors",
