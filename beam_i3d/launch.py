@@ -15,11 +15,18 @@ Which runners count as local (their workers can read the launcher's files):
   server on this machine (``--environment_type PROCESS`` with no ``--job_endpoint`` or
   one on localhost / 127.0.0.1 / ``embed``).
 
-Everything else, DataflowRunner first, is remote. A portable runner with the default
+Everything else, DataflowRunner first, is remote.
+
+:func:`before_launch` runs both launcher-side steps: the local-path check, and, for
+the DataflowRunner, showing the job id, the console URL and the job's state changes,
+which Beam logs at INFO among much else (the whole job proto, for one). A portable runner with the default
 ``DOCKER`` environment is remote too: its SDK containers do not mount the host's paths.
 """
 
 from __future__ import annotations
+
+import logging
+import sys
 
 from beam_i3d import fileio
 from beam_i3d.errors import ConfigurationError
@@ -85,3 +92,41 @@ def refuse_local_paths(options, pipeline_options) -> None:
             f"the {runner_key(runner)} runner's workers cannot read this machine's disk, "
             f"but these are local: {'; '.join(paths)}; copy them to gs:// (or the "
             f"cluster's shared storage) and pass those URIs")
+
+
+_DATAFLOW_LOGGERS = ("apache_beam.runners.dataflow.internal.apiclient",
+                     "apache_beam.runners.dataflow.dataflow_runner")
+_DATAFLOW_LINES = ("Created job with id", "To access the Dataflow monitoring console",
+                   "is in state")
+
+
+class _JobLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or any(
+            line in record.getMessage() for line in _DATAFLOW_LINES)
+
+
+def show_dataflow_job(pipeline_options, stream=None) -> None:
+    """On the DataflowRunner, print Beam's lines that name the job (id, console URL,
+    state changes) and its warnings, on ``stream`` (stderr), with our prefix."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if runner_key(pipeline_options.view_as(StandardOptions).runner) not in (
+            "dataflow", "testdataflow"):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("[beam-i3d] %(message)s"))
+    handler.addFilter(_JobLines())
+    for name in _DATAFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        if any(isinstance(f, _JobLines) for h in logger.handlers for f in h.filters):
+            continue  # already set up (main() called twice in one process)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False  # the root handler would print every INFO record
+
+
+def before_launch(options, pipeline_options) -> None:
+    """The launcher's checks and set-up that depend on the runner (see module doc)."""
+    refuse_local_paths(options, pipeline_options)
+    show_dataflow_job(pipeline_options)

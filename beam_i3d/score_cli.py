@@ -177,12 +177,12 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_i3d.gpu import gpu_failure_as_error
-    from beam_i3d.launch import refuse_local_paths
+    from beam_i3d.launch import before_launch
     from beam_i3d.pipeline import build_pipeline
     from beam_i3d.progress import run_with_progress
 
     options = options_from_args(args)
-    refuse_local_paths(options, PipelineOptions(extra_args))  # remote workers can't read them
+    before_launch(options, PipelineOptions(extra_args))  # e.g. no local paths on Dataflow
     num_classes = check_before_launch(options, local_only=args.dry_run)
     if not any(a.startswith("--direct_running_mode") for a in extra_args):
         # Beam's default local mode (in_memory) runs the workers in the launching

@@ -83,6 +83,12 @@ def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
     assert done.returncode == 0, done.stderr[-5000:]
     assert len(api.jobs) == 1, api.requests
     assert api.polls >= 2  # RUNNING, then DONE
+    for line in ("[beam-i3d] Created job with id: [standin-job-1]",
+                 "https://console.cloud.google.com/dataflow/jobs/us-central1/standin-job-1"
+                 "?project=test-project",
+                 "[beam-i3d] Job standin-job-1 is in state JOB_STATE_DONE"):
+        assert line in done.stderr, done.stderr[-3000:]
+    assert "Create job: " not in done.stderr  # Beam's dump of the whole job stays out
     job = api.jobs[0]
     env = job["environment"]
     assert job["name"] == "beam-i3d-launch-test"
