@@ -106,7 +106,6 @@ def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
     assert [i["containerImage"] for i in pool["sdkHarnessContainerImages"]] == [IMAGE]
     options = env["sdkPipelineOptions"]["options"]
     assert options["sdk_location"] == "container" and options["sdk_container_image"] == IMAGE
-    assert options["decode_processes"] == "1"  # our option, passed through to the job
     assert options["temp_location"].startswith("gs://test-bucket/beam-i3d/tmp/")
 
     data, pipeline = staged_pipeline(job)
@@ -194,6 +193,36 @@ def test_gpu_failure_found_in_wrapped_errors():
     with pytest.raises(RuntimeError, match="out of memory"):
         with gpu_failure_as_error():
             raise RuntimeError("out of memory")
+
+
+def test_gpu_diagnosis_names_the_likely_cause(monkeypatch):
+    from beam_i3d import gpu
+
+    class FakeTF:
+        built = True
+
+        class test:  # noqa: N801 (tf.test)
+            @staticmethod
+            def is_built_with_cuda():
+                return FakeTF.built
+
+        class sysconfig:  # noqa: N801 (tf.sysconfig)
+            @staticmethod
+            def get_build_info():
+                return {"cuda_version": "12.5.1"}
+
+    monkeypatch.setattr(gpu.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(gpu, "_driver_version", lambda: None)
+    assert "NVIDIA driver is not installed" in gpu.diagnose(FakeTF)
+    assert "install-nvidia-driver" in gpu.diagnose(FakeTF)
+    monkeypatch.setattr(gpu.glob, "glob", lambda pattern: ["/dev/nvidia0"])
+    monkeypatch.setattr(gpu, "_driver_version", lambda: "535.104.05")
+    cause = gpu.diagnose(FakeTF)
+    assert "driver (535.104.05, 1 device(s)) is present" in cause
+    assert "CUDA libraries in the image likely do not match the host driver" in cause
+    assert "12.5.1" in cause
+    FakeTF.built = False
+    assert "CPU-only build" in gpu.diagnose(FakeTF)
 
 
 # --- Nothing local on Dataflow ------------------------------------------------------------
