@@ -8,7 +8,8 @@ using the class name as ``error_type``.
     BeamI3DError
     ├── ConfigurationError         the run cannot start as asked (exit status 3)
     │   ├── OutputError            the output location is unusable or already holds a run
-    │   └── StorageUnreachable     storage the manifest points at cannot be read
+    │   ├── StorageUnreachable     storage the manifest points at cannot be read
+    │   └── GPUUnavailable         --require-gpu, and TensorFlow sees no GPU on a worker
     ├── ModelError                 the network or its weights
     │   ├── CheckpointNotFound     no checkpoint at the given spec
     │   ├── CheckpointMismatch     names/shapes do not fit the network
@@ -65,6 +66,12 @@ class OutputError(ConfigurationError):
 class StorageUnreachable(ConfigurationError):
     """Storage that the manifest's videos live on cannot be read with the credentials
     at hand (checked at launch, before any work)."""
+
+
+class GPUUnavailable(ConfigurationError):
+    """``--require-gpu`` was given and TensorFlow sees no GPU where the model loads
+    (no driver, CUDA libraries that do not fit it, or a CPU-only TensorFlow). It fails
+    the job instead of letting it score on the CPU, many times slower."""
 
 
 class ReconciliationError(BeamI3DError):

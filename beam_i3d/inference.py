@@ -106,9 +106,13 @@ class ClipScorer:
     """
 
     def __init__(self, rgb_checkpoint: str | None, flow_checkpoint: str | None,
-                 allow_tf32: bool = False):
+                 allow_tf32: bool = False, require_gpu: bool = False):
         from model.export import build_model
 
+        if require_gpu:
+            from beam_i3d.gpu import ensure_gpu
+
+            ensure_gpu()  # before the weights load: fail in seconds, not after them
         configure_tensorflow(allow_tf32)
         self.model = build_model(rgb_checkpoint, flow_checkpoint)
 
@@ -150,6 +154,7 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         max_batch_frames: int = 2000,
         model_copies: int | None = None,
         allow_tf32: bool = False,
+        require_gpu: bool = False,
     ):
         """
         Args:
@@ -162,6 +167,8 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
           model_copies: when set, load this many copies per machine, shared across
             processes (one per GPU); when None, one model per worker process.
           allow_tf32: let GPUs use TensorFloat-32 (see :func:`configure_tensorflow`).
+          require_gpu: fail loading the model (GPUUnavailable, which fails the job)
+            when TensorFlow sees no GPU, instead of scoring on the CPU.
         """
         if max_batch_size < 1 or max_batch_frames < 1:
             raise ValueError("max_batch_size and max_batch_frames must be at least 1")
@@ -174,9 +181,11 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         self.flow_checkpoint = flow_checkpoint
         self.max_batch_frames = max_batch_frames
         self.allow_tf32 = allow_tf32
+        self.require_gpu = require_gpu
 
     def load_model(self) -> ClipScorer:
-        return ClipScorer(self.rgb_checkpoint, self.flow_checkpoint, self.allow_tf32)
+        return ClipScorer(self.rgb_checkpoint, self.flow_checkpoint, self.allow_tf32,
+                          require_gpu=self.require_gpu)
 
     def run_inference(self, batch: Sequence[ClipExample], model: ClipScorer,
                       inference_args: dict[str, Any] | None = None

@@ -55,6 +55,7 @@ class ScoreOptions:
     max_batch_frames: int = 2000
     model_copies: int | None = None
     allow_tf32: bool = False
+    require_gpu: bool = False  # fail the job where the model loads if TF sees no GPU
     embeddings: bool = True
     video_template: str | None = None
     ignore_times: bool = False
@@ -479,7 +480,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         max_batch_size=options.batch_size,
         max_batch_frames=options.max_batch_frames,
         model_copies=options.model_copies,
-        allow_tf32=options.allow_tf32)
+        allow_tf32=options.allow_tf32,
+        require_gpu=options.require_gpu)
 
     requests, manifest_errors = pipeline | "Manifests" >> ReadClipRequests(options)
     decoded = (

@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--allow-tf32", action="store_true",
         help="let Ampere-or-newer GPUs compute in TensorFloat-32 (10-bit mantissas): "
              "faster, but less close to the published model (default: float32)")
+    add("--require-gpu", action="store_true",
+        help="fail the job where the model loads if TensorFlow sees no GPU there (no "
+             "driver, CUDA libraries that do not fit it), instead of scoring on the CPU; "
+             "run_dataflow.sh sets it for GPU workers")
     add("--no-embeddings", action="store_true",
         help="do not write the 1024-d embeddings (their columns are null)")
     add("--video-template", metavar="TEMPLATE",
@@ -134,6 +138,7 @@ def options_from_args(args: argparse.Namespace):
         max_batch_frames=args.max_batch_frames,
         model_copies=args.model_copies,
         allow_tf32=args.allow_tf32,
+        require_gpu=args.require_gpu,
         embeddings=not args.no_embeddings,
         video_template=args.video_template,
         ignore_times=args.ignore_times,
@@ -269,11 +274,14 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_i3d import fileio
+    from beam_i3d.gpu import gpu_failure_as_error
+    from beam_i3d.launch import before_launch
     from beam_i3d.pipeline import build_pipeline
     from beam_i3d.progress import ShardProgress, run_with_progress
     from beam_i3d.shards import prepare_output
 
     options = options_from_args(args)
+    before_launch(options, PipelineOptions(extra_args))  # e.g. no local paths on Dataflow
     num_classes = check_before_launch(options, local_only=args.dry_run)
     pipeline_options = PipelineOptions(extra_args)
     warn_about_running_mode(pipeline_options)
@@ -311,7 +319,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     source = None if args.quiet else ShardProgress(options.output, options.run_id,
                                                    len(expected), skipped)
     interval = None if fileio.is_local(options.output) else 10.0
-    result = run_with_progress(pipeline, source, interval=interval)
+    with gpu_failure_as_error():  # a worker without a GPU: one line, not a traceback
+        result = run_with_progress(pipeline, source, interval=interval)
     state = getattr(result, "state", None)
     return finish(options, expected, skipped, args.max_error_rate,
                   None if state in (None, "DONE") else str(state))
