@@ -73,9 +73,11 @@ def gpu_failure_in(error: BaseException) -> str | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
+        text = str(error)
         if isinstance(error, GPUUnavailable):
-            return str(error)
-        found = _MARKER.search(str(error))
+            # Beam re-raises a worker's error as the same class, with the step appended.
+            text = f"{type(error).__name__}: {text}"
+        found = _MARKER.search(text)
         if found:
             return found.group(1).strip()
         error = error.__cause__ or error.__context__
@@ -106,8 +108,6 @@ def gpu_failure_as_error():
         logger.addFilter(drop)
     try:
         yield
-    except GPUUnavailable:
-        raise
     except Exception as e:
         message = gpu_failure_in(e)
         if message is None:

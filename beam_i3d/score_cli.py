@@ -291,8 +291,9 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
         pipeline_options.view_as(TestOptions).dry_run = True
     validate_pipeline_options(pipeline_options)
-    prepare_output(options.output, skip_existing=options.skip_existing,
-                   overwrite=options.overwrite, dry_run=args.dry_run)
+    if not (args.dry_run and not fileio.is_local(options.output)):  # dry runs read no remote
+        prepare_output(options.output, skip_existing=options.skip_existing,
+                       overwrite=options.overwrite, dry_run=args.dry_run)
     if args.dry_run:
         # Build the graph on a runner that is never started, and serialise it as a
         # runner would: catches unpicklable DoFns and bad transform wiring.

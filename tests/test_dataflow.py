@@ -76,11 +76,16 @@ def pickled_payloads(pipeline) -> list[bytes]:
 
 def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
     """run_dataflow.sh for real: Beam's DataflowRunner stages to the emulator's bucket,
-    creates the job on the stand-in, polls it to DONE; the job is what we mean."""
+    creates the job on the stand-in, polls it to DONE; the job is what we mean. The
+    stand-in runs nothing, so the launcher's reconciliation must fail the run (exit 4),
+    naming the missing row and the verify command, never report it as done."""
     settings = launch_settings(tmp_path, "beam-i3d-launch-test")
     with DataflowStandIn(states=["JOB_STATE_RUNNING", "JOB_STATE_DONE"]) as api:
         done = run_script(settings, "--dataflow_endpoint", api.endpoint, "--no_auth")
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 4, done.stderr[-5000:]
+    assert "missing rows: c1 (gs://test-bucket/manifests/one.csv:2)" in done.stderr
+    assert ("check again with: beam-i3d verify --manifest 'gs://test-bucket/manifests/"
+            "one.csv'") in done.stderr
     assert len(api.jobs) == 1, api.requests
     assert api.polls >= 2  # RUNNING, then DONE
     for line in ("[beam-i3d] Created job with id: [standin-job-1]",
@@ -124,13 +129,13 @@ def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
     assert len(pickles) > 20
     # (Only the source file names of pickled lambdas mention this checkout: code
     # objects keep the path they were compiled from; workers never open it.)
-    source_file = re.compile(re.escape(str(ROOT)).encode() + rb"/[\w/]+\.py")
+    source_file = re.compile(re.escape(str(ROOT)).encode() + rb"/[\w/.-]+\.py")
     for blob in (data, *pickles):
         blob = source_file.sub(b"", blob)
         for local in (str(ROOT), str(tmp_path), "file://", os.path.expanduser("~") + "/"):
             assert local.encode() not in blob, (local, blob[:3000])
     assert any(b"gs://test-bucket/manifests/one.csv" in p for p in pickles)
-    assert b"gs://test-bucket/runs/beam-i3d-launch-test/scores/" in data
+    assert any(b"gs://test-bucket/runs/beam-i3d-launch-test/scores" in p for p in pickles)
 
 
 def test_a_worker_without_gpu_fails_the_dataflow_job_with_one_line(gcs_emulator, tmp_path):
