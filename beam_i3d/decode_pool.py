@@ -39,8 +39,9 @@ DecodeTimeout; the kill is for a read or decode call that never returns). When t
 child also computes the optical flow (the ``opencv`` backend), the limit is moved, once
 the frames are decoded, to ``grace_seconds + flow_seconds_per_megapixel_pair * (T - 1) *
 H * W / 1e6`` from then, for T frames of H x W pixels (the flow's cost is fixed by the
-clip's size; default 40 s per megapixel-pair, about 30x what OpenCV's TV-L1 takes on one
-core of the development machine).
+clip's size; default 200 s per megapixel-pair, about 7x the 27 s per megapixel-pair,
+2.3 s per 256x340 pair, that OpenCV's TV-L1 took on one thread of the loaded
+development machine: a safety net, not a budget).
 
 Flow with the ``tf`` backend (TensorFlow, maybe on the GPU) is not computed in a child:
 children never import TensorFlow. The child then sends back the RGB crops and the
@@ -96,7 +97,7 @@ _LOG = logging.getLogger(__name__)
 
 HOOK_ENV = "BEAM_I3D_TEST_DECODE_HOOK"  # test-only fault hook, see the module doc
 GRACE_SECONDS = 5.0  # beyond decode_timeout_seconds before a child is killed
-FLOW_SECONDS_PER_MEGAPIXEL_PAIR = 40.0  # time allowed for opencv flow in a child
+FLOW_SECONDS_PER_MEGAPIXEL_PAIR = 200.0  # time allowed for opencv flow in a child
 START_TIMEOUT_SECONDS = 120.0  # for a new child to import its modules and say it is ready
 _START_FAILURES = 3  # children in a row that die before ready: the pool gives up
 CHILD_FLOW_BACKENDS = ("opencv",)  # flow backends run in the children (the rest: parent)
@@ -580,7 +581,7 @@ class DecodePool:
             while alive and child.conn.poll():
                 try:
                     message = child.conn.recv()
-                except (EOFError, OSError):
+                except Exception:  # noqa: BLE001: EOF, or a message cut short by a death
                     alive = False
                     break
                 alive = self._on_message(child, message)
@@ -684,8 +685,12 @@ class DecodePool:
         if child not in self._children:
             return
         self._children.remove(child)
-        if child.process.is_alive() and child.killed_for is None:
-            self._kill(child, "retire")
+        if child.killed_for is None:
+            # Its pipe closed or its sentinel fired: it is dying, give it time to be
+            # reaped so that its exit status tells why; stop it if it lingers.
+            child.process.join(timeout=5)
+            if child.process.is_alive():
+                self._kill(child, "retire")
         child.process.join(timeout=10)
         code = child.process.exitcode
         task = child.task
@@ -715,6 +720,9 @@ class DecodePool:
         if child.killed_for == "timeout":
             return DecodeTimeout(uri, f"the clip was not done within its hard limit of "
                                       f"{child.limit_text}; its decoding process was killed")
+        if child.killed_for is not None:  # stopped by us for closing its connection
+            return DecoderCrashed(uri, "the decoding process broke off its connection while "
+                                       "decoding this clip and was stopped")
         if code is not None and code < 0:
             number = -code
             try:

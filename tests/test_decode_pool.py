@@ -45,7 +45,7 @@ def videos(tmp_path_factory):
     files = {
         "good": moving_texture(d / "good.mp4", 20),
         "other": moving_texture(d / "other.mp4", 16, rate=30, seed=1),
-        "short": moving_texture(d / "short.mp4", 4, seed=2),
+        "short": moving_texture(d / "short.mp4", 3, seed=2),
         "pair": moving_texture(d / "pair.mp4", 2, seed=3),
     }
     for fault in FAULTS:
