@@ -609,7 +609,7 @@ class DecodePool:
             _, _, pairs, height, width = message
             limit = flow_time_limit(pairs, height, width, self._grace, self._flow_rate)
             child.deadline = now + limit
-            child.limit_text = (f"{limit:g} s for the optical flow of {pairs} pairs of "
+            child.limit_text = (f"{limit:.1f} s for the optical flow of {pairs} pairs of "
                                 f"{height}x{width} frames after decoding")
             return True
         child.task = None
