@@ -276,7 +276,16 @@ class ReadClipRequests(beam.PTransform):
 
 class DecodeClip(beam.DoFn):
     """ClipRequest -> ClipExample (uint8 tensors of the requested streams); failures to
-    the ``errors`` output with stage ``decode``."""
+    the ``errors`` output with stage ``decode``.
+
+    Clips are decoded in child processes (:class:`beam_i3d.decode_pool.DecodePool`,
+    ``options.decode_processes`` of them, default one per CPU), so that a file that
+    crashes, hangs or exhausts FFmpeg costs only its own clip. ``process`` hands each
+    request to the pool and emits whatever has finished, waiting only while more than
+    twice ``processes`` clips are in flight (so that every child has a clip queued
+    while the parent runs inference); ``finish_bundle`` emits the rest. Every output
+    keeps its request's timestamp and window. tf flow runs in this process.
+    """
 
     ERRORS = "errors"
 
@@ -287,40 +296,78 @@ class DecodeClip(beam.DoFn):
         self._flow_backend = options.flow_backend
         self._flow_batch_pairs = options.flow_batch_pairs
         self._allow_tf32 = options.allow_tf32
+        self._limits = options.limits
+        self._processes = options.decode_processes
         self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
         self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
         self._millis = Metrics.distribution(NAMESPACE, "decode_ms")
+        self._pool = None
 
     def setup(self):
+        import os
+
+        from beam_i3d.decode_pool import DecodePool
+
         if "flow" in self._streams and self._flow_backend == "tf":
             # The tf flow backend runs TensorFlow (on the GPU, if any) in this process.
             from beam_i3d.inference import configure_tensorflow
 
             configure_tensorflow(self._allow_tf32)
+        processes = self._processes or os.cpu_count() or 1
+        self._pool = DecodePool(processes, self._limits)
+        self._max_in_flight = 2 * processes
+        self._waiting = {}  # key -> (request, timestamp, window)
+        self._next_key = 0
 
-    def process(self, request: ClipRequest):
-        from beam_i3d.preprocess import preprocess_clip
-
-        started = time.monotonic()
+    def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        key = self._next_key
+        self._next_key += 1
+        self._waiting[key] = (request, timestamp, window)
         try:
-            tensors = preprocess_clip(
-                request.video_uri, request.start_sec, request.end_sec,
+            self._pool.submit(
+                key, request.video_uri, request.start_sec, request.end_sec,
                 streams=self._streams, max_seconds=self._max_seconds,
                 quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
                 flow_batch_pairs=self._flow_batch_pairs)
-        except Exception as e:  # noqa: BLE001: every failure becomes an error row
+        except (ValueError, TypeError) as e:  # bad arguments: this clip's error row
+            yield from self._outputs(key, e, 0.0)
+        for finished in self._pool.ready():
+            yield from self._outputs(*finished)
+        while self._pool.in_flight() > self._max_in_flight:
+            yield from self._outputs(*self._pool.next_result())
+
+    def finish_bundle(self):
+        for finished in self._pool.results():
+            yield from self._outputs(*finished)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _outputs(self, key, result, seconds: float):
+        """The outputs of one finished clip, as WindowedValues (finish_bundle emits only
+        those) in its request's window."""
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        request, timestamp, window = self._waiting.pop(key)
+        if isinstance(result, BaseException):
             self._failed.inc()
-            Metrics.counter(NAMESPACE, f"decode_errors_{type(e).__name__}").inc()
-            if not isinstance(e, VideoError):
-                _LOG.warning("unexpected error decoding %s", request.video_uri, exc_info=True)
-            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+            Metrics.counter(NAMESPACE, f"decode_errors_{type(result).__name__}").inc()
+            if not isinstance(result, VideoError):
+                _LOG.warning("unexpected error decoding %s: %s: %s", request.video_uri,
+                             type(result).__name__, result)
+            yield beam.pvalue.TaggedOutput(self.ERRORS, WindowedValue(
+                request_error("decode", result, request), timestamp, [window]))
             return
-        self._millis.update(int((time.monotonic() - started) * 1000))
+        self._millis.update(int(seconds * 1000))
         self._clips.inc()
-        self._frames.inc(tensors.num_frames)
-        yield ClipExample(request=request, num_frames=tensors.num_frames,
-                          rgb=tensors.rgb, flow=tensors.flow)
+        self._frames.inc(result.num_frames)
+        yield WindowedValue(ClipExample(request=request, num_frames=result.num_frames,
+                                        rgb=result.rgb, flow=result.flow),
+                            timestamp, [window])
 
 
 # --- Results -----------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ import numpy as np
 
 from beam_i3d.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, STREAMS, DecodeLimits
-from beam_i3d.video import center_crop, decode_clip
+from beam_i3d.video import DecodedClip, center_crop, decode_clip
 
-__all__ = ["ClipTensors", "DecodeLimits", "STREAMS", "loop_to_length", "preprocess_clip",
-           "uint8_to_unit_range"]
+__all__ = ["ClipTensors", "DecodeLimits", "STREAMS", "check_streams", "decode_for_streams",
+           "finish_clip", "loop_to_length", "preprocess_clip", "uint8_to_unit_range"]
 
 @dataclasses.dataclass
 class ClipTensors:
@@ -67,37 +67,56 @@ class ClipTensors:
                 for f in dataclasses.fields(self) if f.name not in STREAMS}
 
 
-def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
-                    streams: Sequence[str] = ("rgb",), max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                    quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
-                    flow_batch_pairs: int | None = None, limits: DecodeLimits | None = None,
-                    decode_threads: int = 0) -> ClipTensors:
-    """Decode ``[start_sec, end_sec)`` of ``uri`` (a path or any URI Beam reads) and make
-    the requested ``streams`` ("rgb" and/or "flow") by the I3D recipe.
-
-    ``start_sec`` defaults to 0, ``end_sec`` to the end of the video; at most
-    ``max_seconds`` (default 10 s = 250 frames; None: no cap). ``quantize_flow=False``
-    gives float32 flow ``clip(f, -20, 20) / 20`` instead of uint8 levels.
-    ``flow_backend`` names a backend of :mod:`beam_i3d.flow` (default ``tf``), which
-    takes ``flow_batch_pairs`` frame pairs at a time (None: the backend's choice).
-
-    Raises only :class:`~beam_i3d.errors.VideoError` subclasses for bad input
-    (see :func:`beam_i3d.video.decode_clip`); ValueError / UnknownFlowBackend for bad
-    arguments, before anything is read.
-    """
+def check_streams(streams: Sequence[str], flow_backend: str = DEFAULT_FLOW_BACKEND, *,
+                  load_backend: bool = True) -> tuple[str, ...]:
+    """``streams`` as a tuple, checked: a non-empty subset of ("rgb", "flow"), and, when
+    "flow" is in it, ``flow_backend`` a registered name (``load_backend``: also import
+    it, which for ``tf`` imports TensorFlow). Raises ValueError / UnknownFlowBackend."""
     from beam_i3d import flow as flow_ops
 
     streams = tuple(streams)
     if not streams or set(streams) - set(STREAMS):
         raise ValueError(f"streams must be a non-empty subset of {STREAMS}, got {list(streams)}")
-    want_flow = "flow" in streams
-    if want_flow:
-        flow_ops.get_flow_backend(flow_backend)  # fail on a bad name before decoding
+    if "flow" in streams:
+        if load_backend:
+            flow_ops.get_flow_backend(flow_backend)  # fail on a bad name before decoding
+        elif flow_backend not in flow_ops.flow_backends():
+            raise flow_ops.UnknownFlowBackend(
+                f"unknown flow backend {flow_backend!r}; registered: "
+                f"{', '.join(flow_ops.flow_backends())}")
+    return streams
 
-    clip = decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
-                       keep_gray=want_flow, decode_threads=decode_threads)
+
+def decode_for_streams(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
+                       streams: Sequence[str] = ("rgb",),
+                       max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                       limits: DecodeLimits | None = None, decode_threads: int = 0) -> DecodedClip:
+    """The decoding half of :func:`preprocess_clip`: the 25-fps frames of
+    ``[start_sec, end_sec)`` that ``streams`` need (see
+    :func:`beam_i3d.video.decode_clip`): ``rgb`` ``[T,224,224,3]`` uint8 crops always,
+    and, when "flow" is in ``streams``, ``gray`` ``[T,H,W]`` uint8 whole resized frames.
+    Needs no TensorFlow. Raises VideoError subclasses for bad input."""
+    return decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
+                       keep_gray="flow" in streams, decode_threads=decode_threads)
+
+
+def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
+                quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
+                flow_batch_pairs: int | None = None) -> ClipTensors:
+    """The second half of :func:`preprocess_clip`: decoded frames (from
+    :func:`decode_for_streams` with the same ``streams``) -> ClipTensors: flow when asked
+    for (TV-L1 on ``clip.gray`` with ``flow_backend``, centre crop, quantised to uint8 or,
+    with ``quantize_flow=False``, float32 in [-1, 1]), both streams looped to at least 9
+    steps. Pure: reads nothing."""
+    from beam_i3d import flow as flow_ops
+
+    streams = tuple(streams)
+    want_flow = "flow" in streams
     flow = None
     if want_flow:
+        if clip.gray is None:
+            raise ValueError("finish_clip needs the grayscale frames for flow "
+                             "(decode with 'flow' in streams)")
         if clip.num_frames >= 2:
             fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), axes=(1, 2))
         else:  # one frame: no motion
@@ -120,6 +139,33 @@ def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | N
         flow_quantized=quantize_flow if want_flow else None,
         flow_backend=flow_backend if want_flow else None,
     )
+
+
+def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
+                    streams: Sequence[str] = ("rgb",), max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                    quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
+                    flow_batch_pairs: int | None = None, limits: DecodeLimits | None = None,
+                    decode_threads: int = 0) -> ClipTensors:
+    """Decode ``[start_sec, end_sec)`` of ``uri`` (a path or any URI Beam reads) and make
+    the requested ``streams`` ("rgb" and/or "flow") by the I3D recipe.
+
+    ``start_sec`` defaults to 0, ``end_sec`` to the end of the video; at most
+    ``max_seconds`` (default 10 s = 250 frames; None: no cap). ``quantize_flow=False``
+    gives float32 flow ``clip(f, -20, 20) / 20`` instead of uint8 levels.
+    ``flow_backend`` names a backend of :mod:`beam_i3d.flow` (default ``tf``), which
+    takes ``flow_batch_pairs`` frame pairs at a time (None: the backend's choice).
+    The same as :func:`check_streams`, :func:`decode_for_streams`, then
+    :func:`finish_clip` (which :mod:`beam_i3d.decode_pool` runs apart).
+
+    Raises only :class:`~beam_i3d.errors.VideoError` subclasses for bad input
+    (see :func:`beam_i3d.video.decode_clip`); ValueError / UnknownFlowBackend for bad
+    arguments, before anything is read.
+    """
+    streams = check_streams(streams, flow_backend)
+    clip = decode_for_streams(uri, start_sec, end_sec, streams=streams, max_seconds=max_seconds,
+                              limits=limits, decode_threads=decode_threads)
+    return finish_clip(clip, streams=streams, quantize_flow=quantize_flow,
+                       flow_backend=flow_backend, flow_batch_pairs=flow_batch_pairs)
 
 
 def loop_to_length(frames: np.ndarray, length: int = MIN_FRAMES) -> np.ndarray:

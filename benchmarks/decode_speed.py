@@ -9,9 +9,14 @@ then times, on the same clip in the same run (best of --repeats, the variants ta
 * naive: decode, convert to RGB at 1280x720, ``cv2.resize`` to 455x256, crop;
 * swscale at target: decode, ``to_ndarray(455x256, rgb24, BILINEAR)``, crop;
 
-and the OpenCV DualTVL1 time per 256x340 frame pair. Run from the repository root:
+and the OpenCV DualTVL1 time per 256x340 frame pair. Then, on a shorter clip decoded
+``--pool-clips`` times, clips/s of ``preprocess_clip`` (RGB stream) in this process
+against :class:`beam_i3d.decode_pool.DecodePool` with 1 child and with one child per
+CPU (children started and warmed before the clock; one FFmpeg thread per child, so the
+in-process baseline of the 1-child ratio uses one thread too). Run from the repository
+root:
 
-    python benchmarks/decode_speed.py [--seconds 10] [--repeats 3]
+    python benchmarks/decode_speed.py [--seconds 10] [--repeats 3] [--pool-clips 8]
 """
 
 from __future__ import annotations
@@ -78,11 +83,67 @@ def best_rates(runs, repeats: int) -> list[float]:
     return best
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def pool_comparison(path: str, clips: int, repeats: int) -> None:
+    """clips/s of the same ``clips`` decodes in process and through DecodePools."""
+    from beam_i3d.decode_pool import DecodePool
+    from beam_i3d.preprocess import preprocess_clip
+
+    def in_process(threads: int):
+        def run() -> int:
+            for _ in range(clips):
+                preprocess_clip(path, max_seconds=None, decode_threads=threads)
+            return clips
+        return run
+
+    def through(pool):
+        def run() -> int:
+            for key in range(clips):
+                pool.submit(key, path, max_seconds=None)
+            for finished in pool.results():
+                if isinstance(finished.result, BaseException):
+                    raise finished.result
+            return clips
+        return run
+
+    cpus = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    with DecodePool(1) as one, DecodePool(cpus) as many:
+        through(one)()  # start and warm the children
+        through(many)()
+        print(f"pools started and warmed in {time.perf_counter() - t0:.1f} s")
+        runs = [
+            ("in process, 1 FFmpeg thread", in_process(1)),
+            ("in process, FFmpeg's threads", in_process(0)),
+            ("DecodePool, 1 child", through(one)),
+            (f"DecodePool, {cpus} children", through(many)),
+        ]
+        rates = best_rates(runs, repeats)
+    for (name, _), rate in zip(runs, rates):
+        print(f"  {name:<48s} {rate:7.2f} clips/s  ({rate / rates[0]:.3f} x in process, 1 thread)")
+    print(f"  pool overhead with 1 child: {(1 - rates[2] / rates[0]) * 100:+.1f}% clips/s "
+          f"(target <= 5%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--flow-pairs", type=int, default=3, help="TV-L1 pairs to time")
+    parser.add_argument("--pool-clips", type=int, default=8,
+                        help="clips per DecodePool measurement (0: skip it)")
+    parser.add_argument("--pool-seconds", type=float, default=2.0,
+                        help="length of the DecodePool clip (default 2 s)")
     args = parser.parse_args()
 
     import av
@@ -92,7 +153,7 @@ def main() -> None:
     from beam_i3d.video import center_crop, decode_clip, resized_size
 
     print(f"PyAV {av.__version__} (FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
-          f"OpenCV {cv2.__version__}, {os.cpu_count()} CPUs")
+          f"OpenCV {cv2.__version__}, {os.cpu_count()} CPUs ({cpu_model()})")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "720p.mp4")
         count = make_clip(path, args.seconds)
@@ -130,6 +191,13 @@ def main() -> None:
         per_pair = (time.perf_counter() - t0) / (gray.shape[0] - 1)
         print(f"  TV-L1 (OpenCV DualTVL1, default parameters), {gray.shape[1]}x{gray.shape[2]}: "
               f"{per_pair:.2f} s per frame pair ({gray.shape[0] - 1} pairs)")
+
+        if args.pool_clips > 0:
+            short = os.path.join(tmp, "720p-short.mp4")
+            count = make_clip(short, args.pool_seconds)
+            print(f"pool: {args.pool_clips} decodes of a 1280x720 H.264 clip of {count} frames, "
+                  f"RGB stream")
+            pool_comparison(short, args.pool_clips, args.repeats)
 
 
 if __name__ == "__main__":

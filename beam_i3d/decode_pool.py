@@ -1,0 +1,740 @@
+"""Decode and preprocess clips in child processes, so that a file that crashes, hangs or
+exhausts FFmpeg costs one clip, never the worker.
+
+:class:`DecodePool` keeps up to ``processes`` children of our own (Python processes
+started with multiprocessing's ``spawn`` or ``forkserver`` method: never ``fork``, which
+would copy a process that runs TensorFlow threads; no shell, no other programs). Each
+child takes one clip at a time and runs :func:`beam_i3d.preprocess.decode_for_streams`
+and, where it can, :func:`beam_i3d.preprocess.finish_clip`, so a clip comes back exactly
+as :func:`beam_i3d.preprocess.preprocess_clip` would make it in process (bit for bit).
+
+Children are started when first needed and reused. Each sets OpenCV to one thread,
+decodes with one FFmpeg thread (the pool spreads the CPUs over clips instead), and limits
+its address space to ``DecodeLimits.memory_mb`` MiB (``RLIMIT_AS``).
+
+What can go wrong, and what the clip's result is then (every one a
+:class:`~beam_i3d.errors.VideoError` whose message starts with the URI):
+
+* the normal decode path raises (NotAVideo, CorruptVideo, DecodeTimeout...): the same
+  class and message, rebuilt in the parent;
+* a MemoryError or an allocation failure in the child (numpy, FFmpeg's ENOMEM, OpenCV's
+  "Insufficient memory"): DecodeOutOfMemory; the child is replaced, since its heap may
+  be in a bad state;
+* the child is killed by SIGKILL that the pool did not send (the kernel's OOM killer):
+  DecodeOutOfMemory;
+* the child dies of any other signal (SIGSEGV, SIGABRT...) or exits: DecoderCrashed,
+  naming the signal or the exit status;
+* the child is still busy at its hard time limit: the pool SIGKILLs it, DecodeTimeout;
+* anything else raised in the child comes back as a :class:`ChildException` subclass
+  named like the original exception (so an error row's ``error_type`` is, say,
+  ``KeyError``), with its message and the child's traceback.
+
+After a crash, a kill or a time-out a fresh child takes the next clip; every submitted
+key gets exactly one result.
+
+The hard time limit of a clip, counted from when a child takes it:
+``decode_timeout_seconds + grace_seconds`` for opening, reading and decoding (the
+decoder checks ``decode_timeout_seconds`` itself at every read and packet and raises
+DecodeTimeout; the kill is for a read or decode call that never returns). When the
+child also computes the optical flow (the ``opencv`` backend), the limit is moved, once
+the frames are decoded, to ``grace_seconds + flow_seconds_per_megapixel_pair * (T - 1) *
+H * W / 1e6`` from then, for T frames of H x W pixels (the flow's cost is fixed by the
+clip's size; default 200 s per megapixel-pair, about 7x the 27 s per megapixel-pair,
+2.3 s per 256x340 pair, that OpenCV's TV-L1 took on one thread of the loaded
+development machine: a safety net, not a budget).
+
+Flow with the ``tf`` backend (TensorFlow, maybe on the GPU) is not computed in a child:
+children never import TensorFlow. The child then sends back the RGB crops and the
+grayscale frames, and the parent runs :func:`~beam_i3d.preprocess.finish_clip` when the
+result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend runs in the
+children, spreading its CPU work over the pool.
+
+Arrays travel in :mod:`multiprocessing.shared_memory` segments, not through the pipe:
+the child writes each array into a segment named ``bi3d<parent pid>c<child
+number>_<task>_<array>`` and sends names, shapes and dtypes; the parent copies the
+array out and unlinks the segment. A child that dies mid-clip may leave segments of its
+current task: the parent unlinks those names, and :meth:`DecodePool.close` removes any
+``/dev/shm`` entry with the pool's prefix.
+
+Test-only fault hook: if the environment variable ``BEAM_I3D_TEST_DECODE_HOOK`` is
+``module:function`` when a child starts, the child imports it and calls ``function(uri)``
+before decoding each clip (the tests use it to abort, hang or exhaust memory on chosen
+files). Not for production use.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import importlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from typing import Any, Hashable, Iterator, NamedTuple, Sequence
+
+from beam_i3d.errors import (
+    BeamI3DError,
+    DecodeOutOfMemory,
+    DecoderCrashed,
+    DecodeTimeout,
+    VideoError,
+    error_classes,
+)
+from beam_i3d.flow import DEFAULT_FLOW_BACKEND
+from beam_i3d.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
+
+__all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
+           "clip_time_limit", "flow_time_limit"]
+
+_LOG = logging.getLogger(__name__)
+
+HOOK_ENV = "BEAM_I3D_TEST_DECODE_HOOK"  # test-only fault hook, see the module doc
+GRACE_SECONDS = 5.0  # beyond decode_timeout_seconds before a child is killed
+FLOW_SECONDS_PER_MEGAPIXEL_PAIR = 200.0  # time allowed for opencv flow in a child
+START_TIMEOUT_SECONDS = 120.0  # for a new child to import its modules and say it is ready
+_START_FAILURES = 3  # children in a row that die before ready: the pool gives up
+CHILD_FLOW_BACKENDS = ("opencv",)  # flow backends run in the children (the rest: parent)
+_SHM_DIR = "/dev/shm"
+_MAX_ARRAYS = 4  # shared-memory segments one result may use
+
+
+class Finished(NamedTuple):
+    """One clip's outcome: ``key`` as submitted; ``result`` the ClipTensors, or the
+    exception (a VideoError subclass for bad or dangerous input, else a
+    :class:`ChildException` or the parent's own exception); ``seconds``: wall time from
+    a child taking the clip to its result (plus the parent's flow, for ``tf``)."""
+
+    key: Hashable
+    result: Any
+    seconds: float
+
+
+class ChildException(Exception):
+    """An exception of an unexpected type raised in a decoding child. Each original type
+    name gets a subclass of this name (:func:`child_exception`), so that
+    ``type(e).__name__`` is the original's; ``type_name``, ``module`` and
+    ``child_traceback`` (text) say what it was."""
+
+    type_name = "ChildException"
+    module = ""
+
+    def __init__(self, message: str = "", child_traceback: str = ""):
+        super().__init__(message)
+        self.child_traceback = child_traceback
+
+    def __reduce__(self):
+        return child_exception, (self.type_name, str(self), self.child_traceback, self.module)
+
+
+_CHILD_EXCEPTION_TYPES: dict[tuple[str, str], type] = {}
+
+
+def child_exception(type_name: str, message: str, child_traceback: str = "",
+                    module: str = "") -> ChildException:
+    """A :class:`ChildException` whose class is named ``type_name``."""
+    cls = _CHILD_EXCEPTION_TYPES.get((module, type_name))
+    if cls is None:
+        cls = type(type_name, (ChildException,), {"type_name": type_name, "module": module})
+        _CHILD_EXCEPTION_TYPES[(module, type_name)] = cls
+    return cls(message, child_traceback)
+
+
+def clip_time_limit(limits: DecodeLimits, grace_seconds: float = GRACE_SECONDS) -> float:
+    """Seconds a child may spend opening, reading and decoding one clip before it is
+    killed: ``limits.decode_timeout_seconds + grace_seconds``."""
+    return limits.decode_timeout_seconds + grace_seconds
+
+
+def flow_time_limit(pairs: int, height: int, width: int, grace_seconds: float = GRACE_SECONDS,
+                    seconds_per_megapixel_pair: float = FLOW_SECONDS_PER_MEGAPIXEL_PAIR) -> float:
+    """Seconds a child may spend, once decoded, computing ``pairs`` flow fields of
+    ``height`` x ``width`` pixels and sending the clip back."""
+    return grace_seconds + seconds_per_megapixel_pair * max(1, pairs) * height * width / 1e6
+
+
+# --- The child -------------------------------------------------------------------------
+
+
+def _segment_name(prefix: str, seq: int, index: int) -> str:
+    return f"{prefix}_{seq}_{index}"
+
+
+def _unlink_segment(name: str) -> None:
+    import _posixshmem
+
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+
+
+def _to_shared(value, fields: Sequence[str], prefix: str, seq: int):
+    """``value`` (a dataclass) with the arrays of ``fields`` moved into shared-memory
+    segments: ``(value without them, [(field, name, shape, dtype str)])``."""
+    import numpy as np
+    from multiprocessing import resource_tracker, shared_memory
+
+    described, created = [], []
+    try:
+        for index, field in enumerate(fields):
+            array = getattr(value, field)
+            if array is None:
+                continue
+            name = _segment_name(prefix, seq, index)
+            segment = shared_memory.SharedMemory(name=name, create=True, size=max(1, array.nbytes))
+            created.append(name)
+            # The parent unlinks it: the child's resource tracker must not (Python 3.11
+            # registers every segment a process creates, and would warn and unlink).
+            resource_tracker.unregister(segment._name, "shared_memory")  # noqa: SLF001
+            view = np.ndarray(array.shape, array.dtype, buffer=segment.buf)
+            view[...] = array
+            del view
+            segment.close()
+            described.append((field, name, tuple(array.shape), array.dtype.str))
+    except BaseException:
+        for name in created:
+            _unlink_segment(name)
+        raise
+    return dataclasses.replace(value, **{field: None for field in fields}), described
+
+
+def _from_shared(meta, described):
+    """The parent's half of :func:`_to_shared`: copy each array out, unlink its segment."""
+    import numpy as np
+    from multiprocessing import shared_memory
+
+    arrays = {}
+    try:
+        for field, name, shape, dtype in described:
+            segment = shared_memory.SharedMemory(name=name)
+            try:
+                view = np.ndarray(shape, np.dtype(dtype), buffer=segment.buf)
+                arrays[field] = view.copy()
+                del view
+            finally:
+                segment.close()
+                segment.unlink()
+    finally:
+        for _, name, _, _ in described:
+            _unlink_segment(name)  # those not reached after a failure
+    return dataclasses.replace(meta, **arrays)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, MemoryError):
+            return True
+        if type(error).__name__ == "error" and type(error).__module__ == "cv2":
+            text = str(error)
+            if "Insufficient memory" in text or "Failed to allocate" in text:
+                return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def _describe_error(error: BaseException) -> tuple:
+    """An exception raised in the child as plain data for the pipe."""
+    if _is_out_of_memory(error):
+        return ("oom", f"{type(error).__name__}: {error}")
+    if isinstance(error, VideoError):
+        return ("video", type(error).__name__, error.uri, error.cause)
+    if isinstance(error, BeamI3DError):
+        return ("ours", type(error).__name__, str(error))
+    return ("other", type(error).__module__, type(error).__name__, str(error),
+            "".join(traceback.format_exception(error)))
+
+
+def _load_hook():
+    spec = os.environ.get(HOOK_ENV)
+    if not spec:
+        return None
+    module_name, _, function_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _child_main(conn, prefix: str, memory_mb: int) -> None:
+    """A decoding child: set its limits, say it is ready, then decode the clips it is
+    sent until it is sent None or the parent goes away."""
+    import resource
+
+    limit = int(memory_mb) << 20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+    import cv2
+
+    from beam_i3d.preprocess import decode_for_streams, finish_clip
+
+    cv2.setNumThreads(1)
+    hook = _load_hook()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        seq, uri, start_sec, end_sec, options, limits, finish_here = task
+        try:
+            if hook is not None:
+                hook(uri)
+            streams = options["streams"]
+            clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
+                                      max_seconds=options["max_seconds"], limits=limits,
+                                      decode_threads=1)
+            if finish_here:
+                if "flow" in streams:
+                    conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
+                value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
+                                    flow_backend=options["flow_backend"],
+                                    flow_batch_pairs=options["flow_batch_pairs"])
+                meta, described = _to_shared(value, ("rgb", "flow"), prefix, seq)
+            else:
+                meta, described = _to_shared(clip, ("rgb", "gray"), prefix, seq)
+            del clip
+            reply = ("ok", seq, meta, described)
+        except BaseException as e:  # noqa: BLE001: every failure goes back to the parent
+            reply = ("error", seq, _describe_error(e))
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, EOFError, OSError):
+            return
+        if reply[0] == "error" and reply[2][0] == "oom":
+            return  # a fresh child for the next clip
+
+
+# --- The parent ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Task:
+    key: Hashable
+    seq: int
+    uri: str
+    start_sec: float | None
+    end_sec: float | None
+    options: dict
+    finish_here: bool  # False: the parent runs finish_clip (tf flow)
+
+
+@dataclasses.dataclass
+class _Child:
+    number: int
+    process: Any
+    conn: Any
+    prefix: str
+    started: float
+    ready: bool = False
+    task: _Task | None = None
+    began: float = 0.0  # when it took its task (monotonic s)
+    deadline: float = 0.0  # start timeout, then the task's hard limit
+    limit_text: str = ""
+    killed_for: str | None = None  # "timeout", "start", "retire", "close": we killed it
+
+
+class DecodePool:
+    """Decode clips in ``processes`` child processes (see the module doc).
+
+    ``limits``: the DecodeLimits of every clip (and ``memory_mb`` of every child).
+    ``start_method``: ``"spawn"`` or ``"forkserver"``. ``grace_seconds`` and
+    ``flow_seconds_per_megapixel_pair`` set the hard time limits (module doc).
+    Thread-safe for one submitting and collecting thread; a background thread hands out
+    clips and watches the children. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, processes: int, limits: DecodeLimits | None = None, *,
+                 start_method: str = "spawn", grace_seconds: float = GRACE_SECONDS,
+                 flow_seconds_per_megapixel_pair: float = FLOW_SECONDS_PER_MEGAPIXEL_PAIR,
+                 start_timeout_seconds: float = START_TIMEOUT_SECONDS):
+        if processes < 1:
+            raise ValueError(f"a decode pool needs at least 1 process, got {processes}")
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(f"start_method must be 'spawn' or 'forkserver' (never fork), "
+                             f"got {start_method!r}")
+        self.processes = int(processes)
+        self.limits = limits or DecodeLimits()
+        self._context = multiprocessing.get_context(start_method)
+        self._grace = float(grace_seconds)
+        self._flow_rate = float(flow_seconds_per_megapixel_pair)
+        self._start_timeout = float(start_timeout_seconds)
+        self._prefix = f"bi3d{os.getpid()}"
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Task] = collections.deque()
+        self._outstanding: set = set()  # keys submitted and not yet collected
+        self._results: queue.Queue = queue.Queue()
+        self._children: list[_Child] = []
+        self._numbers = 0
+        self._seq = 0
+        self._start_failures = 0
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._thread = threading.Thread(target=self._run, name="decode-pool", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side --
+
+    def submit(self, key: Hashable, uri: str, start_sec: float | None = None,
+               end_sec: float | None = None, *, streams: Sequence[str] = ("rgb",),
+               max_seconds: float | None = DEFAULT_MAX_SECONDS, quantize_flow: bool = True,
+               flow_backend: str = DEFAULT_FLOW_BACKEND,
+               flow_batch_pairs: int | None = None) -> None:
+        """Queue one clip; the arguments are those of
+        :func:`~beam_i3d.preprocess.preprocess_clip` (limits: the pool's). ``key``
+        (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
+        for bad arguments (nothing is queued then), RuntimeError if the pool is closed."""
+        from beam_i3d.preprocess import check_streams
+
+        streams = check_streams(streams, flow_backend, load_backend=False)
+        finish_here = "flow" not in streams or flow_backend in CHILD_FLOW_BACKENDS
+        if not finish_here:
+            check_streams(streams, flow_backend)  # the parent will need the backend
+        options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
+                   "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs}
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the decode pool is closed")
+            if self._broken is not None:
+                raise RuntimeError(f"the decode pool failed: {self._broken!r}")
+            if key in self._outstanding:
+                raise ValueError(f"key {key!r} is already in flight")
+            self._seq += 1
+            self._outstanding.add(key)
+            self._pending.append(_Task(key, self._seq, uri, start_sec, end_sec, options,
+                                       finish_here))
+        self._wake()
+
+    def in_flight(self) -> int:
+        """Clips submitted whose result has not been collected yet."""
+        with self._lock:
+            return len(self._outstanding)
+
+    def next_result(self, timeout: float | None = None) -> Finished | None:
+        """The next finished clip, waiting up to ``timeout`` seconds (None: until one
+        finishes); None if none finished in time or nothing is in flight."""
+        if self.in_flight() == 0:
+            return None
+        try:
+            raw = self._results.get(timeout=timeout) if timeout != 0 else self._results.get_nowait()
+        except queue.Empty:
+            return None
+        return self._deliver(*raw)
+
+    def ready(self) -> list[Finished]:
+        """Every clip finished by now (without waiting)."""
+        done = []
+        while True:
+            finished = self.next_result(timeout=0)
+            if finished is None:
+                return done
+            done.append(finished)
+
+    def results(self) -> Iterator[Finished]:
+        """The result of every clip in flight, as they finish, until none is left."""
+        while self.in_flight():
+            finished = self.next_result()
+            if finished is not None:
+                yield finished
+
+    def close(self) -> None:
+        """Stop the children and remove their shared memory. Results not collected
+        are dropped (collect them first with :meth:`results`). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake()
+        self._thread.join(timeout=30)
+        for child in list(self._children):
+            self._stop_child(child)
+        self._children.clear()
+        for path in glob.glob(os.path.join(_SHM_DIR, self._prefix + "c*")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        for conn in (self._wake_r, self._wake_w):
+            conn.close()
+
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _deliver(self, task: _Task, result, seconds: float) -> Finished:
+        if not isinstance(result, BaseException) and not task.finish_here:
+            from beam_i3d.preprocess import finish_clip
+
+            started = time.monotonic()
+            options = task.options
+            try:
+                result = finish_clip(result, streams=options["streams"],
+                                     quantize_flow=options["quantize_flow"],
+                                     flow_backend=options["flow_backend"],
+                                     flow_batch_pairs=options["flow_batch_pairs"])
+            except Exception as e:  # noqa: BLE001: the clip's result
+                result = e
+            seconds += time.monotonic() - started
+        with self._lock:
+            self._outstanding.discard(task.key)
+        return Finished(task.key, result, seconds)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send_bytes(b"w")
+        except OSError:
+            pass
+
+    # -- the background thread --
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                self._dispatch()
+                self._wait_and_handle()
+        except BaseException as e:  # noqa: BLE001: never leave a clip without a result
+            _LOG.exception("decode pool thread failed")
+            with self._lock:
+                self._broken = e
+                pending = list(self._pending)
+                self._pending.clear()
+            for task in pending + [c.task for c in self._children if c.task is not None]:
+                self._results.put((task, e, 0.0))
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                idle = next((c for c in self._children if c.ready and c.task is None), None)
+                if idle is None:
+                    starting = sum(1 for c in self._children if not c.ready)
+                    if (len(self._children) < self.processes
+                            and starting < len(self._pending)):
+                        pass  # start one below, outside the lock
+                    else:
+                        return
+                else:
+                    task = self._pending.popleft()
+            if idle is None:
+                self._start_child()
+                continue
+            now = time.monotonic()
+            limits = self.limits
+            try:
+                idle.conn.send((task.seq, task.uri, task.start_sec, task.end_sec,
+                                task.options, limits, task.finish_here))
+            except (BrokenPipeError, EOFError, OSError):
+                with self._lock:
+                    self._pending.appendleft(task)
+                self._on_exit(idle)
+                continue
+            idle.task, idle.began = task, now
+            limit = clip_time_limit(limits, self._grace)
+            idle.deadline = now + limit
+            idle.limit_text = (f"{limit:g} s (the {limits.decode_timeout_seconds:g} s decode "
+                               f"budget + {self._grace:g} s grace)")
+
+    def _start_child(self) -> None:
+        self._numbers += 1
+        prefix = f"{self._prefix}c{self._numbers}"
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        process = self._context.Process(target=_child_main, name=f"decode-{self._numbers}",
+                                        args=(child_conn, prefix, self.limits.memory_mb),
+                                        daemon=True)
+        process.start()
+        child_conn.close()
+        now = time.monotonic()
+        self._children.append(_Child(self._numbers, process, parent_conn, prefix, now,
+                                     deadline=now + self._start_timeout))
+
+    def _wait_and_handle(self) -> None:
+        children = list(self._children)
+        waitables = [self._wake_r]
+        for child in children:
+            waitables += [child.conn, child.process.sentinel]
+        now = time.monotonic()
+        deadlines = [c.deadline for c in children if c.task is not None or not c.ready]
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        ready = multiprocessing.connection.wait(waitables, timeout)
+        if self._wake_r in ready:
+            while self._wake_r.poll():
+                self._wake_r.recv_bytes()
+        for child in children:
+            alive = True
+            while alive and child.conn.poll():
+                try:
+                    message = child.conn.recv()
+                except Exception:  # noqa: BLE001: EOF, or a message cut short by a death
+                    alive = False
+                    break
+                alive = self._on_message(child, message)
+            if not alive or child.process.sentinel in ready:
+                self._on_exit(child)
+        now = time.monotonic()
+        for child in list(self._children):
+            if (child.task is not None or not child.ready) and now > child.deadline:
+                self._kill(child, "timeout" if child.ready else "start")
+                self._on_exit(child)
+
+    def _on_message(self, child: _Child, message: tuple) -> bool:
+        """Handle one message from ``child``; False if the child is to be stopped."""
+        kind = message[0]
+        if kind == "ready":
+            child.ready = True
+            self._start_failures = 0
+            return True
+        task = child.task
+        if task is None or message[1] != task.seq:
+            _LOG.warning("decode pool: unexpected message %r from child %d", kind, child.number)
+            return True
+        now = time.monotonic()
+        if kind == "decoded":
+            _, _, pairs, height, width = message
+            limit = flow_time_limit(pairs, height, width, self._grace, self._flow_rate)
+            child.deadline = now + limit
+            child.limit_text = (f"{limit:.1f} s for the optical flow of {pairs} pairs of "
+                                f"{height}x{width} frames after decoding")
+            return True
+        child.task = None
+        if kind == "ok":
+            _, _, meta, described = message
+            try:
+                result = _from_shared(meta, described)
+            except Exception as e:  # noqa: BLE001: the clip's result
+                result = e
+            self._results.put((task, result, now - child.began))
+            return True
+        payload = message[2]
+        self._results.put((task, self._rebuild_error(task, payload), now - child.began))
+        if payload[0] == "oom":
+            self._kill(child, "retire")
+            return False
+        return True
+
+    def _rebuild_error(self, task: _Task, payload: tuple) -> BaseException:
+        kind = payload[0]
+        if kind == "oom":
+            return DecodeOutOfMemory(task.uri, f"the decoding process ran out of memory (over "
+                                               f"its limit of {self.limits.memory_mb} MiB): "
+                                               f"{payload[1]}")
+        if kind in ("video", "ours"):
+            cls = error_classes().get(payload[1])
+            try:
+                if kind == "video" and cls is not None and issubclass(cls, VideoError):
+                    return cls(payload[2], payload[3])
+                if kind == "ours" and cls is not None:
+                    return cls(payload[2])
+            except Exception:  # noqa: BLE001: a constructor of another shape
+                pass
+            message = f"{payload[2]}: {payload[3]}" if kind == "video" else payload[2]
+            return child_exception(payload[1], message, "", "beam_i3d.errors")
+        _, module, type_name, message, text = payload
+        return child_exception(type_name, message, text, module)
+
+    def _kill(self, child: _Child, reason: str) -> None:
+        child.killed_for = reason
+        try:
+            child.process.kill()
+        except (OSError, ValueError):
+            pass
+
+    def _stop_child(self, child: _Child) -> None:
+        if child.process.is_alive():
+            try:
+                child.conn.send(None)
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+            child.process.join(timeout=2)
+        if child.process.is_alive():
+            self._kill(child, "close")
+            child.process.join(timeout=5)
+        self._cleanup(child)
+
+    def _cleanup(self, child: _Child) -> None:
+        if child.task is not None:
+            for index in range(_MAX_ARRAYS):
+                _unlink_segment(_segment_name(child.prefix, child.task.seq, index))
+        try:
+            child.conn.close()
+        except OSError:
+            pass
+        try:
+            child.process.close()
+        except ValueError:
+            pass
+
+    def _on_exit(self, child: _Child) -> None:
+        """``child`` has died or is to be replaced: settle its clip, forget it."""
+        if child not in self._children:
+            return
+        self._children.remove(child)
+        if child.killed_for is None:
+            # Its pipe closed or its sentinel fired: it is dying, give it time to be
+            # reaped so that its exit status tells why; stop it if it lingers.
+            child.process.join(timeout=5)
+            if child.process.is_alive():
+                self._kill(child, "retire")
+        child.process.join(timeout=10)
+        code = child.process.exitcode
+        task = child.task
+        if not child.ready and child.killed_for != "close":
+            self._start_failures += 1
+            _LOG.warning("decode pool: child %d died before it was ready (exit %s)",
+                         child.number, code)
+            if self._start_failures >= _START_FAILURES:
+                self._fail_pending(code)
+        if task is not None:
+            error = self._death_error(child, task, code)
+            self._results.put((task, error, time.monotonic() - child.began))
+        self._cleanup(child)
+
+    def _fail_pending(self, code) -> None:
+        with self._lock:
+            pending = list(self._pending)
+            self._pending.clear()
+        for task in pending:
+            self._results.put((task, DecoderCrashed(
+                task.uri, f"no decoding process could be started ({_START_FAILURES} in a row "
+                          f"died before they were ready; last exit status {code})"), 0.0))
+        self._start_failures = 0
+
+    def _death_error(self, child: _Child, task: _Task, code) -> VideoError:
+        uri = task.uri
+        if child.killed_for == "timeout":
+            return DecodeTimeout(uri, f"the clip was not done within its hard limit of "
+                                      f"{child.limit_text}; its decoding process was killed")
+        if child.killed_for is not None:  # stopped by us for closing its connection
+            return DecoderCrashed(uri, "the decoding process broke off its connection while "
+                                       "decoding this clip and was stopped")
+        if code is not None and code < 0:
+            number = -code
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                name = f"signal {number}"
+            if number == signal.SIGKILL:
+                return DecodeOutOfMemory(uri, "the decoding process was killed by SIGKILL, "
+                                              "which beam-i3d did not send: most likely the "
+                                              "kernel's out-of-memory killer")
+            what = signal.strsignal(number) or name
+            return DecoderCrashed(uri, f"the decoding process died of {name} ({what}) while "
+                                       "decoding this clip")
+        return DecoderCrashed(uri, f"the decoding process exited (status {code}) while "
+                                   "decoding this clip")
