@@ -49,16 +49,22 @@ def quiet_native_logs() -> None:
 def install_import_filter() -> None:
     """Filter the native start-up lines of the first ``import tensorflow`` (see the
     module's doc). Does nothing when TensorFlow is already imported."""
-    if "tensorflow" in sys.modules or any(isinstance(f, _Finder) for f in sys.meta_path):
+    if "tensorflow" in sys.modules or any(
+            isinstance(f, _Finder) and not f.used for f in sys.meta_path):
         return
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
     sys.meta_path.insert(0, _Finder())
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    used = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
+        if name != "tensorflow" or self.used:
             return None
-        sys.meta_path.remove(self)  # once: the first import only
+        # Once: the first import only. (Not removed from sys.meta_path here: the
+        # import system is iterating over it.)
+        self.used = True
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec

@@ -422,3 +422,17 @@ def test_build_warns_about_no_ignored_package(tmp_path):
     assert (lib / "beam_i3d" / "data" / "samples" / SAMPLE.name).is_file()
     assert (lib / "model" / "data" / "label_map_400.txt").is_file()
     assert (lib / "model" / "data" / "LICENSE.kinetics-i3d").is_file()
+
+
+# --- 8. README ------------------------------------------------------------------------
+
+
+def test_readme_documents_every_option_and_exit_status():
+    readme = (ROOT / "README.md").read_text()
+    parser = cli.build_parser()
+    for name, sub in parser.subcommand_parsers.items():
+        for option in cli.option_names(sub):
+            assert f"`{option}" in readme, (name, option)
+    for status in range(6):
+        assert f"\n| {status} | " in readme, status
+    assert "source .venv/bin/activate" in readme
