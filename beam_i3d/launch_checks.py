@@ -148,10 +148,11 @@ def match_manifests(pattern: str, timeout: float | None = None) -> list[str]:
     return paths
 
 
-def check_manifest_files(paths: list[str]) -> dict[str, bytes]:
+def check_manifest_files(paths: list[str]) -> dict[str, bytes | None]:
     """Every path must name a known format; the heads of the first HEAD_FILES must be
     UTF-8 text (CSV, JSON Lines) or start as Parquet does. Returns the heads read, by
-    path (for :func:`sample_rows`); raises ConfigurationError naming the file."""
+    path (None for Parquet), for :func:`sample_rows`; raises ConfigurationError naming
+    the file."""
     from beam_i3d.errors import ManifestError
     from beam_i3d.manifest import manifest_format
 
@@ -168,6 +169,7 @@ def check_manifest_files(paths: list[str]) -> dict[str, bytes]:
             if head[:4] != b"PAR1":
                 raise ConfigurationError(f"{path}: not a Parquet file (it does not start "
                                          "with PAR1)")
+            heads[path] = None  # sampled through pyarrow (footer and first row group)
             continue
         try:
             codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
@@ -192,17 +194,34 @@ def _read_head(path: str, limit: int) -> tuple[bytes, bool]:
     return data[:limit], len(data) <= limit
 
 
-def sample_rows(heads: dict[str, bytes], manifest_options, limit: int = SAMPLE_ROWS
+def _parquet_head_rows(path: str, limit: int):
+    """The first ``limit`` rows of a Parquet file (its footer and first row group)."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    if fileio.is_local(path):
+        f = open(fileio.local_path(path), "rb")
+    else:
+        f = FileSystems.open(path, compression_type="uncompressed")
+    with f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=limit):
+            return list(enumerate(batch.to_pylist(), start=1))
+    return []
+
+
+def sample_rows(heads: dict[str, bytes | None], manifest_options, limit: int = SAMPLE_ROWS
                 ) -> list[tuple[str, str]]:
-    """(video URI, source) of the first ``limit`` rows that parse, from the text
-    manifests' heads (Parquet manifests are not sampled)."""
+    """(video URI, source) of the first ``limit`` rows that parse, from the manifests'
+    heads (text) or first row groups (Parquet, where the head is None)."""
     from beam_i3d.errors import ManifestError
     from beam_i3d.manifest import parse_row, read_rows
 
     found = []
     for path, head in heads.items():
         try:
-            for number, row in read_rows(path, head):
+            rows = (_parquet_head_rows(path, limit) if head is None
+                    else read_rows(path, head))
+            for number, row in rows:
                 try:
                     request = parse_row(row, f"{path}:{number}", manifest_options)
                 except ManifestError:

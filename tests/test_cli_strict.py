@@ -436,3 +436,22 @@ def test_readme_documents_every_option_and_exit_status():
     for status in range(6):
         assert f"\n| {status} | " in readme, status
     assert "source .venv/bin/activate" in readme
+
+
+def test_parquet_and_templated_rows_name_the_buckets(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_i3d import launch_checks
+    from beam_i3d.manifest import ManifestOptions
+
+    pq.write_table(pa.table({"youtube_id": ["a", "b"], "split": ["val", "val"]}),
+                   tmp_path / "k.parquet")
+    (tmp_path / "k.csv").write_text("youtube_id,split\nc,train\n")
+    heads = launch_checks.check_manifest_files(
+        [str(tmp_path / "k.csv"), str(tmp_path / "k.parquet")])
+    samples = launch_checks.sample_rows(
+        heads, ManifestOptions(video_template="gs://b{split}/{youtube_id}.mp4"))
+    assert [u for u, _ in samples] == ["gs://btrain/c.mp4", "gs://bval/a.mp4",
+                                       "gs://bval/b.mp4"]
+    assert {launch_checks.bucket_of(u) for u, _ in samples} == {"gs://btrain", "gs://bval"}
