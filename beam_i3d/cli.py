@@ -44,6 +44,19 @@ def streams_argument(text: str) -> tuple[str, ...]:
     return tuple(s for s in STREAMS if s in streams)
 
 
+class UsageExit(SystemExit):
+    """A usage error found after parsing: prints ``message`` (one line) to stderr and
+    exits with status 2; ``str()`` is the message."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_USAGE)
+        self.message = message
+        print(message, file=sys.stderr)
+
+    def __str__(self):
+        return self.message
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (``beam-i3d score: error: ...``), exit status 2."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from beam_i3d.cli import UsageExit
 from beam_i3d.cli_options import add_clip_options, decode_limits_from_args, positive
 
 FLOW_CHECKPOINT_HELP = (
@@ -76,7 +77,7 @@ def options_from_args(args: argparse.Namespace):
     from beam_i3d.pipeline import ScoreOptions, new_run_id
 
     if "flow" in args.streams and not args.flow_checkpoint:
-        raise SystemExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
+        raise UsageExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
     return ScoreOptions(
         manifest=args.manifest,
         output=check_output_location(args.output),
@@ -160,8 +161,8 @@ def validate_pipeline_options(pipeline_options) -> None:
     runner = create_runner(pipeline_options.view_as(StandardOptions).runner or "DirectRunner")
     problems = PipelineOptionsValidator(pipeline_options, runner).validate()
     if problems:
-        raise SystemExit("beam-i3d score: error: invalid pipeline options:\n  "
-                         + "\n  ".join(problems))
+        raise UsageExit("beam-i3d score: error: invalid pipeline options: "
+                        + "; ".join(" ".join(p.split()) for p in problems))
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:

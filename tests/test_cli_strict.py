@@ -468,3 +468,9 @@ def test_parquet_and_templated_rows_name_the_buckets(tmp_path):
     assert [u for u, _ in samples] == ["gs://btrain/c.mp4", "gs://bval/a.mp4",
                                        "gs://bval/b.mp4"]
     assert {launch_checks.bucket_of(u) for u, _ in samples} == {"gs://btrain", "gs://bval"}
+
+
+def test_usage_errors_found_after_parsing_are_exit_2(tmp_path, capsys):
+    err = usage_error(capsys, ["score", "--manifest", "m.csv", "--output",
+                               str(tmp_path / "o"), "--streams", "flow"])
+    assert err.startswith("beam-i3d score: error: the flow stream has no bundled weights")
