@@ -113,26 +113,15 @@ def check_before_launch(options, local_only: bool = False) -> int:
     outputs are not read (a dry run). Returns the class count (400 where no checkpoint
     could be read)."""
     from beam_i3d import fileio, launch_checks
-    from beam_i3d.errors import ConfigurationError
+    from beam_i3d.errors import ConfigurationError, ModelError
     from beam_i3d.outputs import check_output_location
-    from model import default_weights
 
     check_output_location(options.output)
-    classes = {}
-    for stream in options.streams:
-        spec = getattr(options, f"{stream}_checkpoint")
-        if spec == "default" and stream == "rgb":
-            # Fetched and converted if need be; checked strictly when it was converted.
-            # Skipping the read here spares the launcher TensorFlow's import (~4 s).
-            default_weights.default_checkpoint()
-            classes[stream] = default_weights.NUM_CLASSES
-            continue
-        if local_only and not (spec == "default" or fileio.is_local(spec)):
-            print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
-            continue
-        from model.weights import check_stream_checkpoint
-
-        classes[stream] = check_stream_checkpoint(spec, stream).num_classes
+    try:
+        classes = _checkpoint_classes(options, local_only)
+    except ModelError as e:
+        # Weights that cannot be read or do not fit: the run cannot start (exit 3).
+        raise ConfigurationError(str(e)) from e
     if len(set(classes.values())) > 1:
         raise ConfigurationError("the streams' class counts differ: " + ", ".join(
             f"{s} {n}" for s, n in classes.items()))
@@ -150,6 +139,30 @@ def check_before_launch(options, local_only: bool = False) -> int:
         else:
             launch_checks.check_storage(samples, options.output)
     return next(iter(classes.values()), 400)
+
+
+def _checkpoint_classes(options, local_only: bool) -> dict[str, int]:
+    """Class count by stream of the checkpoints that can be checked here; raises
+    ModelError (unreadable, mismatched, default weights not fetched)."""
+    from beam_i3d import fileio
+    from model import default_weights
+
+    classes = {}
+    for stream in options.streams:
+        spec = getattr(options, f"{stream}_checkpoint")
+        if spec == "default" and stream == "rgb":
+            # Fetched and converted if need be; checked strictly when it was converted.
+            # Skipping the read here spares the launcher TensorFlow's import (~4 s).
+            default_weights.default_checkpoint()
+            classes[stream] = default_weights.NUM_CLASSES
+            continue
+        if local_only and not (spec == "default" or fileio.is_local(spec)):
+            print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
+            continue
+        from model.weights import check_stream_checkpoint
+
+        classes[stream] = check_stream_checkpoint(spec, stream).num_classes
+    return classes
 
 
 def validate_pipeline_options(pipeline_options) -> None:

@@ -474,3 +474,9 @@ def test_usage_errors_found_after_parsing_are_exit_2(tmp_path, capsys):
     err = usage_error(capsys, ["score", "--manifest", "m.csv", "--output",
                                str(tmp_path / "o"), "--streams", "flow"])
     assert err.startswith("beam-i3d score: error: the flow stream has no bundled weights")
+
+
+def test_unreadable_checkpoint_is_exit_3(manifest, tmp_path, capsys):
+    assert main(["score", "--manifest", manifest, "--output", str(tmp_path / "o"),
+                 "--rgb-checkpoint", str(tmp_path / "nope"), "--dry-run"]) == EXIT_CONFIGURATION
+    assert "nope" in capsys.readouterr().err
