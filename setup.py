@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"',
@@ -17,9 +17,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["beam_i3d", "beam_i3d.*", "model", "model.*",
-                                    "schemas", "schemas.*"]),
-    package_data={"model": ["data/*.txt", "data/LICENSE.*"], "beam_i3d": ["data/samples/*"]},
+    # Namespace packages too: the data directories (beam_i3d.data.samples, model.data)
+    # hold no __init__.py but are installed, so they are declared as packages with
+    # their files as package data (else setuptools warns "Package would be ignored").
+    packages=find_namespace_packages(include=["beam_i3d", "beam_i3d.*", "model", "model.*",
+                                              "schemas", "schemas.*"],
+                                     exclude=["*.__pycache__"]),
+    package_data={"model.data": ["*.txt", "LICENSE.*"],
+                  "beam_i3d.data.samples": ["*.mp4"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",

@@ -46,24 +46,132 @@ def streams_argument(text: str) -> tuple[str, ...]:
     return tuple(s for s in STREAMS if s in streams)
 
 
+class UsageExit(SystemExit):
+    """A usage error found after parsing: prints ``message`` (one line) to stderr and
+    exits with status 2; ``str()`` is the message."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_USAGE)
+        self.message = message
+        print(message, file=sys.stderr)
+
+    def __str__(self):
+        return self.message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``beam-i3d score: error: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+VERBOSE_HELP = ("show TensorFlow's native start-up log lines (CUDA, oneDNN, CPU "
+                "features), hidden by default")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="beam-i3d",
+    parser = _Parser(
+        prog="beam-i3d", allow_abbrev=False,
         description="Score videos with DeepMind's I3D (Kinetics) on Apache Beam.")
     parser.add_argument("--version", action="version", version=f"beam-i3d {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.subcommand_parsers = {}
     for name, (module, help_text, _) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # No abbreviations: --top would otherwise be taken for --top-k, silently.
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         importlib.import_module(module).add_arguments(p)
+        # SUPPRESS: `beam-i3d --verbose score` is not reset by the subcommand's default.
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=VERBOSE_HELP)
+        parser.subcommand_parsers[name] = p
     return parser
+
+
+def option_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The long option strings of ``parser`` (not --help)."""
+    return [o for a in parser._actions for o in a.option_strings
+            if o.startswith("--") and o != "--help"]
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """A parser of every Beam pipeline option, built as Beam builds its own
+    (``PipelineOptions.get_all_options``: each direct subclass's ``_add_argparse_args``,
+    no abbreviations); its errors raise ``ValueError``."""
+    from apache_beam.options import pipeline_options as po
+
+    class BeamOptions(po._BeamArgumentParser):  # pylint: disable=protected-access
+        def error(self, message):
+            raise ValueError(message)
+
+    parser = BeamOptions(allow_abbrev=False, add_help=False, prog="beam-i3d score")
+    classes = {}
+    for cls in po.PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def closest_option(name: str, candidates: list[str]) -> str | None:
+    """The candidate most like ``name`` (difflib; ``_`` and ``-`` alike), or None.
+    On a tie the earlier candidate wins (ours are listed before Beam's)."""
+    import difflib
+
+    def norm(option):
+        return option.lstrip("-").lower().replace("_", "-")
+
+    target = norm(name)
+    best, best_ratio = None, 0.0
+    for candidate in candidates:
+        ratio = difflib.SequenceMatcher(None, target, norm(candidate)).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = candidate, ratio
+    return best if best_ratio >= 0.6 else None
+
+
+def unknown_argument_error(extra: list[str], ours: list[str],
+                           beam: argparse.ArgumentParser | None = None) -> str | None:
+    """What is wrong with the arguments our parser left over (``extra``), or None.
+    With ``beam``, arguments Beam's pipeline options take are fine (``--opt value``,
+    ``--opt=value``, flags); the first other one is named, with the closest option of
+    ours or Beam's."""
+    leftover = list(extra)
+    candidates = list(ours)
+    if beam is not None:
+        candidates += option_names(beam)
+        try:
+            _, leftover = beam.parse_known_args(extra)
+        except ValueError as e:
+            return f"{e}"
+    if not leftover:
+        return None
+    first = leftover[0]
+    if first == "--":
+        return "unexpected argument --"
+    if not first.startswith("-"):
+        return f"unexpected argument {first!r}"
+    name = first.split("=", 1)[0]
+    suggestion = closest_option(name, candidates)
+    hint = f" (did you mean {suggestion}?)" if suggestion else ""
+    return f"unknown option {name}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     module, _, accepts_extra = SUBCOMMANDS[args.command]
-    if extra and not accepts_extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    sub_parser = parser.subcommand_parsers[args.command]
+    if extra:
+        problem = unknown_argument_error(
+            extra, option_names(sub_parser), beam_option_parser() if accepts_extra else None)
+        if problem:
+            sub_parser.error(problem)
+    if not getattr(args, "verbose", False):
+        from beam_i3d.quiet import quiet_native_logs
+
+        quiet_native_logs()
     from beam_i3d.errors import BeamI3DError, ConfigurationError, ReconciliationError
 
     try:

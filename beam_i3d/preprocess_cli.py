@@ -12,28 +12,15 @@ import argparse
 import io
 import os
 
-from beam_i3d.cli import streams_argument
+from beam_i3d.cli_options import add_clip_options, decode_limits_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from beam_i3d.recipe import DEFAULT_MAX_SECONDS
-
     parser.add_argument("video", metavar="VIDEO", help="video file: a path or a URI (gs://...)")
     parser.add_argument("--start", type=float, metavar="SEC", help="start time in seconds (default 0)")
     parser.add_argument("--end", type=float, metavar="SEC",
                         help="end time in seconds, exclusive (default: the end of the video)")
-    parser.add_argument("--streams", type=streams_argument, default=("rgb",), metavar="rgb,flow",
-                        help="streams to write (default rgb); flow takes about a second per frame")
-    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="SEC",
-                        help=f"longest clip decoded (default {DEFAULT_MAX_SECONDS:g} s = 250 frames)")
-    parser.add_argument("--flow-backend", default="tf", choices=["tf", "opencv"],
-                        help="optical flow backend: tf (default; TensorFlow port of OpenCV's "
-                             "DualTVL1, on the GPU if there is one) or opencv (OpenCV's, CPU)")
-    parser.add_argument("--flow-batch-pairs", type=int, metavar="N",
-                        help="frame pairs per flow batch for the tf backend (default: 64 on a "
-                             "GPU, 4 on a CPU); bounds its memory (about 25 MB a pair at 256x340)")
-    parser.add_argument("--no-quantize-flow", dest="quantize_flow", action="store_false",
-                        help="keep the flow as floats (x/20) instead of the release's 256 levels")
+    add_clip_options(parser)
     parser.add_argument("--out", required=True, metavar="PREFIX",
                         help="output prefix (local or gs://): writes PREFIX_rgb.npy, PREFIX_flow.npy")
 
@@ -46,7 +33,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     clip = preprocess_clip(args.video, args.start, args.end, streams=args.streams,
                            max_seconds=args.max_seconds, quantize_flow=args.quantize_flow,
                            flow_backend=args.flow_backend,
-                           flow_batch_pairs=args.flow_batch_pairs)
+                           flow_batch_pairs=args.flow_batch_pairs,
+                           limits=decode_limits_from_args(args))
     written = []
     for stream in args.streams:
         tensor = getattr(clip, stream)

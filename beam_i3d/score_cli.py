@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beam_i3d.cli import streams_argument
+from beam_i3d.cli import UsageExit
+from beam_i3d.cli_options import add_clip_options, decode_limits_from_args, positive
 
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
@@ -19,15 +20,6 @@ FLOW_CHECKPOINT_HELP = (
     "https://github.com/deepmind/kinetics-i3d/tree/master/data/checkpoints (download "
     "model.ckpt.index and model.ckpt.data-00000-of-00001 and give their directory or "
     "the prefix .../model.ckpt, local or gs://)")
-
-
-def _positive(kind):
-    def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
 
 
 def _fraction(text):
@@ -47,23 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--manifest", required=True, metavar="GLOB",
         help="manifest file(s): CSV, JSON Lines or Parquet; local or gs://; globs allowed")
     add("--output", required=True, metavar="DIR",
-        help="output directory: DIR/scores/*.parquet and DIR/errors/*.parquet")
-    add("--streams", type=streams_argument, default=("rgb",), metavar="rgb|flow|rgb,flow",
-        help="I3D streams to run (default: rgb); with both, logits are summed")
+        help="output directory: DIR/scores/*.parquet and DIR/errors/*.parquet; local, "
+             "file:// or gs://bucket/path (not a bucket's or file system's root)")
+    add_clip_options(parser)
     add("--rgb-checkpoint", default="default", metavar="SPEC",
         help="RGB weights: 'default' (bundled Kinetics-400), or a checkpoint prefix or "
              "directory, local or gs:// (default: default)")
     add("--flow-checkpoint", metavar="SPEC",
         help="flow weights (required for the flow stream): a checkpoint prefix or "
              "directory, local or gs://")
-    add("--top-k", type=_positive(int), default=5, help="labels kept per clip (default: 5)")
-    add("--max-seconds", type=_positive(float), default=10.0,
-        help="longest stretch of a clip scored, in seconds (default: 10, a Kinetics clip)")
-    add("--batch-size", type=_positive(int), default=8, help="most clips a batch (default: 8)")
-    add("--max-batch-frames", type=_positive(int), default=2000,
+    add("--top-k", type=positive(int), default=5, help="labels kept per clip (default: 5)")
+    add("--batch-size", type=positive(int), default=8, help="most clips a batch (default: 8)")
+    add("--max-batch-frames", type=positive(int), default=2000,
         help="most frames in one forward, both streams counted (default: 2000); caps "
              "GPU memory for batches of long clips")
-    add("--model-copies", type=_positive(int), default=None,
+    add("--model-copies", type=positive(int), default=None,
         help="load this many models per machine, shared across worker processes (use 1 "
              "per GPU on GPU workers); default: one model per worker process")
     add("--allow-tf32", action="store_true",
@@ -93,21 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit with status 5 (after writing everything) when more than this "
              "fraction (0-1) of the manifest's rows failed; default: only when rows "
              "failed and none scored")
-    add("--shard-rows", type=_positive(int), default=500, metavar="N",
+    add("--shard-rows", type=positive(int), default=500, metavar="N",
         help="rows per output shard: results become durable every N rows per worker "
              "(default: 500)")
-    add("--shard-seconds", type=_positive(float), default=120.0, metavar="S",
+    add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
         help="... or S seconds after a shard's first row, whichever comes first "
              "(default: 120)")
-    add("--no-quantize-flow", dest="quantize_flow", action="store_false",
-        help="feed the flow stream unquantised float flow (x/20) instead of the release's "
-             "256-level quantisation (recorded in the output metadata)")
-    add("--flow-backend", default="tf", choices=["tf", "opencv"],
-        help="optical flow: tf (default; TensorFlow port of OpenCV's DualTVL1, batched, on "
-             "the worker's GPU if it has one) or opencv (OpenCV's DualTVL1 on the CPU)")
-    add("--flow-batch-pairs", type=_positive(int), metavar="N",
-        help="frame pairs per flow batch for the tf backend (default: 64 on a GPU, 4 on a "
-             "CPU); bounds its memory, about 25 MB a pair at 256x340")
+    add("--decode-processes", type=positive(int), metavar="N",
+        help="child processes decoding clips on each worker (default: the worker's CPU "
+             "count)")
     add("--quiet", action="store_true", help="no progress line on stderr")
     add("--dry-run", action="store_true",
         help="validate without running: our options, Beam's pipeline options for the "
@@ -116,19 +100,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
+    from beam_i3d.outputs import check_output_location
     from beam_i3d.pipeline import ScoreOptions, new_run_id
 
     if "flow" in args.streams and not args.flow_checkpoint:
-        raise SystemExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
+        raise UsageExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
     if args.skip_existing and args.overwrite:
-        raise SystemExit("beam-i3d score: error: --skip-existing (resume) and --overwrite "
-                         "(replace) contradict each other: pick one")
+        raise UsageExit("beam-i3d score: error: --skip-existing (resume) and --overwrite "
+                        "(replace) contradict each other: pick one")
     if args.retry_errors and not args.skip_existing:
-        raise SystemExit("beam-i3d score: error: --retry-errors needs --skip-existing "
-                         "(it retries the failed rows of an earlier run into the same output)")
+        raise UsageExit("beam-i3d score: error: --retry-errors needs --skip-existing "
+                        "(it retries the failed rows of an earlier run into the same output)")
     return ScoreOptions(
         manifest=args.manifest,
-        output=args.output.rstrip("/") or "/",
+        output=check_output_location(args.output),
         streams=args.streams,
         rgb_checkpoint=args.rgb_checkpoint if "rgb" in args.streams else None,
         flow_checkpoint=args.flow_checkpoint if "flow" in args.streams else None,
@@ -150,19 +135,54 @@ def options_from_args(args: argparse.Namespace):
         quantize_flow=args.quantize_flow,
         flow_backend=args.flow_backend,
         flow_batch_pairs=args.flow_batch_pairs,
+        limits=decode_limits_from_args(args),
+        decode_processes=args.decode_processes,
         run_id=new_run_id(),
     )
 
 
 def check_before_launch(options, local_only: bool = False) -> int:
-    """Fail fast, on the launching machine, on what would fail every clip: unreadable or
-    mismatched checkpoints, streams of different class counts, a manifest glob that
-    matches nothing. With ``local_only``, remote inputs are not read (a dry run).
-    Returns the class count (400 where no checkpoint could be read)."""
-    from apache_beam.io.filesystems import FileSystems
+    """Fail fast, on the launching machine, on what would fail every clip or fail late:
+    an unusable output location (before the model loads), unreadable or mismatched
+    checkpoints, streams of different class counts, a manifest glob that matches
+    nothing, manifests of an unknown format or not UTF-8 text, and storage (the
+    videos' buckets, a remote output) that cannot be reached with the credentials at
+    hand (see :mod:`beam_i3d.launch_checks`). With ``local_only``, remote inputs and
+    outputs are not read (a dry run). Returns the class count (400 where no checkpoint
+    could be read)."""
+    from beam_i3d import fileio, launch_checks
+    from beam_i3d.errors import ConfigurationError, ModelError
+    from beam_i3d.outputs import check_output_location
 
+    check_output_location(options.output)
+    try:
+        classes = _checkpoint_classes(options, local_only)
+    except ModelError as e:
+        # Weights that cannot be read or do not fit: the run cannot start (exit 3).
+        raise ConfigurationError(str(e)) from e
+    if len(set(classes.values())) > 1:
+        raise ConfigurationError("the streams' class counts differ: " + ", ".join(
+            f"{s} {n}" for s, n in classes.items()))
+    if local_only and not fileio.is_local(options.manifest):
+        print(f"dry run: not reading remote manifest {options.manifest}", file=sys.stderr)
+    else:
+        paths = launch_checks.match_manifests(options.manifest)
+        heads = launch_checks.check_manifest_files(paths)
+        samples = launch_checks.sample_rows(heads, options.manifest_options)
+        if local_only:
+            remote = sorted({b for u, _ in samples if (b := launch_checks.bucket_of(u))})
+            if remote:
+                print(f"dry run: not probing the videos' storage {', '.join(remote)}",
+                      file=sys.stderr)
+        else:
+            launch_checks.check_storage(samples, options.output)
+    return next(iter(classes.values()), 400)
+
+
+def _checkpoint_classes(options, local_only: bool) -> dict[str, int]:
+    """Class count by stream of the checkpoints that can be checked here; raises
+    ModelError (unreadable, mismatched, default weights not fetched)."""
     from beam_i3d import fileio
-    from beam_i3d.errors import ManifestError
     from model import default_weights
 
     classes = {}
@@ -180,14 +200,7 @@ def check_before_launch(options, local_only: bool = False) -> int:
         from model.weights import check_stream_checkpoint
 
         classes[stream] = check_stream_checkpoint(spec, stream).num_classes
-    if len(set(classes.values())) > 1:
-        raise ManifestError("the streams' class counts differ: " + ", ".join(
-            f"{s} {n}" for s, n in classes.items()))
-    if local_only and not fileio.is_local(options.manifest):
-        print(f"dry run: not reading remote manifest {options.manifest}", file=sys.stderr)
-    elif not FileSystems.match([options.manifest])[0].metadata_list:
-        raise ManifestError(f"--manifest {options.manifest} matches no file")
-    return next(iter(classes.values()), 400)
+    return classes
 
 
 def validate_pipeline_options(pipeline_options) -> None:
@@ -199,8 +212,8 @@ def validate_pipeline_options(pipeline_options) -> None:
     runner = create_runner(pipeline_options.view_as(StandardOptions).runner or "DirectRunner")
     problems = PipelineOptionsValidator(pipeline_options, runner).validate()
     if problems:
-        raise SystemExit("beam-i3d score: error: invalid pipeline options:\n  "
-                         + "\n  ".join(problems))
+        raise UsageExit("beam-i3d score: error: invalid pipeline options: "
+                        + "; ".join(" ".join(p.split()) for p in problems))
 
 
 def warn_about_running_mode(pipeline_options) -> None:

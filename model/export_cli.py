@@ -20,8 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    from beam_i3d.outputs import check_output_location
     from model.export import build_model, export_saved_model
 
+    # Before the model is built: an existing file, a root or an unwritable place is
+    # one line and exit status 3, not a TensorFlow traceback after the build.
+    check_output_location(args.out, option="--out")
     rgb = args.rgb_checkpoint
     if rgb is None and args.flow_checkpoint is None:
         rgb = "default"
