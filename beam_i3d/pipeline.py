@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import time
 import uuid
 from typing import Any, Iterable, Mapping, Sequence
 

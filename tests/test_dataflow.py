@@ -4,7 +4,6 @@ checks; the worker image agreeing with the launcher."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
