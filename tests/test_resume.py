@@ -152,3 +152,54 @@ def test_a_large_manifest_loses_nothing_in_the_default_mode(tmp_path):
     assert len({e["row_key"] for e in errors}) == rows
     # zero-padded ids are kept as written by the template
     assert any("00000000007_000007_000017.mp4" in e["video_uri"] for e in errors)
+
+
+def test_poison_videos_cost_one_row_and_retry_errors_scores_the_transient_ones(
+        clips, tmp_path, monkeypatch, capsys):
+    """Real faults in the decoding children (tests/decode_faults.py: a clip whose
+    decoder aborts, one that hangs) among good clips, a file that is not a video and a
+    bad row, in one job: each costs its own row. Then --retry-errors scores the two
+    transient failures again, and leaves the deterministic ones settled."""
+    import shutil
+
+    videos = tmp_path / "v"
+    videos.mkdir()
+    hang = shutil.copy(clips[1], videos / "c01_HANG.mp4")
+    abort = shutil.copy(clips[2], videos / "c02_ABORT.mp4")
+    text = videos / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"clip_id": "good", "video_uri": clips[0]},
+        {"clip_id": "hang", "video_uri": str(hang)},
+        {"clip_id": "abort", "video_uri": str(abort)},
+        {"clip_id": "text", "video_uri": str(text)},
+        {"clip_id": "good2", "video_uri": clips[3]},
+        {"clip_id": "bad", "video_uri": clips[0], "start_sec": "2", "end_sec": "1"}])
+    out = tmp_path / "out"
+    monkeypatch.setenv("BEAM_I3D_TEST_DECODE_HOOK", "decode_faults:inject")
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--quiet",
+                 "--decode-timeout", "2", "--decode-processes", "2"]) == EXIT_OK
+    _, scores = read_dataset(out / "scores")
+    _, errors = read_dataset(out / "errors")
+    assert sorted(r["clip_id"] for r in scores) == ["good", "good2"]
+    kinds = {e["row_key"]: (e["stage"], e["error_type"]) for e in errors}
+    assert kinds == {"hang": ("decode", "DecodeTimeout"), "abort": ("decode", "DecoderCrashed"),
+                     "text": ("decode", "NotAVideo"), "bad": ("manifest", "ManifestError")}
+    messages = {e["row_key"]: e["message"] for e in errors}
+    assert messages["abort"].startswith(str(abort)) and "SIGABRT" in messages["abort"]
+    assert messages["hang"].startswith(str(hang))
+
+    monkeypatch.delenv("BEAM_I3D_TEST_DECODE_HOOK")
+    capsys.readouterr()
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--quiet",
+                 "--skip-existing", "--retry-errors"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "2 scored, 0 failed, 4 skipped as already settled" in err
+    assert "2 errors superseded by a later score" in err
+    from beam_i3d.results import read_table
+
+    settled = read_table(str(out), "scores", ["clip_id"]).column(0).to_pylist()
+    assert sorted(settled) == ["abort", "good", "good2", "hang"]
+    assert sorted(read_table(str(out), "errors", ["row_key"]).column(0).to_pylist()) == [
+        "bad", "text"]
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == EXIT_OK
