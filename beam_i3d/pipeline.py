@@ -205,7 +205,7 @@ class SettleEachKey(beam.DoFn):
     def process(self, element):
         identity, grouped = element
         done = set(grouped["done"])
-        keyed = assign_keys(identity, grouped["rows"], order=lambda r: r.order)
+        keyed = assign_keys(identity, list(grouped["rows"]), order=lambda r: r.order)
         first = keyed[0][1] if keyed else None
         for key, row in keyed:
             if key in done:

@@ -57,10 +57,10 @@ def identities_of_key(key: str) -> tuple[str, ...]:
     return (key, match.group("identity")) if match else (key,)
 
 
-def assign_keys(identity: str, items: Iterable[T], order) -> list[tuple[str, T]]:
+def assign_keys(identity: str, items: Sequence[T], order) -> list[tuple[str, T]]:
     """``(row_key, item)`` for the rows of one identity, first (by ``order(item)``)
     first; the first gets the identity, the repeats ``#repeat<k>``."""
-    ranked: Sequence[T] = sorted(items, key=order)
+    ranked: Sequence[T] = items if len(items) == 1 else sorted(items, key=order)
     return [(row_key(identity, k), item) for k, item in enumerate(ranked)]
 
 
