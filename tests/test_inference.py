@@ -66,7 +66,7 @@ def test_score_clips_routes_failures_to_inference_errors(handler):
         scores, errors = (p | beam.Create(examples)
                           | ScoreClips(handler, label_map(400), 3, embeddings=False))
         assert_that(scores | "ScoredIds" >> beam.Map(
-            lambda r: (r["clip_id"], len(r["top_k"]), r["rgb_embedding"] is None,
+            lambda r: (r["clip_id"], len(r["top_k"]), r.get("rgb_embedding") is None,
                        len(r["rgb_logits"]))),
             equal_to([("ok", 3, True, 400)]), label="scores")
         assert_that(errors | "ErrorIds" >> beam.Map(
