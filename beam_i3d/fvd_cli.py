@@ -74,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-clip outcome rows per shard (default: 500)")
     add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
         help="... or seconds after a shard's first row (default: 120)")
-    limits = parser.add_argument_group("decode limits", "as for score")
+    limits = parser.add_argument_group(
+        "decode limits", "for video files, as for score (fvd decodes in the worker process: "
+        "there is no --decode-memory-mb)")
     limits.add_argument("--max-pixels", type=positive(int), default=recipe.DEFAULT_MAX_PIXELS,
                         metavar="N")
     limits.add_argument("--max-duration", type=positive(float), metavar="SEC",
@@ -83,9 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=recipe.DEFAULT_DECODE_TIMEOUT_SECONDS)
     limits.add_argument("--max-aspect-ratio", type=aspect_ratio, metavar="R",
                         default=recipe.DEFAULT_MAX_ASPECT_RATIO)
-    limits.add_argument("--decode-memory-mb", type=positive(int), metavar="MB",
-                        default=recipe.DEFAULT_DECODE_MEMORY_MB,
-                        help="(not used: fvd reads clips in the worker process)")
     add("--dry-run", action="store_true",
         help="validate options, inputs, the output and the pipeline graph; run nothing")
 
@@ -95,6 +94,14 @@ def _fraction(text):
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def _limits(args):
+    from beam_i3d.recipe import DecodeLimits
+
+    return DecodeLimits(max_pixels=args.max_pixels, max_duration_seconds=args.max_duration,
+                        decode_timeout_seconds=args.decode_timeout,
+                        max_aspect_ratio=args.max_aspect_ratio)
 
 
 def identity_of(args) -> dict:
@@ -140,7 +147,6 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
     from beam_i3d import fileio, launch_checks
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
-    from beam_i3d.cli_options import decode_limits_from_args
     from beam_i3d.errors import ConfigurationError
     from beam_i3d.fvd_pipeline import FvdOptions, build_pipeline, reconcile, stats_path
     from beam_i3d.fvd_stats import check_compatible, is_stats_spec, read_stats, save_npz
@@ -179,7 +185,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         identity=identity, video_template=args.video_template, batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
         allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
-        limits=decode_limits_from_args(args), shard_rows=args.shard_rows,
+        limits=_limits(args), shard_rows=args.shard_rows,
         shard_seconds=args.shard_seconds, run_id=new_run_id())
     expected = {}
     if manifests:
