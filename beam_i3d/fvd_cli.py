@@ -39,14 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from beam_i3d import recipe
     from beam_i3d.cli_options import aspect_ratio
 
-    parser.usage = ("beam-i3d fvd --real SPEC --fake SPEC --output DIR [options] "
+    parser.usage = ("beam-i3d fvd --real SPEC [--fake SPEC] --output DIR [options] "
                     "[Beam pipeline options]")
     parser.epilog = ("SPEC: a manifest (CSV, JSON Lines, Parquet; globs allowed) of clips, "
                      "or statistics (.npz from an earlier fvd, or a StyleGAN-V FeatureStats "
                      ".pkl). Arguments not listed here are Beam pipeline options.")
     add = parser.add_argument
     add("--real", required=True, metavar="SPEC", help="the reference set")
-    add("--fake", required=True, metavar="SPEC", help="the generated set")
+    add("--fake", metavar="SPEC",
+        help="the generated set; without it only the statistics of --real are computed "
+             "(reference statistics, reused later as a SPEC)")
     add("--output", required=True, metavar="DIR",
         help="writes DIR/fvd.json, DIR/stats/{real,fake}.npz, DIR/clips/ and DIR/errors/")
     add("--protocol", choices=PROTOCOLS, default="original",
@@ -161,6 +163,11 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     identity = identity_of(args)
     output = check_output_location(args.output)
     specs = {"real": args.real, "fake": args.fake}
+    if args.fake is None:
+        if is_stats_spec(args.real):
+            raise UsageExit(f"{prog}: error: --real is already statistics: give --fake "
+                            "to compare it with something")
+        del specs["fake"]
     given = {}  # side -> statistics read from a file
     manifests = {}
     for side, spec in specs.items():
@@ -178,7 +185,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
     planned = {s: given.get(s) or FeatureSetStats(Moments(), source=specs[s], **identity)
                for s in specs}
-    check_compatible(planned["real"], planned["fake"])
+    if len(planned) == 2:
+        check_compatible(planned["real"], planned["fake"])
 
     options = FvdOptions(
         output=output, manifests=manifests, protocol=args.protocol, frames=args.frames,
@@ -267,9 +275,19 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             print(f"{prog}: error: the {side} set has {stats[side].n} clip(s) counted; an "
                   f"FVD needs at least {MIN_CLIPS}", file=sys.stderr)
             return EXIT_ERROR_RATE
-    check_compatible(stats["real"], stats["fake"])
     if status != EXIT_OK:
         return status
+    if "fake" not in specs:  # reference statistics only
+        record = {"fvd": None, "n_real": stats["real"].n, "n_fake": None, **identity,
+                  "feature_dim": stats["real"].moments.dim, "real": specs["real"],
+                  "fake": None, "run_id": options.run_id,
+                  "version": __import__("beam_i3d").__version__, "warnings": [],
+                  "counts": _counts_record(counts)}
+        _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
+        print(f"statistics of {stats['real'].n} clips written to "
+              f"{stats_path(output, 'real')} (pass it as --real or --fake later)")
+        return status
+    check_compatible(stats["real"], stats["fake"])
     value, warnings = compute(stats["real"], stats["fake"])
     for w in warnings:
         print(f"{prog}: warning: {w}", file=sys.stderr)
@@ -278,14 +296,17 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         **identity, "feature_dim": stats["real"].moments.dim,
         "real": specs["real"], "fake": specs["fake"], "run_id": options.run_id,
         "version": __import__("beam_i3d").__version__, "warnings": warnings,
-        "counts": {s: {"manifest_rows": c.manifest_rows, "counted": c.counted,
-                       "failed": c.failed, "error_types": c.error_types}
-                   for s, c in counts.items()},
+        "counts": _counts_record(counts),
     }
     _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
     print(f"FVD {value:.4f} ({args.protocol}, {args.frames} frames, "
           f"n_real {stats['real'].n}, n_fake {stats['fake'].n})")
     return status
+
+
+def _counts_record(counts) -> dict:
+    return {s: {"manifest_rows": c.manifest_rows, "counted": c.counted, "failed": c.failed,
+                "error_types": c.error_types} for s, c in counts.items()}
 
 
 def compute(real, fake) -> tuple[float, list[str]]:

@@ -117,3 +117,21 @@ def test_frames_checked(frames, tmp_path):
         main(["fvd", "--real", "a.csv", "--fake", "b.csv", "--output", str(tmp_path),
               "--frames", frames])
     assert info.value.code == 2
+
+
+def test_reference_statistics_only(tmp_path, capsys):
+    for i in range(2):
+        np.save(tmp_path / f"c{i}.npy",
+                np.random.default_rng(i).integers(0, 256, (9, 32, 40, 3), dtype=np.uint8))
+    (tmp_path / "ref.csv").write_text(f"video_uri\n{tmp_path}/c0.npy\n{tmp_path}/c1.npy\n")
+    out = tmp_path / "ref"
+    assert main(["fvd", "--real", str(tmp_path / "ref.csv"), "--output", str(out),
+                 "--frames", "9"]) == EXIT_OK
+    record = json.loads((out / "fvd.json").read_text())
+    assert record["fvd"] is None and record["n_real"] == 2 and record["frames"] == 9
+    assert (out / "stats" / "real.npz").is_file() and not (out / "stats" / "fake.npz").exists()
+    # ... and reused: against itself, the FVD is 0.
+    assert main(["fvd", "--real", str(out / "stats" / "real.npz"), "--fake",
+                 str(out / "stats" / "real.npz"), "--output", str(tmp_path / "self"),
+                 "--frames", "9"]) == EXIT_OK
+    assert json.loads((tmp_path / "self" / "fvd.json").read_text())["fvd"] < 1e-6
