@@ -57,13 +57,20 @@ def resize_bilinear_tf1(images: np.ndarray, height: int = SIZE, width: int = SIZ
     """``tf.compat.v1.image.resize_bilinear(images, (height, width))`` (align_corners and
     half_pixel_centers False) in numpy: ``[..., H, W, C]`` -> float32 ``[..., height,
     width, C]``, with TensorFlow's float32 arithmetic and order of operations."""
-    x = np.asarray(images).astype(np.float32)
+    x = np.asarray(images)
     y0, y1, wy = _legacy_axis(x.shape[-3], height)
     x0, x1, wx = _legacy_axis(x.shape[-2], width)
-    top, bottom = x[..., y0, :, :], x[..., y1, :, :]
     wx = wx[:, None]
-    top = top[..., x0, :] + (top[..., x1, :] - top[..., x0, :]) * wx
-    bottom = bottom[..., x0, :] + (bottom[..., x1, :] - bottom[..., x0, :]) * wx
+
+    def along_width(rows):  # the rows' 2-tap interpolation along the width, in float32
+        left = np.take(rows, x0, axis=-2).astype(np.float32)
+        right = np.take(rows, x1, axis=-2).astype(np.float32)
+        return left + (right - left) * wx
+
+    # Gather the source rows and columns before converting, so only 224x224 pixels (not
+    # the whole frame) go to float32; the arithmetic is TensorFlow's, in its order.
+    top = along_width(np.take(x, y0, axis=-3))
+    bottom = along_width(np.take(x, y1, axis=-3))
     return top + (bottom - top) * wy[:, None, None]
 
 
