@@ -85,9 +85,16 @@ def check_compatible(a: FeatureSetStats, b: FeatureSetStats) -> None:
 def save_npz(stats: FeatureSetStats, path: str) -> None:
     """Write ``stats`` as a ``.npz`` (local path or any Beam FileSystems URI)."""
     m = stats.moments
+    if m.n == 0:  # an empty set (every clip failed): written, so the run can say so
+        mu, m2, feature_sum, outer_sum = (np.zeros(0), np.zeros((0, 0)), np.zeros(0),
+                                          np.zeros((0, 0)))
+    else:
+        mu, m2, feature_sum, outer_sum = m.mean, m.m2, m.feature_sum(), m.outer_sum()
+    # One clip has no covariance: sigma is NaN (fvd refuses sets of fewer than 2).
+    sigma = stats.sigma() if m.n >= 2 else np.full(m2.shape, np.nan)
     arrays = {
-        "n": np.int64(m.n), "mu": m.mean, "sigma": stats.sigma(),
-        "feature_sum": m.feature_sum(), "outer_sum": m.outer_sum(), "centred_sum": m.m2,
+        "n": np.int64(m.n), "mu": mu, "sigma": sigma,
+        "feature_sum": feature_sum, "outer_sum": outer_sum, "centred_sum": m2,
         "protocol": np.str_(stats.protocol), "frames": np.int64(stats.frames),
         "weights": np.str_(stats.weights), "features": np.str_(stats.features),
         "covariance": np.str_(stats.covariance), "format": np.str_(FORMAT),

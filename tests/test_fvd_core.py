@@ -200,3 +200,15 @@ class _Evil:
 def test_pickle_cannot_run_code():
     with pytest.raises(StatsError, match="system"):
         load_feature_stats_pickle(pickle.dumps({"num_items": 1, "x": _Evil()}), "evil.pkl")
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_too_small_sets_still_written(tmp_path, n):
+    # An empty or one-clip set (all or all but one clip failed) is written, and read back
+    # with its count, so that the command can report it rather than crash.
+    stats = make_stats(n=max(n, 2))
+    stats.moments = Moments() if n == 0 else Moments.of(np.ones((1, 5)))
+    path = str(tmp_path / "s.npz")
+    save_npz(stats, path)
+    back = read_stats(path, "original", 16, "rgb_scratch", "logits_mean", "unbiased")
+    assert back.n == n
