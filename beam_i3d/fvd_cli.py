@@ -198,8 +198,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     expected = {}
     if manifests:
         pipeline_options = PipelineOptions(extra_args)
-        for manifest in manifests.values():  # e.g. no local paths on Dataflow
-            before_launch(_LaunchView(options, manifest), pipeline_options)
+        refuse_local_paths(specs, manifests, output, args.video_template, pipeline_options)
+        before_launch(_LaunchView(options, next(iter(manifests.values()))), pipeline_options)
         default_weights.default_checkpoint()
         for side, manifest in manifests.items():
             paths = launch_checks.match_manifests(manifest)
@@ -331,6 +331,30 @@ def _write_text(path: str, text: str) -> None:
     from beam_i3d.fvd_stats import _write_bytes
 
     _write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_local_paths(specs, manifests, output, template, pipeline_options) -> None:
+    """A remote runner's workers cannot read this machine's disk: the manifests, the
+    output and a template's videos must be remote (statistics files are read here)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from beam_i3d import fileio
+    from beam_i3d.errors import ConfigurationError
+    from beam_i3d.launch import runner_key, workers_see_local_disk
+
+    if workers_see_local_disk(pipeline_options):
+        return
+    found = [(f"--{side}", spec) for side, spec in specs.items() if side in manifests]
+    found.append(("--output", output))
+    if template:
+        found.append(("--video-template", template))
+    local = [f"{flag} {value}" for flag, value in found if fileio.is_local(value)]
+    if local:
+        runner = pipeline_options.view_as(StandardOptions).runner
+        raise ConfigurationError(
+            f"the {runner_key(runner)} runner's workers cannot read this machine's disk, "
+            f"but these are local: {'; '.join(local)}; copy them to gs:// and pass those "
+            "URIs")
 
 
 class _LaunchView:

@@ -212,3 +212,28 @@ def test_too_small_sets_still_written(tmp_path, n):
     save_npz(stats, path)
     back = read_stats(path, "original", 16, "rgb_scratch", "logits_mean", "unbiased")
     assert back.n == n
+
+
+def test_combine_fn_in_a_pipeline_equals_np_cov():
+    # The CombineFn through Beam (features in several bundles, merged by the runner)
+    # gives np.cov of all the features, in any input order.
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from beam_i3d.fvd_pipeline import MomentsCombineFn
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(4.0, 2.0, size=(300, 6))
+
+    def check(found):
+        (m,) = found
+        assert m.n == 300
+        np.testing.assert_allclose(m.mean, x.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(m.covariance(), np.cov(x.T), rtol=1e-10, atol=1e-12)
+
+    for order in (np.arange(300), rng.permutation(300)):
+        with TestPipeline() as p:
+            moments = (p | beam.Create([x[i] for i in order], reshuffle=True)
+                       | beam.CombineGlobally(MomentsCombineFn()))
+            assert_that(moments, check)
