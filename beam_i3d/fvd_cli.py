@@ -281,7 +281,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         record = {"fvd": None, "n_real": stats["real"].n, "n_fake": None, **identity,
                   "feature_dim": stats["real"].moments.dim, "real": specs["real"],
                   "fake": None, "run_id": options.run_id,
-                  "version": __import__("beam_i3d").__version__, "warnings": [],
+                  "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": [],
                   "counts": _counts_record(counts)}
         _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
         print(f"statistics of {stats['real'].n} clips written to "
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         "fvd": value, "n_real": stats["real"].n, "n_fake": stats["fake"].n,
         **identity, "feature_dim": stats["real"].moments.dim,
         "real": specs["real"], "fake": specs["fake"], "run_id": options.run_id,
-        "version": __import__("beam_i3d").__version__, "warnings": warnings,
+        "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": warnings,
         "counts": _counts_record(counts),
     }
     _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")

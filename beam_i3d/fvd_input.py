@@ -6,8 +6,8 @@ A manifest row's ``video_uri`` names one of
 * a ``.npz`` file holding exactly one such array (any key);
 * a directory of frames: the ``.png`` / ``.jpg`` / ``.jpeg`` files in it, sorted by name
   (a trailing ``/`` on the URI is optional for local directories, needed for remote);
-* anything else: a video file, decoded with PyAV (first frames in decode order, upright,
-  converted to RGB by FFmpeg's swscale).
+* anything else: a video file, decoded with PyAV (the first frames as the decoder
+  outputs them, i.e. in presentation order; upright; converted to RGB by FFmpeg's swscale).
 
 Arrays and PNG frames are read exactly as stored: nothing is re-encoded anywhere. Only
 the frames the protocol uses are decoded.
