@@ -172,6 +172,9 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     manifests = {}
     for side, spec in specs.items():
         if is_stats_spec(spec):
+            if args.dry_run and not fileio.is_local(spec):
+                print(f"dry run: not reading remote statistics {spec}", file=sys.stderr)
+                continue
             given[side] = read_stats(spec, **identity)
             if given[side].assumed:
                 print(f"{prog}: warning: {spec} records no protocol; taken as protocol "
@@ -202,16 +205,24 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         before_launch(_LaunchView(options, next(iter(manifests.values()))), pipeline_options)
         default_weights.default_checkpoint()
         for side, manifest in manifests.items():
+            if args.dry_run and not fileio.is_local(manifest):
+                print(f"dry run: not reading remote manifest {manifest}", file=sys.stderr)
+                continue
             paths = launch_checks.match_manifests(manifest)
             launch_checks.check_manifest_files(paths)
-            if not args.dry_run or fileio.is_local(manifest):
-                expected[side] = expected_rows(manifest, options.manifest_options)
-                if len(expected[side]) < MIN_CLIPS:
-                    raise ConfigurationError(
-                        f"the {side} set ({manifest}) has {len(expected[side])} row(s); "
-                        f"an FVD needs at least {MIN_CLIPS} clips a side")
+            expected[side] = expected_rows(manifest, options.manifest_options)
+            if len(expected[side]) < MIN_CLIPS:
+                raise ConfigurationError(
+                    f"the {side} set ({manifest}) has {len(expected[side])} row(s); "
+                    f"an FVD needs at least {MIN_CLIPS} clips a side")
+        if args.dry_run:
+            from apache_beam.options.pipeline_options import TestOptions
+
+            # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
+            pipeline_options.view_as(TestOptions).dry_run = True
         validate_pipeline_options(pipeline_options)
-    prepare_output(output, args.overwrite, args.dry_run)
+    if not (args.dry_run and not fileio.is_local(output)):  # dry runs read no remote
+        prepare_output(output, args.overwrite, args.dry_run)
     if args.dry_run:
         if manifests:
             pipeline = beam.Pipeline(runner="DirectRunner", options=pipeline_options)
