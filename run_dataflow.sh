@@ -7,8 +7,14 @@
 #   MANIFEST='gs://my-bucket/manifests/k400_val.csv' OUTPUT=gs://my-bucket/runs/k400_val \
 #   ./run_dataflow.sh [--dry-run] [--build] [more beam-i3d score options...]
 #
+# The FVD job instead (`beam-i3d fvd`): COMMAND=fvd with REAL (and FAKE) instead of
+# MANIFEST, each a gs:// manifest or statistics file:
+#   COMMAND=fvd REAL=gs://b/ref/k600/stats/real.npz FAKE='gs://b/gen/run7.csv' \
+#   OUTPUT=gs://b/fvd/run7 PROJECT=... ./run_dataflow.sh [--dry-run] [fvd options...]
+#
 # Settings (environment variables):
-#   PROJECT, REGION, BUCKET, IMAGE, MANIFEST, OUTPUT   required
+#   PROJECT, REGION, BUCKET, IMAGE, MANIFEST, OUTPUT   required (fvd: REAL, not MANIFEST)
+#   COMMAND       score (default) or fvd; FAKE (optional) for fvd
 #   GPU_TYPE      accelerator type (default nvidia-l4); `none`: CPU workers, no GPU
 #   GPU_COUNT     GPUs per worker (default 1); one model copy is loaded per GPU
 #   MACHINE_TYPE  worker machine type (default: the usual match for GPU_TYPE, see below;
@@ -47,13 +53,22 @@ for arg in "$@"; do
 done
 
 fail() { echo "run_dataflow.sh: $*" >&2; exit 2; }
+COMMAND="${COMMAND:-score}"
+[[ "$COMMAND" =~ ^(score|fvd)$ ]] || fail "COMMAND must be score or fvd (got $COMMAND)"
+if [ "$COMMAND" = fvd ]; then INPUTS=(REAL); else INPUTS=(MANIFEST); fi
 missing=()
-for var in PROJECT REGION BUCKET IMAGE MANIFEST OUTPUT; do
+for var in PROJECT REGION BUCKET IMAGE "${INPUTS[@]}" OUTPUT; do
   [ -n "${!var:-}" ] || missing+=("$var")
 done
 [ ${#missing[@]} -eq 0 ] || fail "set ${missing[*]} (see the comment at the top of this script)"
 [[ "$BUCKET" != gs://* && "$BUCKET" != */* ]] || fail "BUCKET is a bucket name, e.g. my-bucket (got $BUCKET)"
-[[ "$MANIFEST" == gs://* ]] || fail "MANIFEST must be on gs:// for Dataflow workers to read it (got $MANIFEST)"
+if [ "$COMMAND" = fvd ]; then
+  for var in REAL FAKE; do
+    [ -z "${!var:-}" ] || [[ "${!var}" == gs://* ]] || fail "$var must be on gs:// for Dataflow workers to read it (got ${!var})"
+  done
+else
+  [[ "$MANIFEST" == gs://* ]] || fail "MANIFEST must be on gs:// for Dataflow workers to read it (got $MANIFEST)"
+fi
 [[ "$OUTPUT" == gs://* ]] || fail "OUTPUT must be on gs:// (got $OUTPUT)"
 [[ "$IMAGE" == */* ]] || fail "IMAGE must be a registry path, e.g. REGION-docker.pkg.dev/PROJECT/REPO/beam-i3d:TAG"
 
@@ -111,8 +126,17 @@ else
   WORKER=(--dataflow_service_options "$accelerator")
 fi
 
+if [ "$COMMAND" = fvd ]; then
+  # fvd reads clips in the SDK process and runs no flow: only the model placement.
+  OURS=(--model-copies "$( [ "$GPU_TYPE" = none ] && echo 1 || echo "$GPU_COUNT" )")
+  [ "$GPU_TYPE" = none ] || OURS+=(--require-gpu)
+  FIRST=(fvd --real "$REAL")
+  [ -z "${FAKE:-}" ] || FIRST+=(--fake "$FAKE")
+else
+  FIRST=(score --manifest "$MANIFEST")
+fi
 ARGS=(
-  score --manifest "$MANIFEST" --output "$OUTPUT" "${OURS[@]}"
+  "${FIRST[@]}" --output "$OUTPUT" "${OURS[@]}"
   "${PASS[@]+"${PASS[@]}"}"
   --runner DataflowRunner --project "$PROJECT" --region "$REGION" --job_name "$JOB_NAME"
   --temp_location "gs://$BUCKET/beam-i3d/tmp" --staging_location "gs://$BUCKET/beam-i3d/staging"

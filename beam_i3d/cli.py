@@ -30,6 +30,8 @@ SUBCOMMANDS = {
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
     "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
                "PNG charts", False),
+    "fvd": ("beam_i3d.fvd_cli", "the Frechet Video Distance of two video sets, with "
+            "reusable statistics (a Beam job)", True),
     "verify": ("beam_i3d.verify", "check that a run's output settles every manifest row "
                "exactly once", False),
 }

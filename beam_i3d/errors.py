@@ -223,6 +223,14 @@ class EmptyClip(VideoError):
     """The requested time range holds no frames (empty, inverted or past the end)."""
 
 
+class TooFewFrames(VideoError):
+    """The clip has fewer frames than the FVD protocol takes (``beam-i3d fvd``)."""
+
+
+class UnsupportedFrames(VideoError):
+    """An array or frame directory that is not uint8 ``[T, H, W, 3]`` RGB of one size."""
+
+
 # --- Manifests -----------------------------------------------------------------------
 
 

@@ -67,3 +67,20 @@ def test_run_local_scores_the_bundled_sample():
         block = out.split(clip, 1)[1].splitlines()
         assert block[1].split(maxsplit=2)[2] == "playing cricket", out
     assert "[beam-i3d] 2/2 clips (100%), 0 failed" in done.stderr
+
+
+def test_fvd_dry_run_on_dataflow():
+    settings = {k: v for k, v in SETTINGS.items() if k != "MANIFEST"}
+    done = run_script({**settings, "COMMAND": "fvd",
+                       "REAL": "gs://my-bucket/ref/stats/real.npz",
+                       "FAKE": "gs://my-bucket/gen/samples.csv"}, "--dry-run", "--frames", "16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dry run: options valid, pipeline of" in done.stderr
+    command = done.stdout
+    for expected in ("fvd --real gs://my-bucket/ref/stats/real.npz",
+                     "--fake gs://my-bucket/gen/samples.csv", "--runner DataflowRunner",
+                     "--model-copies 1", "--require-gpu", "--frames 16"):
+        assert expected in command, (expected, command)
+    assert "--decode-processes" not in command
+    done = run_script({**settings, "COMMAND": "fvd", "REAL": "/tmp/local.csv"}, "--dry-run")
+    assert done.returncode == 2 and "REAL must be on gs://" in done.stderr

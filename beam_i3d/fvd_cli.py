@@ -1,0 +1,381 @@
+"""``beam-i3d fvd``: the Fréchet Video Distance of two video sets (a Beam job).
+
+``--real`` and ``--fake`` are each a manifest (the formats ``score`` reads) or a
+statistics file (``.npz`` from an earlier run, or a StyleGAN-V / cd-fvd ``FeatureStats``
+pickle). The sides given as manifests are computed by one Beam pipeline
+(:mod:`beam_i3d.fvd_pipeline`); every other argument is a Beam pipeline option, as for
+``score`` (DirectRunner by default). Prints the FVD and writes ``DIR/fvd.json``,
+``DIR/stats/{real,fake}.npz``, ``DIR/clips/`` and ``DIR/errors/`` (per-clip outcomes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from beam_i3d.cli import UsageExit
+from beam_i3d.cli_options import positive
+
+PROTOCOLS = ("original",)
+# What the statistics of each protocol are computed by (recorded in every output).
+WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (README, Weights)
+FEATURES = "logits_mean"  # RGB/inception_i3d/Mean: 400-d logits averaged over time
+COVARIANCE = {"original": "unbiased"}
+MIN_CLIPS = 2
+
+
+def frames_argument(text: str) -> int:
+    from beam_i3d.recipe import MIN_FRAMES
+
+    value = positive(int)(text)
+    if value < MIN_FRAMES:
+        raise argparse.ArgumentTypeError(
+            f"I3D needs at least {MIN_FRAMES} frames, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from beam_i3d import recipe
+    from beam_i3d.cli_options import aspect_ratio
+
+    parser.usage = ("beam-i3d fvd --real SPEC [--fake SPEC] --output DIR [options] "
+                    "[Beam pipeline options]")
+    parser.epilog = ("SPEC: a manifest (CSV, JSON Lines, Parquet; globs allowed) of clips, "
+                     "or statistics (.npz from an earlier fvd, or a StyleGAN-V FeatureStats "
+                     ".pkl). Arguments not listed here are Beam pipeline options.")
+    add = parser.add_argument
+    add("--real", required=True, metavar="SPEC", help="the reference set")
+    add("--fake", metavar="SPEC",
+        help="the generated set; without it only the statistics of --real are computed "
+             "(reference statistics, reused later as a SPEC)")
+    add("--output", required=True, metavar="DIR",
+        help="writes DIR/fvd.json, DIR/stats/{real,fake}.npz, DIR/clips/ and DIR/errors/")
+    add("--protocol", choices=PROTOCOLS, default="original",
+        help="original (default): google-research frechet_video_distance: first N frames, "
+             "TF1 bilinear resize to 224x224, unbiased covariance")
+    add("--frames", type=frames_argument, default=16, metavar="N",
+        help="frames per clip: the first N (default 16, at least 9)")
+    add("--video-template", metavar="TEMPLATE",
+        help="build each video URI from the manifest row's columns (as for score)")
+    add("--batch-size", type=positive(int), default=8, help="most clips a batch (default: 8)")
+    add("--max-batch-frames", type=positive(int), default=2000,
+        help="most frames in one forward (default: 2000)")
+    add("--model-copies", type=positive(int), default=None,
+        help="models per machine shared by the worker processes (1 per GPU)")
+    add("--allow-tf32", action="store_true",
+        help="let Ampere-or-newer GPUs use TensorFloat-32 (moves the FVD; default float32)")
+    add("--require-gpu", action="store_true",
+        help="fail where the model loads if TensorFlow sees no GPU there")
+    add("--max-error-rate", type=_fraction, metavar="R",
+        help="exit 5 when more than this fraction of a side's rows failed (default: "
+             "report the failures and go on)")
+    add("--overwrite", action="store_true",
+        help="replace what DIR holds from an earlier fvd run")
+    add("--shard-rows", type=positive(int), default=500, metavar="N",
+        help="per-clip outcome rows per shard (default: 500)")
+    add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
+        help="... or seconds after a shard's first row (default: 120)")
+    limits = parser.add_argument_group(
+        "decode limits", "for video files, as for score (fvd decodes in the worker process: "
+        "there is no --decode-memory-mb)")
+    limits.add_argument("--max-pixels", type=positive(int), default=recipe.DEFAULT_MAX_PIXELS,
+                        metavar="N")
+    limits.add_argument("--max-duration", type=positive(float), metavar="SEC",
+                        default=recipe.DEFAULT_MAX_DURATION_SECONDS)
+    limits.add_argument("--decode-timeout", type=positive(float), metavar="SEC",
+                        default=recipe.DEFAULT_DECODE_TIMEOUT_SECONDS)
+    limits.add_argument("--max-aspect-ratio", type=aspect_ratio, metavar="R",
+                        default=recipe.DEFAULT_MAX_ASPECT_RATIO)
+    add("--dry-run", action="store_true",
+        help="validate options, inputs, the output and the pipeline graph; run nothing")
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _limits(args):
+    from beam_i3d.recipe import DecodeLimits
+
+    return DecodeLimits(max_pixels=args.max_pixels, max_duration_seconds=args.max_duration,
+                        decode_timeout_seconds=args.decode_timeout,
+                        max_aspect_ratio=args.max_aspect_ratio)
+
+
+def identity_of(args) -> dict:
+    return {"protocol": args.protocol, "frames": args.frames, "weights": WEIGHTS,
+            "features": FEATURES, "covariance": COVARIANCE[args.protocol]}
+
+
+OUTPUTS = ("clips", "errors", "stats", "fvd.json")
+
+
+def prepare_output(output: str, overwrite: bool, dry_run: bool) -> None:
+    """Refuse an output holding an earlier fvd run unless ``overwrite`` (then remove it)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_i3d import fileio
+    from beam_i3d.errors import OutputError
+
+    found = [p for p in OUTPUTS if FileSystems.exists(fileio.join(output, p))]
+    if not found:
+        return
+    if not overwrite:
+        raise OutputError(f"{output} already holds an fvd run ({', '.join(found)}): pass "
+                          "--overwrite to replace it, or choose another --output")
+    if dry_run:
+        return
+    if fileio.is_local(output):
+        import os
+        import shutil
+
+        for p in found:
+            path = os.path.join(fileio.local_path(output), p)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        return
+    for p in found:
+        base = fileio.join(output, p)
+        matched = FileSystems.match([base, base + "/**"])
+        FileSystems.delete([m.path for r in matched for m in r.metadata_list])
+
+
+def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_i3d import fileio, launch_checks
+    from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
+    from beam_i3d.errors import ConfigurationError
+    from beam_i3d.fvd_pipeline import FvdOptions, build_pipeline, reconcile, stats_path
+    from beam_i3d.fvd_stats import check_compatible, is_stats_spec, read_stats, save_npz
+    from beam_i3d.launch import before_launch
+    from beam_i3d.outputs import check_output_location
+    from beam_i3d.pipeline import new_run_id
+    from beam_i3d.score_cli import validate_pipeline_options
+    from beam_i3d.verify import expected_rows
+    from model import default_weights
+
+    prog = "beam-i3d fvd"
+    identity = identity_of(args)
+    output = check_output_location(args.output)
+    specs = {"real": args.real, "fake": args.fake}
+    if args.fake is None:
+        if is_stats_spec(args.real):
+            raise UsageExit(f"{prog}: error: --real is already statistics: give --fake "
+                            "to compare it with something")
+        del specs["fake"]
+    given = {}  # side -> statistics read from a file
+    manifests = {}
+    for side, spec in specs.items():
+        if is_stats_spec(spec):
+            if args.dry_run and not fileio.is_local(spec):
+                print(f"dry run: not reading remote statistics {spec}", file=sys.stderr)
+                continue
+            given[side] = read_stats(spec, **identity)
+            if given[side].assumed:
+                print(f"{prog}: warning: {spec} records no protocol; taken as protocol "
+                      f"{args.protocol}, {args.frames} frames, weights {WEIGHTS}",
+                      file=sys.stderr)
+        else:
+            manifests[side] = spec
+    # Refuse mismatched statistics before any work.
+    from beam_i3d.fvd import Moments
+    from beam_i3d.fvd_stats import FeatureSetStats
+
+    planned = {s: given.get(s) or FeatureSetStats(Moments(), source=specs[s], **identity)
+               for s in specs}
+    if len(planned) == 2:
+        check_compatible(planned["real"], planned["fake"])
+
+    options = FvdOptions(
+        output=output, manifests=manifests, protocol=args.protocol, frames=args.frames,
+        identity=identity, video_template=args.video_template, batch_size=args.batch_size,
+        max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
+        allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
+        limits=_limits(args), shard_rows=args.shard_rows,
+        shard_seconds=args.shard_seconds, run_id=new_run_id())
+    expected = {}
+    if manifests:
+        pipeline_options = PipelineOptions(extra_args)
+        refuse_local_paths(specs, manifests, output, args.video_template, pipeline_options)
+        before_launch(_LaunchView(options, next(iter(manifests.values()))), pipeline_options)
+        default_weights.default_checkpoint()
+        for side, manifest in manifests.items():
+            if args.dry_run and not fileio.is_local(manifest):
+                print(f"dry run: not reading remote manifest {manifest}", file=sys.stderr)
+                continue
+            paths = launch_checks.match_manifests(manifest)
+            launch_checks.check_manifest_files(paths)
+            expected[side] = expected_rows(manifest, options.manifest_options)
+            if len(expected[side]) < MIN_CLIPS:
+                raise ConfigurationError(
+                    f"the {side} set ({manifest}) has {len(expected[side])} row(s); "
+                    f"an FVD needs at least {MIN_CLIPS} clips a side")
+        if args.dry_run:
+            from apache_beam.options.pipeline_options import TestOptions
+
+            # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
+            pipeline_options.view_as(TestOptions).dry_run = True
+        validate_pipeline_options(pipeline_options)
+    if not (args.dry_run and not fileio.is_local(output)):  # dry runs read no remote
+        prepare_output(output, args.overwrite, args.dry_run)
+    if args.dry_run:
+        if manifests:
+            pipeline = beam.Pipeline(runner="DirectRunner", options=pipeline_options)
+            build_pipeline(pipeline, options)
+            n = len(pipeline.to_runner_api().components.transforms)
+            print(f"dry run: options valid, pipeline of {n} transforms built; nothing was "
+                  "run", file=sys.stderr)
+        else:
+            print("dry run: options valid; both sides are statistics", file=sys.stderr)
+        return EXIT_OK
+
+    status = EXIT_OK
+    stats = dict(given)
+    counts = {}
+    if manifests:
+        import logging
+
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+            logging.ERROR)
+        from beam_i3d.gpu import gpu_failure_as_error
+
+        pipeline = beam.Pipeline(options=pipeline_options)
+        build_pipeline(pipeline, options)
+        with gpu_failure_as_error():
+            result = pipeline.run()
+            result.wait_until_finish()
+        counts = reconcile(options)
+        for side in manifests:
+            c = counts[side]
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.error_types.items()))
+            print(f"{prog}: {side}: {c.manifest_rows:,} manifest rows: {c.counted:,} "
+                  f"counted, {c.failed:,} failed" + (f" ({kinds})" if kinds else "")
+                  + f"; missing {len(c.missing):,}", file=sys.stderr)
+            stats[side] = read_stats(stats_path(output, side), **identity)
+            if stats[side].n != c.counted:
+                print(f"{prog}: error: the {side} statistics hold {stats[side].n:,} clips "
+                      f"but {c.counted:,} are recorded as counted", file=sys.stderr)
+                status = EXIT_RECONCILIATION
+            if c.missing:
+                shown = ", ".join(m.row_key for m in c.missing[:10])
+                print(f"{prog}: error: {len(c.missing):,} {side} rows are neither counted "
+                      f"nor errors: {shown}", file=sys.stderr)
+                status = EXIT_RECONCILIATION
+        if status != EXIT_OK:
+            return status
+        for side in manifests:
+            c = counts[side]
+            rate = c.failed / c.manifest_rows if c.manifest_rows else 0.0
+            if c.failed:
+                print(f"{prog}: warning: {c.failed:,} {side} clips failed and are not in "
+                      f"the FVD (see {fileio.join(output, 'errors')})", file=sys.stderr)
+            if args.max_error_rate is not None and rate > args.max_error_rate:
+                print(f"{prog}: error: {c.failed:,} of {c.manifest_rows:,} {side} rows "
+                      f"failed ({rate:.1%}), over --max-error-rate {args.max_error_rate:g}",
+                      file=sys.stderr)
+                status = EXIT_ERROR_RATE
+    for side in given:  # statistics given as files are copied beside the computed ones
+        save_npz(given[side], stats_path(output, side))
+    for side in specs:
+        if stats[side].n < MIN_CLIPS:
+            print(f"{prog}: error: the {side} set has {stats[side].n} clip(s) counted; an "
+                  f"FVD needs at least {MIN_CLIPS}", file=sys.stderr)
+            return EXIT_ERROR_RATE
+    if status != EXIT_OK:
+        return status
+    if "fake" not in specs:  # reference statistics only
+        record = {"fvd": None, "n_real": stats["real"].n, "n_fake": None, **identity,
+                  "feature_dim": stats["real"].moments.dim, "real": specs["real"],
+                  "fake": None, "run_id": options.run_id,
+                  "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": [],
+                  "counts": _counts_record(counts)}
+        _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
+        print(f"statistics of {stats['real'].n} clips written to "
+              f"{stats_path(output, 'real')} (pass it as --real or --fake later)")
+        return status
+    check_compatible(stats["real"], stats["fake"])
+    value, warnings = compute(stats["real"], stats["fake"])
+    for w in warnings:
+        print(f"{prog}: warning: {w}", file=sys.stderr)
+    record = {
+        "fvd": value, "n_real": stats["real"].n, "n_fake": stats["fake"].n,
+        **identity, "feature_dim": stats["real"].moments.dim,
+        "real": specs["real"], "fake": specs["fake"], "run_id": options.run_id,
+        "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": warnings,
+        "counts": _counts_record(counts),
+    }
+    _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
+    print(f"FVD {value:.4f} ({args.protocol}, {args.frames} frames, "
+          f"n_real {stats['real'].n}, n_fake {stats['fake'].n})")
+    return status
+
+
+def _counts_record(counts) -> dict:
+    return {s: {"manifest_rows": c.manifest_rows, "counted": c.counted, "failed": c.failed,
+                "error_types": c.error_types} for s, c in counts.items()}
+
+
+def compute(real, fake) -> tuple[float, list[str]]:
+    """The FVD of two compatible statistics, with the warnings their sizes call for."""
+    from beam_i3d.fvd import frechet_distance
+
+    warnings = []
+    dim = real.moments.dim
+    for side, s in (("real", real), ("fake", fake)):
+        if s.n <= dim:
+            warnings.append(f"the {side} set has {s.n} clips, not more than the {dim} feature "
+                            "dimensions: its covariance is singular and the FVD is biased "
+                            "upwards (compare only FVDs of equal set sizes)")
+    if real.n != fake.n:
+        warnings.append(f"the sets differ in size ({real.n} real, {fake.n} fake): the FVD's "
+                        "bias depends on N; published figures use equal sizes")
+    value = frechet_distance(real.moments.mean, real.sigma(), fake.moments.mean, fake.sigma())
+    return value, warnings
+
+
+def _write_text(path: str, text: str) -> None:
+    from beam_i3d.fvd_stats import _write_bytes
+
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_local_paths(specs, manifests, output, template, pipeline_options) -> None:
+    """A remote runner's workers cannot read this machine's disk: the manifests, the
+    output and a template's videos must be remote (statistics files are read here)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from beam_i3d import fileio
+    from beam_i3d.errors import ConfigurationError
+    from beam_i3d.launch import runner_key, workers_see_local_disk
+
+    if workers_see_local_disk(pipeline_options):
+        return
+    found = [(f"--{side}", spec) for side, spec in specs.items() if side in manifests]
+    found.append(("--output", output))
+    if template:
+        found.append(("--video-template", template))
+    local = [f"{flag} {value}" for flag, value in found if fileio.is_local(value)]
+    if local:
+        runner = pipeline_options.view_as(StandardOptions).runner
+        raise ConfigurationError(
+            f"the {runner_key(runner)} runner's workers cannot read this machine's disk, "
+            f"but these are local: {'; '.join(local)}; copy them to gs:// and pass those "
+            "URIs")
+
+
+class _LaunchView:
+    """What :func:`beam_i3d.launch.before_launch` looks at, for the fvd options."""
+
+    streams = ("rgb",)
+    rgb_checkpoint = "default"
+    flow_checkpoint = None
+
+    def __init__(self, options, manifest: str):
+        self.manifest = manifest
+        self.output = options.output
+        self.video_template = options.video_template
