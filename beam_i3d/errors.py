@@ -223,6 +223,10 @@ class EmptyClip(VideoError):
     """The requested time range holds no frames (empty, inverted or past the end)."""
 
 
+class UnknownDuration(VideoError):
+    """The container declares no duration, so a windowed run cannot plan its windows."""
+
+
 # --- Manifests -----------------------------------------------------------------------
 
 

@@ -877,6 +877,14 @@ def probe_video(uri: str, limits: DecodeLimits | None = None) -> VideoInfo:
         return video.info
 
 
+def probe_duration(uri: str, limits: DecodeLimits | None = None) -> Fraction | None:
+    """The video stream's declared duration in seconds (exact fraction), from the
+    container's header without decoding a frame; None if it declares none. Raises what
+    :func:`probe_video` raises."""
+    with _OpenVideo(uri, limits or DecodeLimits()) as video:
+        return video.declared_duration
+
+
 # --- Decoding -----------------------------------------------------------------------
 
 

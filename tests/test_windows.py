@@ -1,0 +1,155 @@
+"""Windowed scoring of untrimmed videos (``score --window``): planning, cutting and
+merging as pure functions, and the job end to end on a long video made of real clips."""
+
+from __future__ import annotations
+
+import glob
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from beam_i3d.cli import main
+from beam_i3d.windows import (
+    Window,
+    check_window_options,
+    cut_windows,
+    default_windows_per_item,
+    merge_timeline,
+    parse_window_key,
+    plan_windows,
+    span_of,
+    split_items,
+    window_key,
+)
+from video_factory import textured_image, write_video
+
+SAMPLE = Path(__file__).parent.parent / "beam_i3d" / "data" / "samples" / "v_CricketShot_g04_c01.mp4"
+CRICKET_LOOPS = 3  # the 3.16 s sample, three times: 9.48 s of cricket
+TEXTURE_FRAMES = 200  # then 8 s of a panning texture
+BOUNDARY = CRICKET_LOOPS * 79 / 25  # 9.48 s
+
+
+def read_rows(directory):
+    return [r for f in sorted(glob.glob(os.path.join(directory, "*.parquet")))
+            for r in pq.read_table(f).to_pylist()]
+
+
+def write_manifest(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["clip_id", "video_uri", "start_sec", "end_sec",
+                                               "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def sample_frames():
+    with av.open(str(SAMPLE)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def texture_frames(count, size=(224, 224), seed=0):
+    h, w = size
+    gray = textured_image(h, w + 3 * count, seed=seed)
+    texture = np.stack([gray, 255 - gray, gray // 2 + 64], axis=-1)
+    return [texture[:, 3 * k:3 * k + w] for k in range(count)]
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """17.48 s of real H.264: the cricket sample three times, then a panning texture."""
+    d = tmp_path_factory.mktemp("long")
+    cricket = sample_frames()
+    assert len(cricket) == 79 and cricket[0].shape == (224, 224, 3)
+    frames = cricket * CRICKET_LOOPS + texture_frames(TEXTURE_FRAMES)
+    return write_video(str(d / "long.mp4"), frames, rate=25)
+
+
+# --- Pure functions --------------------------------------------------------------------
+
+
+def test_plan_windows_cover_the_range_and_the_last_ends_at_the_end():
+    assert plan_windows(0, 23, 10) == [Window(0, 0, 10), Window(1, 10, 20), Window(2, 20, 23)]
+    assert plan_windows(0, 23, 10, 5) == [Window(0, 0, 10), Window(1, 5, 15),
+                                          Window(2, 10, 20), Window(3, 15, 23)]
+    assert plan_windows(0, 20, 10) == [Window(0, 0, 10), Window(1, 10, 20)]
+    assert plan_windows(2.5, 4, 10) == [Window(0, Fraction(5, 2), 4)]  # shorter than a window
+    assert plan_windows(3, 3, 10) == []
+    windows = plan_windows(1.04, 7.3, 2, 0.52)
+    assert windows[0].start == Fraction(104, 100) and windows[-1].end == Fraction(73, 10)
+    assert all(b.start - a.start == Fraction(52, 100) for a, b in zip(windows, windows[1:]))
+
+
+def test_window_options_items_and_keys():
+    check_window_options(10, 5)
+    check_window_options(2, 0.24)
+    for bad in [(10, 0.3), (0, None), (10, -1)]:
+        with pytest.raises(ValueError):
+            check_window_options(*bad)
+    assert default_windows_per_item(10) == 6 and default_windows_per_item(10, 5) == 11
+    assert default_windows_per_item(120) == 1
+    assert [len(i) for i in split_items(plan_windows(0, 95, 10), 4)] == [4, 4, 2]
+    assert window_key("a#repeat1", 12) == "a#repeat1@w12"
+    assert parse_window_key("a#repeat1@w12") == ("a#repeat1", 12)
+    assert parse_window_key("a@w") is None and parse_window_key("a@w01") is None
+
+
+def segment_spans(segments):
+    return [(s["label"], s["start_sec"], s["end_sec"], s["num_windows"]) for s in segments]
+
+
+def windows_of(labels, window, stride, probabilities=None):
+    rows = []
+    for k, label in enumerate(labels):
+        if label is None:  # a window that failed
+            continue
+        rows.append({"window_index": k, "window_start_sec": k * stride,
+                     "window_end_sec": k * stride + window, "predicted_label": label,
+                     "predicted_index": ord(label[0]),
+                     "predicted_probability": (probabilities or [0.5] * len(labels))[k]})
+    return rows[::-1]  # any order
+
+
+def test_merge_timeline_on_known_labels():
+    touching = merge_timeline(windows_of("aabbba", 10, 10, [0.2, 0.4, 0.9, 0.6, 0.3, 1.0]))
+    assert segment_spans(touching) == [("a", 0, 20, 2), ("b", 20, 50, 3), ("a", 50, 60, 1)]
+    assert [round(s["mean_probability"], 6) for s in touching] == [0.3, 0.6, 1.0]
+    assert [(s["first_window"], s["last_window"]) for s in touching] == [(0, 1), (2, 4), (5, 5)]
+    # Overlapping windows: the boundary is the middle of the overlap.
+    overlapping = merge_timeline(windows_of("aab", 10, 5))
+    assert segment_spans(overlapping) == [("a", 0, 12.5, 2), ("b", 12.5, 20, 1)]
+    # A failed window in between: the boundary is the middle of the gap.
+    gap = merge_timeline(windows_of(["a", None, None, "b"], 10, 10))
+    assert segment_spans(gap) == [("a", 0, 20, 1), ("b", 20, 40, 1)]
+    assert merge_timeline([]) == []
+
+
+def test_cut_windows_equal_decoding_each_window_as_a_clip(long_video):
+    """The frames of each window, cut from one decode of the item, are those of the
+    window decoded as its own clip (overlapping windows; the last one short)."""
+    from beam_i3d.video import decode_clip
+
+    windows = plan_windows(12.4, 17.48, 2, 0.72)
+    assert windows[-1].end - windows[-1].start < 2
+    start, end = span_of(windows)
+    span = decode_clip(long_video, float(start), float(end), max_seconds=None, keep_gray=True)
+    for w, part in zip(windows, cut_windows(span, windows)):
+        alone = decode_clip(long_video, float(w.start), float(w.end), max_seconds=None,
+                            keep_gray=True)
+        assert part.num_frames == alone.num_frames > 0
+        np.testing.assert_array_equal(part.rgb, alone.rgb)
+        np.testing.assert_array_equal(part.gray, alone.gray)
+        np.testing.assert_array_equal(part.source_times, alone.source_times)
+        assert (part.start_sec, part.end_sec) == (alone.start_sec, alone.end_sec)
+    # A window past the decoded frames is that window's EmptyClip.
+    from beam_i3d.errors import EmptyClip
+
+    beyond = cut_windows(span, [Window(9, Fraction(1748, 100), Fraction(19))])
+    assert isinstance(beyond[0], EmptyClip)
