@@ -153,3 +153,65 @@ def test_cut_windows_equal_decoding_each_window_as_a_clip(long_video):
 
     beyond = cut_windows(span, [Window(9, Fraction(1748, 100), Fraction(19))])
     assert isinstance(beyond[0], EmptyClip)
+
+
+# --- The job -----------------------------------------------------------------------------
+
+WINDOW, STRIDE = 2.0, 2.0
+
+
+@pytest.fixture(scope="module")
+def windowed_run(long_video, tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    text = d / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    manifest = write_manifest(d / "m.csv", [
+        {"clip_id": "long", "video_uri": long_video, "label": "playing cricket"},
+        {"clip_id": "part", "video_uri": long_video, "start_sec": "14.3", "end_sec": "30"},
+        {"clip_id": "missing", "video_uri": str(d / "missing.mp4")},
+        {"clip_id": "text", "video_uri": str(text)},
+        {"clip_id": "bad", "video_uri": long_video, "start_sec": "5", "end_sec": "1"},
+    ])
+    out = d / "out"
+    code = main(["score", "--manifest", manifest, "--output", str(out), "--window", str(WINDOW),
+                 "--windows-per-item", "3", "--decode-processes", "2", "--quiet"])
+    assert code == 0
+    return manifest, out
+
+
+def test_every_window_is_settled_and_verified(windowed_run):
+    manifest, out = windowed_run
+    plans = {p["row_key"]: p for p in read_rows(out / "plans")}
+    assert {k: p["num_windows"] for k, p in plans.items()} == {"long": 9, "part": 2}
+    assert plans["long"]["duration_sec"] == pytest.approx(17.48)
+    windows = read_rows(out / "windows")
+    keys = sorted(w["row_key"] for w in windows)
+    assert keys == sorted([f"long@w{k}" for k in range(9)] + ["part@w0", "part@w1"])
+    long = sorted((w for w in windows if w["clip_id"] == "long"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"]) for w in long][-2:] == [
+        (14.0, 16.0), (16.0, pytest.approx(17.48))]
+    assert [w["num_frames"] for w in long] == [50] * 8 + [37]
+    part = sorted((w for w in windows if w["clip_id"] == "part"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"]) for w in part] == [
+        (14.3, 16.3), (16.3, pytest.approx(17.48))]
+    assert all(w["start_sec"] == 14.3 and w["end_sec"] == 30 for w in part)
+    errors = {e["row_key"]: e for e in read_rows(out / "errors")}
+    assert {k: e["error_type"] for k, e in errors.items()} == {
+        "missing": "VideoNotFound", "text": "NotAVideo", "bad": "ManifestError"}
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
+
+
+def test_timeline_follows_the_content(windowed_run):
+    _, out = windowed_run
+    timelines = {t["row_key"]: t for t in read_rows(out / "timelines")}
+    assert set(timelines) == {"long", "part"}
+    long = timelines["long"]
+    assert (long["num_windows"], long["windows_scored"]) == (9, 9)
+    segments = long["segments"]
+    assert segments[0]["label"] == "playing cricket" and segments[0]["start_sec"] == 0
+    assert segments[-1]["end_sec"] == pytest.approx(17.48)
+    # One change of label, within one stride of the true boundary (9.48 s).
+    assert len(segments) == 2, segments
+    assert abs(segments[0]["end_sec"] - BOUNDARY) <= STRIDE
+    assert segments[1]["label"] != "playing cricket"
+    assert sum(s["num_windows"] for s in segments) == 9
