@@ -215,3 +215,68 @@ def test_timeline_follows_the_content(windowed_run):
     assert abs(segments[0]["end_sec"] - BOUNDARY) <= STRIDE
     assert segments[1]["label"] != "playing cricket"
     assert sum(s["num_windows"] for s in segments) == 9
+
+
+def test_window_rows_equal_scoring_each_window_as_a_clip(windowed_run, long_video, tmp_path):
+    """Same recipe, same model: a window's logits are those of its range scored as a clip
+    of its own (a window before the boundary, one across it, the short last one, and a
+    window of a row with a time range)."""
+    _, out = windowed_run
+    windows = {w["row_key"]: w for w in read_rows(out / "windows")}
+    chosen = ["long@w1", "long@w4", "long@w8", "part@w0"]
+    manifest = write_manifest(tmp_path / "clips.csv", [
+        {"clip_id": key, "video_uri": long_video, "start_sec": repr(windows[key]["window_start_sec"]),
+         "end_sec": repr(windows[key]["window_end_sec"])} for key in chosen])
+    clips_out = tmp_path / "clips"
+    assert main(["score", "--manifest", manifest, "--output", str(clips_out),
+                 "--max-seconds", str(WINDOW), "--quiet"]) == 0
+    clips = {c["clip_id"]: c for c in read_rows(clips_out / "scores")}
+    assert set(clips) == set(chosen)
+    for key in chosen:
+        window, clip = windows[key], clips[key]
+        assert window["num_frames"] == clip["num_frames"]
+        np.testing.assert_allclose(window["logits"], clip["logits"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(window["rgb_embedding"], clip["rgb_embedding"], atol=1e-4,
+                                   rtol=0)
+        assert window["predicted_label"] == clip["predicted_label"]
+
+
+def test_a_lost_window_is_detected_and_resumed(windowed_run, tmp_path, capsys):
+    """A window missing from the output fails verify (exit 4); --skip-existing scores
+    that window only; a lost plan is a missing row."""
+    import shutil
+
+    import pyarrow as pa
+
+    manifest, first = windowed_run
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    lost = "long@w3"
+    for path in glob.glob(str(out / "windows" / "*.parquet")):
+        table = pq.read_table(path)
+        keys = table.column("row_key").to_pylist()
+        if lost in keys:
+            pq.write_table(table.filter(pa.array([k != lost for k in keys])), path)
+    capsys.readouterr()
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 4
+    assert f"missing rows: {lost}" in capsys.readouterr().out
+    before = set(glob.glob(str(out / "windows" / "*.parquet")))
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", str(WINDOW),
+                 "--windows-per-item", "3", "--skip-existing", "--quiet"]) == 0
+    new = set(glob.glob(str(out / "windows" / "*.parquet"))) - before
+    assert [r["row_key"] for f in new for r in pq.read_table(f).to_pylist()] == [lost]
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
+    # Without its plan, a row is missing (not silently fewer windows).
+    shutil.rmtree(out / "plans")
+    os.makedirs(out / "plans")
+    pq.write_table(_plans_without(first, "long"), out / "plans" / "kept.parquet")
+    capsys.readouterr()
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 4
+    assert "missing rows: long (" in capsys.readouterr().out
+
+
+def _plans_without(output, row_key):
+    import pyarrow as pa
+
+    table = pa.concat_tables([pq.read_table(f) for f in glob.glob(str(output / "plans" / "*.parquet"))])
+    return table.filter(pa.array([k != row_key for k in table.column("row_key").to_pylist()]))
