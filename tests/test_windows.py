@@ -280,3 +280,18 @@ def _plans_without(output, row_key):
 
     table = pa.concat_tables([pq.read_table(f) for f in glob.glob(str(output / "plans" / "*.parquet"))])
     return table.filter(pa.array([k != row_key for k in table.column("row_key").to_pylist()]))
+
+
+def test_readme_timelines_query_runs_on_the_output(windowed_run):
+    import re
+
+    import duckdb
+
+    _, out = windowed_run
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sql = re.search(r"<!-- duckdb-timelines -->\s*```sql\n(.*?)```", readme, re.S).group(1)
+    rows = duckdb.sql(sql.replace("out/lectures/timelines", str(out / "timelines"))).fetchall()
+    expected = [(t["clip_id"], s["label"], s["start_sec"], s["end_sec"])
+                for t in read_rows(out / "timelines") for s in t["segments"]]
+    assert sorted(r[:4] for r in rows) == sorted(expected)
+    assert rows[0][0] == "long" and rows[0][4] == max(r[4] for r in rows)
