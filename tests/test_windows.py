@@ -295,3 +295,40 @@ def test_readme_timelines_query_runs_on_the_output(windowed_run):
                 for t in read_rows(out / "timelines") for s in t["segments"]]
     assert sorted(r[:4] for r in rows) == sorted(expected)
     assert rows[0][0] == "long" and rows[0][4] == max(r[4] for r in rows)
+
+
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory):
+    from conftest import release_layout, write_random_checkpoint
+
+    d = tmp_path_factory.mktemp("flow_imagenet")
+    write_random_checkpoint(release_layout("flow_imagenet"), str(d / "model.ckpt"), seed=5)
+    return str(d)
+
+
+def test_two_stream_overlapping_windows_equal_their_clips(flow_checkpoint, tmp_path):
+    """RGB + flow with overlapping windows: each window's flow uses its own frames, so
+    its logits are those of the window scored as a clip."""
+    video = write_video(str(tmp_path / "pan.mp4"), texture_frames(40, size=(96, 128), seed=4),
+                        rate=25)  # 1.6 s
+    manifest = write_manifest(tmp_path / "m.csv", [{"clip_id": "pan", "video_uri": video}])
+    two = ["--streams", "rgb,flow", "--flow-checkpoint", flow_checkpoint, "--quiet"]
+    out = tmp_path / "out"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", "0.6",
+                 "--stride", "0.4", "--windows-per-item", "2", *two]) == 0
+    windows = sorted(read_rows(out / "windows"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"], w["num_frames"]) for w in windows] == [
+        (0.0, 0.6, 15), (0.4, 1.0, 15), (0.8, 1.4, 15), (1.2, 1.6, 10)]
+    clips_manifest = write_manifest(tmp_path / "clips.csv", [
+        {"clip_id": w["row_key"], "video_uri": video, "start_sec": repr(w["window_start_sec"]),
+         "end_sec": repr(w["window_end_sec"])} for w in windows])
+    clips_out = tmp_path / "clips"
+    assert main(["score", "--manifest", clips_manifest, "--output", str(clips_out),
+                 "--max-seconds", "0.6", *two]) == 0
+    clips = {c["clip_id"]: c for c in read_rows(clips_out / "scores")}
+    for w in windows:
+        clip = clips[w["row_key"]]
+        for column in ("rgb_logits", "flow_logits", "flow_embedding"):
+            np.testing.assert_allclose(w[column], clip[column], atol=1e-4, rtol=1e-5)
+    timeline = read_rows(out / "timelines")[0]
+    assert timeline["windows_scored"] == 4 and timeline["segments"][-1]["end_sec"] == 1.6
