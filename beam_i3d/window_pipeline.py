@@ -247,9 +247,11 @@ def settled_windows(done_key) -> list:
 
 
 def timeline_record(element) -> dict:
-    """``(row_key, [window rows])`` -> the row's timelines record."""
+    """``(row_key, [window rows])`` -> the row's timelines record (one row per window
+    index: the last given wins)."""
     row_key, rows = element
-    rows = sorted(rows, key=lambda r: r["window_index"])
+    rows = sorted({r["window_index"]: r for r in rows}.values(),
+                  key=lambda r: r["window_index"])
     first = rows[0]
     return {"clip_id": first["clip_id"], "video_uri": first["video_uri"],
             "label": first["label"], "num_windows": first["num_windows"],
@@ -261,6 +263,62 @@ def timeline_record(element) -> dict:
 _TIMELINE_COLUMNS = ("clip_id", "video_uri", "label", "num_windows", "window_index",
                      "window_start_sec", "window_end_sec", "predicted_label",
                      "predicted_index", "predicted_probability")
+
+
+def earlier_windows(readable) -> list:
+    """A shard of DIR/windows -> ``(row_key, (run_id, timeline columns))`` per row."""
+    from beam_i3d.results import read_columns
+
+    table = read_columns(readable.metadata.path, _TIMELINE_COLUMNS + ("row_key", "run_id"),
+                         readable.open)
+    out = []
+    for row in table.to_pylist():
+        parsed = parse_window_key(row.pop("row_key"))
+        if parsed is not None:
+            out.append((parsed[0], (row.pop("run_id"), row)))
+    return out
+
+
+def resumed_timeline(element):
+    """After CoGroupByKey of a row's new window entries with those earlier runs wrote:
+    the row's windows for its timeline (earlier runs' by run, then this run's, so
+    that the newest row of each window wins), only for rows this run scored."""
+    row_key, grouped = element
+    new = list(grouped["new"])
+    if not new:
+        return []
+    old = [row for _, row in sorted(grouped["old"], key=lambda e: e[0])]
+    return [(row_key, old + new)]
+
+
+class Timelines(beam.PTransform):
+    """Window rows -> timelines records. Resuming (``output`` given), the windows that
+    earlier runs wrote to ``output``/windows are merged in, for the rows this run
+    scored windows of, so that a resumed row's new timeline covers all its windows."""
+
+    def __init__(self, output: str | None = None):
+        super().__init__()
+        self._output = output
+
+    def expand(self, windows):
+        entries = windows | "ByRow" >> beam.Map(timeline_entry)
+        if self._output is None:
+            grouped = entries | "GroupByRow" >> beam.GroupByKey()
+        else:
+            from apache_beam.io import fileio
+
+            from beam_i3d import fileio as bfileio
+
+            old = (windows.pipeline
+                   | "EarlierPattern" >> beam.Create(
+                       [bfileio.join(self._output, "windows", "*.parquet")])
+                   | "MatchEarlier" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+                   | "ReadEarlier" >> fileio.ReadMatches()
+                   | "EarlierWindows" >> beam.FlatMap(earlier_windows))
+            grouped = ({"new": entries, "old": old}
+                       | "GroupByRow" >> beam.CoGroupByKey()
+                       | "WithEarlier" >> beam.FlatMap(resumed_timeline))
+        return grouped | "Timeline" >> beam.Map(timeline_record)
 
 
 def timeline_entry(record: dict):
@@ -296,10 +354,8 @@ class ScoreWindows(beam.PTransform):
                    | "DecodeWindows" >> beam.ParDo(DecodeWindows(self._options)).with_outputs(
                        DecodeWindows.ERRORS, main="clips"))
         windows, inference_errors = decoded.clips | "ScoreWindows" >> self._score_clips
-        timelines = (windows
-                     | "ByRow" >> beam.Map(timeline_entry)
-                     | "GroupByRow" >> beam.GroupByKey()
-                     | "Timeline" >> beam.Map(timeline_record))
+        timelines = windows | "Timelines" >> Timelines(
+            self._options.output if self._done is not None else None)
         errors = ((planned.errors, decoded.errors, inference_errors)
                   | "WindowErrors" >> beam.Flatten())
         return windows, timelines, planned.plans, errors

@@ -265,6 +265,11 @@ def test_a_lost_window_is_detected_and_resumed(windowed_run, tmp_path, capsys):
                  "--windows-per-item", "3", "--skip-existing", "--quiet"]) == 0
     new = set(glob.glob(str(out / "windows" / "*.parquet"))) - before
     assert [r["row_key"] for f in new for r in pq.read_table(f).to_pylist()] == [lost]
+    # The resumed row's new timeline covers all its windows, the earlier ones included.
+    timelines = sorted((t for t in read_rows(out / "timelines") if t["row_key"] == "long"),
+                       key=lambda t: t["run_id"])
+    assert len(timelines) == 2 and timelines[1]["windows_scored"] == 9
+    assert timelines[1]["segments"] == timelines[0]["segments"]
     assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
     # Without its plan, a row is missing (not silently fewer windows).
     shutil.rmtree(out / "plans")
