@@ -364,7 +364,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
     source = None if args.quiet else ShardProgress(options.output, options.run_id,
-                                                   len(expected), skipped)
+                                                   len(expected), skipped,
+                                                   windowed=options.window is not None)
     interval = None if fileio.is_local(options.output) else 10.0
     with gpu_failure_as_error():  # a worker without a GPU: one line, not a traceback
         result = run_with_progress(pipeline, source, interval=interval)
