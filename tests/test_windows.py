@@ -337,3 +337,16 @@ def test_two_stream_overlapping_windows_equal_their_clips(flow_checkpoint, tmp_p
             np.testing.assert_allclose(w[column], clip[column], atol=1e-4, rtol=1e-5)
     timeline = read_rows(out / "timelines")[0]
     assert timeline["windows_scored"] == 4 and timeline["segments"][-1]["end_sec"] == 1.6
+
+
+def test_report_prints_the_timeline(windowed_run, capsys):
+    _, out = windowed_run
+    capsys.readouterr()
+    assert main(["report", str(out), "--video", "long"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("long (") and "9/9 windows scored, 2 segments" in text[0]
+    assert "0:00.0" in text[1] and "playing cricket" in text[1]
+    assert text[2].rstrip().endswith("windows)") and "0:17.5" in text[2]
+    assert main(["report", str(out)]) == 0  # the longest videos: long, then part
+    shown = [l for l in capsys.readouterr().out.splitlines() if not l.startswith(" ")]
+    assert [l.split(" ")[0] for l in shown] == ["long", "part"]
