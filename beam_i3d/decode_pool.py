@@ -427,12 +427,18 @@ class DecodePool:
                 raise ValueError("a work item needs at least one window")
             start, end = span_of(windows)
             start_sec, end_sec, max_seconds = float(start), float(end), None
+            # The decode budget is per clip of up to 10 s: an item gets it per 10 s of
+            # its span (a minute of video: six budgets).
+            scale = max(1.0, float(end - start) / DEFAULT_MAX_SECONDS)
+            item_limits = dataclasses.replace(
+                self.limits, decode_timeout_seconds=self.limits.decode_timeout_seconds * scale)
             finish_here = False  # the parent cuts the windows, then finishes each
         if not finish_here and "flow" in streams:
             check_streams(streams, flow_backend)  # the parent will need the backend
         options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
                    "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
-                   "windows": windows}
+                   "windows": windows,
+                   "limits": item_limits if windows is not None else None}
         self._queue(key, uri, start_sec, end_sec, options, finish_here)
 
     def submit_probe(self, key: Hashable, uri: str) -> None:
@@ -590,7 +596,7 @@ class DecodePool:
                 self._start_child()
                 continue
             now = time.monotonic()
-            limits = self.limits
+            limits = task.options.get("limits") or self.limits
             try:
                 idle.conn.send((task.seq, task.uri, task.start_sec, task.end_sec,
                                 task.options, limits, task.finish_here))
