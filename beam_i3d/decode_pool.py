@@ -116,6 +116,14 @@ class Finished(NamedTuple):
     seconds: float
 
 
+@dataclasses.dataclass
+class Probed:
+    """The result of a probe task (:meth:`DecodePool.submit_probe`): the video's declared
+    duration in seconds (an exact fraction), None if its container declares none."""
+
+    duration: Any
+
+
 class ChildException(Exception):
     """An exception of an unexpected type raised in a decoding child. Each original type
     name gets a subclass of this name (:func:`child_exception`), so that
@@ -290,6 +298,11 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
         try:
             if hook is not None:
                 hook(uri)
+            if options.get("probe"):
+                from beam_i3d.video import probe_duration
+
+                conn.send(("ok", seq, Probed(probe_duration(uri, limits)), []))
+                continue
             streams = options["streams"]
             clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
                                       max_seconds=options["max_seconds"], limits=limits,
@@ -390,19 +403,51 @@ class DecodePool:
                end_sec: float | None = None, *, streams: Sequence[str] = ("rgb",),
                max_seconds: float | None = DEFAULT_MAX_SECONDS, quantize_flow: bool = True,
                flow_backend: str = DEFAULT_FLOW_BACKEND,
-               flow_batch_pairs: int | None = None) -> None:
+               flow_batch_pairs: int | None = None, windows: Sequence | None = None) -> None:
         """Queue one clip; the arguments are those of
         :func:`~beam_i3d.preprocess.preprocess_clip` (limits: the pool's). ``key``
         (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
-        for bad arguments (nothing is queued then), RuntimeError if the pool is closed."""
+        for bad arguments (nothing is queued then), RuntimeError if the pool is closed.
+
+        ``windows`` (:class:`beam_i3d.windows.Window`, consecutive): a work item of a
+        windowed run instead of a clip. The child decodes the span of the windows once,
+        as one clip without a cap (``start_sec``, ``end_sec`` and ``max_seconds`` are
+        ignored), and the parent cuts each window from it and finishes it
+        (:func:`beam_i3d.windows.cut_windows`, then ``finish_clip``, flow included): the
+        result is then a list with, per window, its ClipTensors or its exception."""
         from beam_i3d.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
         finish_here = "flow" not in streams or flow_backend in CHILD_FLOW_BACKENDS
-        if not finish_here:
+        if windows is not None:
+            from beam_i3d.windows import span_of
+
+            windows = list(windows)
+            if not windows:
+                raise ValueError("a work item needs at least one window")
+            start, end = span_of(windows)
+            start_sec, end_sec, max_seconds = float(start), float(end), None
+            # The decode budget is per clip of up to 10 s: an item gets it per 10 s of
+            # its span (a minute of video: six budgets).
+            scale = max(1.0, float(end - start) / DEFAULT_MAX_SECONDS)
+            item_limits = dataclasses.replace(
+                self.limits, decode_timeout_seconds=self.limits.decode_timeout_seconds * scale)
+            finish_here = False  # the parent cuts the windows, then finishes each
+        if not finish_here and "flow" in streams:
             check_streams(streams, flow_backend)  # the parent will need the backend
         options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
-                   "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs}
+                   "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
+                   "windows": windows,
+                   "limits": item_limits if windows is not None else None}
+        self._queue(key, uri, start_sec, end_sec, options, finish_here)
+
+    def submit_probe(self, key: Hashable, uri: str) -> None:
+        """Queue a probe of ``uri``'s declared duration (header only, no frame decoded);
+        its result is a :class:`Probed` or the exception (the errors of
+        :func:`beam_i3d.video.probe_video`)."""
+        self._queue(key, uri, None, None, {"probe": True}, True)
+
+    def _queue(self, key, uri, start_sec, end_sec, options, finish_here) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the decode pool is closed")
@@ -480,13 +525,28 @@ class DecodePool:
 
             started = time.monotonic()
             options = task.options
-            try:
-                result = finish_clip(result, streams=options["streams"],
-                                     quantize_flow=options["quantize_flow"],
-                                     flow_backend=options["flow_backend"],
-                                     flow_batch_pairs=options["flow_batch_pairs"])
-            except Exception as e:  # noqa: BLE001: the clip's result
-                result = e
+
+            def finish(clip):
+                try:
+                    return finish_clip(clip, streams=options["streams"],
+                                       quantize_flow=options["quantize_flow"],
+                                       flow_backend=options["flow_backend"],
+                                       flow_batch_pairs=options["flow_batch_pairs"])
+                except Exception as e:  # noqa: BLE001: the clip's (or window's) result
+                    return e
+
+            if options.get("windows"):
+                from beam_i3d.windows import cut_windows
+
+                try:
+                    parts = cut_windows(result, options["windows"])
+                except Exception as e:  # noqa: BLE001: the whole item's result
+                    result = e
+                else:
+                    del result  # the windows hold views of the span's arrays
+                    result = [p if isinstance(p, BaseException) else finish(p) for p in parts]
+            else:
+                result = finish(result)
             seconds += time.monotonic() - started
         with self._lock:
             self._outstanding.discard(task.key)
@@ -536,7 +596,7 @@ class DecodePool:
                 self._start_child()
                 continue
             now = time.monotonic()
-            limits = self.limits
+            limits = task.options.get("limits") or self.limits
             try:
                 idle.conn.send((task.seq, task.uri, task.start_sec, task.end_sec,
                                 task.options, limits, task.finish_here))

@@ -230,6 +230,9 @@ class TooFewFrames(VideoError):
 class UnsupportedFrames(VideoError):
     """An array or frame directory that is not uint8 ``[T, H, W, 3]`` RGB of one size."""
 
+class UnknownDuration(VideoError):
+    """The container declares no duration, so a windowed run cannot plan its windows."""
+
 
 # --- Manifests -----------------------------------------------------------------------
 

@@ -34,7 +34,9 @@ from beam_i3d.shards import WriteShards
 from beam_i3d.row_keys import assign_keys, identities_of_key, keyed_rows
 from beam_i3d.progress import NAMESPACE
 from beam_i3d.recipe import DecodeLimits
-from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, with_run_metadata
+from beam_i3d.windows import WindowOptions, window_text
+from schemas import (ERRORS_SCHEMA, PLANS_SCHEMA, SCORES_SCHEMA, TIMELINES_SCHEMA,
+                     WINDOWS_SCHEMA, with_run_metadata)
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class ScoreOptions:
     flow_batch_pairs: int | None = None
     limits: DecodeLimits = DecodeLimits()
     decode_processes: int | None = None  # decoding child processes per worker (None: CPUs)
+    window: WindowOptions | None = None  # windowed run (score --window): beam_i3d.windows
     run_id: str = ""
 
     @property
@@ -98,15 +101,21 @@ def error_record(stage: str, error: BaseException, clip_id: str | None = None,
 
 
 def request_error(stage: str, error: BaseException, request: ClipRequest) -> dict:
-    return error_record(stage, error, request.clip_id, request.video_uri, request.source,
-                        request.row_key)
+    """The errors row of a request; a window's message starts by naming the window."""
+    record = error_record(stage, error, request.clip_id, request.video_uri, request.source,
+                          request.row_key)
+    if request.window is not None:
+        record["message"] = f"{window_text(*request.window[:3])}: {record['message']}"
+    return record
 
 
 def inference_failure_record(failure: InferenceFailure, request: ClipRequest) -> dict:
     """The errors row of a clip whose forward failed (see the model handler)."""
+    what = ("this clip" if request.window is None
+            else f"{window_text(*request.window[:3])}")
     return {"clip_id": request.clip_id, "video_uri": request.video_uri,
             "stage": "inference", "error_type": failure.error_type,
-            "message": f"{request.video_uri}: I3D failed on this clip: {failure.message}",
+            "message": f"{request.video_uri}: I3D failed on {what}: {failure.message}",
             "source": request.source, "row_key": request.row_key}
 
 
@@ -178,7 +187,8 @@ class DoneKeys(beam.PTransform):
         self._retry_errors = retry_errors
 
     def expand(self, pbegin):
-        patterns = [bfileio.join(self._output, d, "*.parquet") for d in ("scores", "errors")]
+        patterns = [bfileio.join(self._output, d, "*.parquet")
+                    for d in ("scores", "windows", "errors")]
         return (pbegin
                 | "OutputPatterns" >> beam.Create(patterns)
                 | "MatchOutput" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
@@ -241,8 +251,8 @@ def _bad_row_uri(row) -> str | None:
 
 
 class ReadClipRequests(beam.PTransform):
-    """Manifest glob -> keyed, unique ClipRequests (main) and manifest errors
-    (``errors``)."""
+    """Manifest glob -> keyed, unique ClipRequests, manifest errors, and (resuming) the
+    keys the output settles already (DoneKeys' output; None otherwise)."""
 
     def __init__(self, options: ScoreOptions):
         super().__init__()
@@ -267,7 +277,7 @@ class ReadClipRequests(beam.PTransform):
             .with_outputs(SettleEachKey.ERRORS, main="requests"))
         errors = ((parsed.errors, settled.errors)
                   | "ManifestErrors" >> beam.Flatten())
-        return settled.requests, errors
+        return settled.requests, errors, (done if self._options.skip_existing else None)
 
 
 # --- Decoding ----------------------------------------------------------------------------------
@@ -394,6 +404,10 @@ def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
                    "logit": float(logits[i])} for i in best],
         "logits": logits.tolist(),
     }
+    if request.window is not None:
+        index, start, end, count = request.window
+        record.update(window_index=index, window_start_sec=start, window_end_sec=end,
+                      num_windows=count)
     for stream in ("rgb", "flow"):
         if f"{stream}_logits" in outputs:
             record[f"{stream}_logits"] = np.asarray(outputs[f"{stream}_logits"],
@@ -496,6 +510,10 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
         "label_map": label_map_name(num_classes),
         "top_k": options.top_k,
         "embeddings": options.embeddings,
+        **({"window": {"window_sec": options.window.window,
+                       "stride_sec": options.window.stride_sec,
+                       "windows_per_item": options.window.windows_per_item}}
+           if options.window else {}),
         "allow_tf32": options.allow_tf32,
         "recipe": {
             "fps": recipe.SAMPLE_FPS,
@@ -529,19 +547,32 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         allow_tf32=options.allow_tf32,
         require_gpu=options.require_gpu)
 
-    requests, manifest_errors = pipeline | "Manifests" >> ReadClipRequests(options)
-    decoded = (
-        requests
-        | "Reshuffle" >> beam.Reshuffle()
-        | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
-            DecodeClip.ERRORS, main="clips"))
-    scores, inference_errors = decoded.clips | "Score" >> ScoreClips(
-        handler, label_map(num_classes), options.top_k, options.embeddings)
-    errors = (manifest_errors, decoded.errors, inference_errors) | "AllErrors" >> beam.Flatten()
+    requests, manifest_errors, done = pipeline | "Manifests" >> ReadClipRequests(options)
+    score_clips = ScoreClips(handler, label_map(num_classes), options.top_k,
+                             options.embeddings)
+    if options.window is not None:
+        from beam_i3d.window_pipeline import ScoreWindows
 
-    for name, records, schema, counter in (
-            ("scores", scores, SCORES_SCHEMA, "clips_scored"),
-            ("errors", errors, ERRORS_SCHEMA, "clips_failed")):
+        windows, timelines, plans, window_errors = requests | "Windows" >> ScoreWindows(
+            options, score_clips, done)
+        errors = (manifest_errors, window_errors) | "AllErrors" >> beam.Flatten()
+        outputs = (("windows", windows, WINDOWS_SCHEMA, "windows_scored"),
+                   ("timelines", timelines, TIMELINES_SCHEMA, "timelines_written"),
+                   ("plans", plans, PLANS_SCHEMA, "rows_planned"),
+                   ("errors", errors, ERRORS_SCHEMA, "clips_failed"))
+    else:
+        decoded = (
+            requests
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
+                DecodeClip.ERRORS, main="clips"))
+        scores, inference_errors = decoded.clips | "Score" >> score_clips
+        errors = ((manifest_errors, decoded.errors, inference_errors)
+                  | "AllErrors" >> beam.Flatten())
+        outputs = (("scores", scores, SCORES_SCHEMA, "clips_scored"),
+                   ("errors", errors, ERRORS_SCHEMA, "clips_failed"))
+
+    for name, records, schema, counter in outputs:
         _ = (records
              | f"{name.title()}Records" >> beam.ParDo(
                  CountRecords(counter, schema, options.run_id))

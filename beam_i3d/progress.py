@@ -44,12 +44,34 @@ class ShardProgress:
     ``rows_skipped_existing``.
     """
 
-    def __init__(self, output: str, run_id: str, total: int, skipped: int = 0):
+    def __init__(self, output: str, run_id: str, total: int, skipped: int = 0,
+                 windowed: bool = False):
         self._output = output
         self._prefix = run_id + "-"
         self._total = total
         self._skipped = skipped
         self._rows: dict[str, int] = {}
+        # A windowed run (score --window) counts windows: the total is what this run's
+        # plans have planned so far (it grows as the videos are probed).
+        self._windowed = windowed
+        self._planned: dict[str, int] = {}
+
+    def _planned_windows(self) -> int:
+        import pyarrow.parquet as pq
+
+        from beam_i3d import fileio
+        from beam_i3d.results import list_shards, open_shard
+
+        for path in list_shards(fileio.join(self._output, "plans")):
+            if path in self._planned or not path.rsplit("/", 1)[-1].startswith(self._prefix):
+                continue
+            try:
+                with open_shard(path) as f:
+                    column = pq.read_table(f, columns=["num_windows"]).column("num_windows")
+                self._planned[path] = sum(column.to_pylist())
+            except Exception:  # noqa: BLE001: counted once it can be read
+                continue
+        return sum(self._planned.values())
 
     def _count(self, kind: str) -> int:
         from beam_i3d import fileio
@@ -68,6 +90,10 @@ class ShardProgress:
         return n
 
     def __call__(self) -> dict[str, int]:
+        if self._windowed:
+            return {"manifest_rows": self._planned_windows(),
+                    "clips_scored": self._count("windows"),
+                    "clips_failed": self._count("errors"), "rows_skipped_existing": 0}
         return {"manifest_rows": self._total, "clips_scored": self._count("scores"),
                 "clips_failed": self._count("errors"), "rows_skipped_existing": self._skipped}
 

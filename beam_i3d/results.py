@@ -130,9 +130,12 @@ class Settled:
                 sum(1 for r, _, _ in self.errors.values() if r == run_id))
 
 
-def settle(output: str) -> Settled:
-    """Read the key columns of every shard under ``output`` and apply the rule above."""
-    files = {kind: list_shards(fileio.join(output, kind)) for kind in KINDS}
+def settle(output: str, scores_dir: str = "scores") -> Settled:
+    """Read the key columns of every shard under ``output`` and apply the rule above.
+    ``scores_dir``: where the scored rows are (``windows`` for a windowed run, whose
+    rows are windows); ``Settled.scores`` holds them."""
+    files = {"scores": list_shards(fileio.join(output, scores_dir)),
+             "errors": list_shards(fileio.join(output, "errors"))}
     best: dict[str, dict[str, tuple]] = {kind: {} for kind in KINDS}
     rows = {kind: 0 for kind in KINDS}
     sizes: dict[str, int] = {}
@@ -174,6 +177,20 @@ def settle(output: str) -> Settled:
         errors={k: (v[0], v[3], v[4]) for k, v in best["errors"].items()},
         rows=rows, repeated=rows["scores"] + rows["errors"] - kept, superseded=superseded,
         doubled=sorted(doubled), files=files, keep=keep)
+
+
+def read_plans(output: str) -> dict[str, int]:
+    """A windowed run's plans (``DIR/plans``): row_key -> number of windows, the latest
+    run's where a row was planned more than once (a resumed run plans again); ``{}``
+    for an output without plans."""
+    chosen: dict[str, tuple[str, int]] = {}
+    for path in list_shards(fileio.join(output, "plans")):
+        table = read_columns(path, ("row_key", "run_id", "num_windows"))
+        for key, run, count in zip(*(table.column(c).to_pylist()
+                                     for c in ("row_key", "run_id", "num_windows"))):
+            if key not in chosen or run > chosen[key][0]:
+                chosen[key] = (run, count)
+    return {key: count for key, (_, count) in chosen.items()}
 
 
 def read_table(output: str, kind: str, columns: Sequence[str] | None = None,

@@ -89,6 +89,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
         help="... or S seconds after a shard's first row, whichever comes first "
              "(default: 120)")
+    windows = parser.add_argument_group(
+        "windows", "untrimmed videos: score every window of each row instead of one clip "
+        "(writes DIR/windows, DIR/timelines and DIR/plans instead of DIR/scores)")
+    windows.add_argument(
+        "--window", type=positive(float), metavar="SEC",
+        help="score consecutive windows of SEC seconds covering each row's range (the "
+             "whole video, or its start_sec..end_sec); --max-seconds does not apply")
+    windows.add_argument(
+        "--stride", type=positive(float), metavar="SEC",
+        help="seconds from one window's start to the next (default: the window); a "
+             "multiple of 0.04 s (whole 25-fps frames)")
+    windows.add_argument(
+        "--windows-per-item", type=positive(int), metavar="N",
+        help="windows per work item, decoded together by one worker (default: as many "
+             "as span about 60 s of video)")
     add("--decode-processes", type=positive(int), metavar="N",
         help="child processes decoding clips on each worker (default: the worker's CPU "
              "count)")
@@ -111,6 +126,20 @@ def options_from_args(args: argparse.Namespace):
     if args.retry_errors and not args.skip_existing:
         raise UsageExit("beam-i3d score: error: --retry-errors needs --skip-existing "
                         "(it retries the failed rows of an earlier run into the same output)")
+    window = None
+    if args.window is None:
+        for name in ("stride", "windows_per_item"):
+            if getattr(args, name) is not None:
+                raise UsageExit(f"beam-i3d score: error: --{name.replace('_', '-')} needs "
+                                "--window")
+    else:
+        from beam_i3d.windows import WindowOptions, check_window_options
+
+        try:
+            check_window_options(args.window, args.stride)
+        except ValueError as e:
+            raise UsageExit(f"beam-i3d score: error: {e}") from None
+        window = WindowOptions(args.window, args.stride, args.windows_per_item)
     return ScoreOptions(
         manifest=args.manifest,
         output=check_output_location(args.output),
@@ -137,6 +166,7 @@ def options_from_args(args: argparse.Namespace):
         flow_batch_pairs=args.flow_batch_pairs,
         limits=decode_limits_from_args(args),
         decode_processes=args.decode_processes,
+        window=window,
         run_id=new_run_id(),
     )
 
@@ -244,10 +274,13 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
     """Reconcile the output against the manifest after a run; print the outcome and
     return the exit status (README "Exit codes")."""
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
-    from beam_i3d.results import settle
-    from beam_i3d.verify import reconcile
+    from beam_i3d.verify import reconcile_output
 
-    result = reconcile(expected, settle(options.output), options.run_id, skipped)
+    windowed = options.window is not None
+    result = reconcile_output(expected, options.output, options.run_id, skipped, windowed)
+    if windowed:  # windows settled before this run
+        result.skipped = skipped = (result.scored + result.failed
+                                    - result.run_scored - result.run_failed)
     for line in result.summary_lines():
         print(f"beam-i3d score: {line}", file=sys.stderr)
     verify_command = (f"beam-i3d verify --manifest '{options.manifest}' --output "
@@ -257,7 +290,7 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
                       + (" --ignore-times" if options.ignore_times else ""))
     if not result.ok:
         print(f"beam-i3d score: error: {len(result.missing):,} of "
-              f"{result.manifest_rows:,} manifest rows are in neither output"
+              f"{result.manifest_rows:,} {result.what} are in neither output"
               + (f" (the job ended {state})" if state else "")
               + f"; resume with --skip-existing; check again with: {verify_command}",
               file=sys.stderr)
@@ -265,7 +298,7 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
     rate = result.failed / result.manifest_rows if result.manifest_rows else 0.0
     print(f"beam-i3d score: run {options.run_id}: {result.run_scored:,} scored, "
           f"{result.run_failed:,} failed, {skipped:,} skipped as already settled; all "
-          f"{result.manifest_rows:,} manifest rows accounted for in {options.output}",
+          f"{result.manifest_rows:,} {result.what} accounted for in {options.output}",
           file=sys.stderr)
     if max_error_rate is not None and rate > max_error_rate:
         print(f"beam-i3d score: error: {result.failed:,} of {result.manifest_rows:,} rows "
@@ -331,7 +364,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
     source = None if args.quiet else ShardProgress(options.output, options.run_id,
-                                                   len(expected), skipped)
+                                                   len(expected), skipped,
+                                                   windowed=options.window is not None)
     interval = None if fileio.is_local(options.output) else 10.0
     with gpu_failure_as_error():  # a worker without a GPU: one line, not a traceback
         result = run_with_progress(pipeline, source, interval=interval)

@@ -117,7 +117,8 @@ class WriteShards(beam.PTransform):
 
 # --- The output directory as a whole ---------------------------------------------------
 
-OUTPUT_DIRS = ("scores", "errors")  # what a run writes under its output directory
+# What a run writes under its output directory (windowed runs: windows, timelines, plans).
+OUTPUT_DIRS = ("scores", "errors", "windows", "timelines", "plans")
 
 
 def existing_results(output: str) -> list[str]:

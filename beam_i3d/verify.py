@@ -78,6 +78,7 @@ class Reconciliation:
     skipped: int = 0  # settled before this run (--skip-existing)
     run_scored: int | None = None  # of this run only, when a run is named
     run_failed: int | None = None
+    what: str = "manifest rows"  # the units settled: "windows" for a windowed run
 
     @property
     def ok(self) -> bool:
@@ -85,7 +86,7 @@ class Reconciliation:
 
     def summary_lines(self) -> list[str]:
         s = self.settled
-        lines = [f"manifest rows: {self.manifest_rows:,}; settled: {self.scored:,} scored, "
+        lines = [f"{self.what}: {self.manifest_rows:,}; settled: {self.scored:,} scored, "
                  f"{self.failed:,} failed; missing: {len(self.missing):,}"]
         if self.run_scored is not None:
             lines.append(f"this run: {self.run_scored:,} scored, {self.run_failed:,} failed; "
@@ -129,8 +130,51 @@ def reconcile(expected: Sequence[ExpectedRow], settled: Settled, run_id: str | N
     return result
 
 
+def expected_windows(expected: Sequence[ExpectedRow], plans: dict[str, int]
+                     ) -> list[ExpectedRow]:
+    """What a windowed run must settle: each window ``R@w<k>`` of every manifest row R
+    that was planned (``plans``: row_key -> windows), and, for a row without a plan (its
+    video could not be probed, a bad row), the row itself, by one error. A row whose
+    plan was lost is thus missing, and so is every lost window."""
+    from beam_i3d.windows import window_key
+
+    out = []
+    for row in expected:
+        count = plans.get(row.row_key)
+        if count is None:
+            out.append(row)
+            continue
+        out.extend(ExpectedRow(window_key(row.row_key, k), f"{row.source} window {k}")
+                   for k in range(count))
+    return out
+
+
+def is_windowed(output: str) -> bool:
+    """Whether ``output`` holds a windowed run (plans, or windows)."""
+    from beam_i3d import fileio
+    from beam_i3d.results import list_shards
+
+    return any(list_shards(fileio.join(output, d)) for d in ("plans", "windows"))
+
+
+def reconcile_output(expected: Sequence[ExpectedRow], output: str, run_id: str | None = None,
+                     skipped: int = 0, windowed: bool | None = None) -> Reconciliation:
+    """:func:`reconcile` against what ``output`` settles: manifest rows, or, for a
+    windowed output, every window of every row (:func:`expected_windows`)."""
+    from beam_i3d.results import read_plans
+
+    if windowed is None:
+        windowed = is_windowed(output)
+    if not windowed:
+        return reconcile(expected, settle(output), run_id, skipped)
+    result = reconcile(expected_windows(expected, read_plans(output)),
+                       settle(output, "windows"), run_id, skipped)
+    result.what = "windows (and rows without windows)"
+    return result
+
+
 def verify_output(pattern: str, output: str, options: ManifestOptions) -> Reconciliation:
-    return reconcile(expected_rows(pattern, options), settle(output))
+    return reconcile_output(expected_rows(pattern, options), output)
 
 
 # --- beam-i3d verify -----------------------------------------------------------------
@@ -158,6 +202,7 @@ def run(args, extra_args, stream: TextIO | None = None) -> int:
         print(f"verify: OK: every manifest row is settled exactly once in {args.output}",
               file=stream)
         return EXIT_OK
-    print(f"verify: FAILED: {len(result.missing):,} of {result.manifest_rows:,} manifest rows "
-          f"are in neither {args.output}/scores nor {args.output}/errors", file=stream)
+    scores = "windows" if result.what != "manifest rows" else "scores"
+    print(f"verify: FAILED: {len(result.missing):,} of {result.manifest_rows:,} {result.what} "
+          f"are in neither {args.output}/{scores} nor {args.output}/errors", file=stream)
     return EXIT_RECONCILIATION

@@ -16,7 +16,16 @@ wrote it (``run_id``). A run writes its rows in shards as it goes, so a row can 
 twice where a runner retried work; :mod:`beam_i3d.results` (and the README's read recipe)
 keeps one row per ``row_key``: the latest run's, and a score over an error.
 
-Version history: 1 (first release); 2 (``row_key`` and ``run_id`` in both outputs).
+Windowed runs (``score --window``) write, instead of ``scores``, ``DIR/windows`` (one row
+per window: the scores columns plus ``window_index``, ``window_start_sec``,
+``window_end_sec``; ``row_key`` is ``<row key>@w<index>``), ``DIR/timelines`` (one row
+per video: the segments where the top-1 label stays the same) and ``DIR/plans`` (one
+row per manifest row: how many windows it was planned into, so that a lost window is
+detected); errors stay in ``DIR/errors``.
+
+Version history: 1 (first release); 2 (``row_key`` and ``run_id`` in both outputs);
+3 (windowed runs: ``windows``, ``timelines`` and ``plans``; ``scores`` and ``errors``
+unchanged).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 METADATA_PREFIX = "beam_i3d."
 
 TOP_K_ENTRY = pa.struct([
@@ -65,6 +74,53 @@ ERRORS_SCHEMA = pa.schema([
     pa.field("error_type", pa.string(), nullable=False),  # class name, e.g. CorruptVideo
     pa.field("message", pa.string(), nullable=False),
     pa.field("source", pa.string()),            # manifest file and line number, where known
+    pa.field("row_key", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+WINDOW_FIELDS = [
+    pa.field("window_index", pa.int32(), nullable=False),     # k = 0, 1, ... in the row
+    pa.field("window_start_sec", pa.float64(), nullable=False),  # start + k * stride
+    pa.field("window_end_sec", pa.float64(), nullable=False),    # its end (capped at the row's)
+    pa.field("num_windows", pa.int32(), nullable=False),      # windows the row was planned into
+]
+# The scores columns (start_sec/end_sec: the manifest row's range) plus the window's.
+WINDOWS_SCHEMA = pa.schema(list(SCORES_SCHEMA) + WINDOW_FIELDS)
+
+SEGMENT = pa.struct([
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("label_index", pa.int32(), nullable=False),
+    pa.field("start_sec", pa.float64(), nullable=False),
+    pa.field("end_sec", pa.float64(), nullable=False),
+    pa.field("mean_probability", pa.float64(), nullable=False),  # of its windows' top-1
+    pa.field("num_windows", pa.int32(), nullable=False),
+    pa.field("first_window", pa.int32(), nullable=False),
+    pa.field("last_window", pa.int32(), nullable=False),
+])
+
+TIMELINES_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("video_uri", pa.string(), nullable=False),
+    pa.field("label", pa.string()),                   # ground truth from the manifest, if any
+    pa.field("num_windows", pa.int32(), nullable=False),      # planned
+    pa.field("windows_scored", pa.int32(), nullable=False),   # of them, in the segments
+    pa.field("start_sec", pa.float64(), nullable=False),      # first window's start
+    pa.field("end_sec", pa.float64(), nullable=False),        # last window's end
+    pa.field("segments", pa.list_(pa.field("element", SEGMENT, nullable=False)),
+             nullable=False),
+    pa.field("row_key", pa.string(), nullable=False),  # the manifest row
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+PLANS_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("video_uri", pa.string(), nullable=False),
+    pa.field("duration_sec", pa.float64()),               # as the container declares it
+    pa.field("range_start_sec", pa.float64(), nullable=False),
+    pa.field("range_end_sec", pa.float64(), nullable=False),
+    pa.field("window_sec", pa.float64(), nullable=False),
+    pa.field("stride_sec", pa.float64(), nullable=False),
+    pa.field("num_windows", pa.int32(), nullable=False),
     pa.field("row_key", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
 ])
@@ -117,4 +173,5 @@ def bigquery_schema(schema: pa.Schema) -> list[dict]:
     return [_bigquery_field(f) for f in schema]
 
 
-SCHEMAS = {"scores": SCORES_SCHEMA, "errors": ERRORS_SCHEMA}
+SCHEMAS = {"scores": SCORES_SCHEMA, "errors": ERRORS_SCHEMA, "windows": WINDOWS_SCHEMA,
+           "timelines": TIMELINES_SCHEMA, "plans": PLANS_SCHEMA}

@@ -1,4 +1,4 @@
-"""``python -m schemas bigquery scores|errors``: print a BigQuery JSON schema."""
+"""``python -m schemas bigquery scores|errors|windows|timelines|plans``: print a BigQuery JSON schema."""
 
 import argparse
 import json

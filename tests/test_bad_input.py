@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from beam_i3d import errors, video
+from beam_i3d import errors, video, video_open
 from beam_i3d.preprocess import preprocess_clip
 from beam_i3d.recipe import DecodeLimits
 from video_factory import code_frame, write_video
@@ -310,7 +310,7 @@ def test_decode_time_budget(good, monkeypatch):
         def monotonic(cls):
             return next(cls.ticks) * 0.1
 
-    monkeypatch.setattr(video, "time", SlowClock)
+    monkeypatch.setattr(video_open, "time", SlowClock)  # the budget is kept where videos are opened
     err = expect(errors.DecodeTimeout, good["mp4"], limits=DecodeLimits(decode_timeout_seconds=3.0))
     assert "3 s" in err.cause
 

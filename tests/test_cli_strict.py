@@ -64,8 +64,8 @@ def test_unknown_options_name_the_closest(capsys, args, expected):
 
 def test_unknown_option_without_a_close_one(capsys):
     err = usage_error(capsys, ["score", "--manifest", "m.csv", "--output", "o",
-                               "--window", "2"])
-    assert err.startswith("beam-i3d score: error: unknown option --window")
+                               "--frobnicate", "2"])
+    assert err.startswith("beam-i3d score: error: unknown option --frobnicate")
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -13,6 +13,7 @@ Modules: :mod:`.metrics` (the figures, pure), :mod:`.reader` (I/O), :mod:`.chart
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,11 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write report.html, the chart PNGs and summary.json, "
                              "local or gs:// (default: DIR/report for a local DIR, "
                              "./report for a remote one)")
+    parser.add_argument("--video", metavar="CLIP",
+                        help="windowed runs: show the timeline of this video (clip_id, "
+                             "row_key or video URI) instead of the longest ones")
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    from beam_i3d import fileio
     from beam_i3d.report.build import build_report
     from beam_i3d.report.render import text_summary
+    from beam_i3d.report.timelines import chosen, read_timelines, timeline_text
+    from beam_i3d.results import list_shards
+
+    timelines = read_timelines(args.dir)
+    if timelines or args.video is not None:
+        shown = chosen(timelines, args.video)
+        if not shown:
+            print(f"beam-i3d report: error: no timeline of {args.video!r} in "
+                  f"{args.dir}/timelines", file=sys.stderr)
+            return 1
+        print(timeline_text(shown))
+        if not list_shards(fileio.join(args.dir, "scores")):
+            return 0  # a windowed run: its windows are not clips to summarise
 
     summary = build_report(args.dir, args.out)
     print(text_summary(summary))

@@ -1,0 +1,365 @@
+"""The windowed job (``score --window``): the steps between the manifest's requests and
+the shards, for untrimmed videos (the windows themselves: :mod:`beam_i3d.windows`).
+
+    requests -> Reshuffle -> plan (probe each video's duration in the decode pool; one
+      DIR/plans row per manifest row, its windows split into work items of at most
+      ``windows_per_item`` windows) -> [resuming: drop windows already settled]
+      -> Reshuffle -> decode each item once in the decode pool, cut its windows
+      -> RunInference (as clips) -> DIR/windows rows
+      -> GroupByKey(manifest row) -> merge -> DIR/timelines rows
+    a video whose duration cannot be read, and every failed window ------> DIR/errors
+
+A work item is the unit of parallelism: a 3-hour video is about 180 items of a minute
+that any worker may take, and a worker holds one item's frames at a time per decoding
+child (plus the windows in flight to the model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_i3d.errors import EmptyClip, UnknownDuration, VideoError
+from beam_i3d.inference import ClipExample
+from beam_i3d.manifest import ClipRequest
+from beam_i3d.progress import NAMESPACE
+from beam_i3d.windows import (
+    Window,
+    WindowOptions,
+    merge_timeline,
+    micro,
+    parse_window_key,
+    plan_windows,
+    split_items,
+    window_key,
+)
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkItem:
+    """Consecutive windows of one manifest row, decoded together."""
+
+    request: ClipRequest
+    windows: tuple[Window, ...]
+    num_windows: int  # windows the row was planned into
+
+
+def window_request(item: WorkItem, window: Window) -> ClipRequest:
+    """The request of one window: the row's, keyed ``<row_key>@w<k>``, with the window."""
+    return dataclasses.replace(
+        item.request, row_key=window_key(item.request.row_key, window.index),
+        window=(window.index, float(window.start), float(window.end), item.num_windows))
+
+
+def plan_row(request: ClipRequest, duration, options: WindowOptions):
+    """``(plan record, [WorkItem])`` for a row whose video declares ``duration`` seconds
+    (None: unknown). Raises UnknownDuration / EmptyClip for a row that has no windows."""
+    if duration is None and request.end_sec is None:
+        raise UnknownDuration(request.video_uri, "the container declares no duration, so "
+                                                 "its windows cannot be planned")
+    start = micro(request.start_sec or 0.0)
+    end = micro(request.end_sec) if request.end_sec is not None else micro(duration)
+    if duration is not None:
+        end = min(end, micro(duration))
+    windows = plan_windows(start, end, options.window, options.stride_sec)
+    if not windows:
+        raise EmptyClip(request.video_uri, f"no windows: the range [{float(start):g} s, "
+                                           f"{float(end):g} s) is empty (the video lasts "
+                                           f"{float(duration or 0):.3f} s)")
+    plan = {"clip_id": request.clip_id, "video_uri": request.video_uri,
+            "duration_sec": None if duration is None else float(duration),
+            "range_start_sec": float(start), "range_end_sec": float(end),
+            "window_sec": float(options.window), "stride_sec": float(options.stride_sec),
+            "num_windows": len(windows), "row_key": request.row_key}
+    items = [WorkItem(request, tuple(part), len(windows))
+             for part in split_items(windows, options.windows_per_item)]
+    return plan, items
+
+
+class _PoolDoFn(beam.DoFn):
+    """Hands elements to a DecodePool and emits what finishes (as DecodeClip does: at
+    most twice ``processes`` in flight; ``finish_bundle`` emits the rest), each output
+    in its element's window."""
+
+    ERRORS = "errors"
+
+    def __init__(self, options):
+        self._limits = options.limits
+        self._processes = options.decode_processes
+        self._pool = None
+
+    def setup(self):
+        from beam_i3d.decode_pool import DecodePool
+
+        processes = self._processes or os.cpu_count() or 1
+        self._pool = DecodePool(processes, self._limits)
+        self._max_in_flight = 2 * processes
+        self._waiting = {}
+        self._next_key = 0
+
+    def _submit(self, element, timestamp, window, submit):
+        key = self._next_key
+        self._next_key += 1
+        self._waiting[key] = (element, timestamp, window)
+        try:
+            submit(key)
+        except (ValueError, TypeError) as e:
+            yield from self._emit(key, e)
+        for finished in self._pool.ready():
+            yield from self._emit(finished.key, finished.result)
+        while self._pool.in_flight() > self._max_in_flight:
+            finished = self._pool.next_result()
+            yield from self._emit(finished.key, finished.result)
+
+    def finish_bundle(self):
+        for finished in self._pool.results():
+            yield from self._emit(finished.key, finished.result)
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _emit(self, key, result):
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        element, timestamp, window = self._waiting.pop(key)
+        for output in self.outputs(element, result):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(
+                    output.value, timestamp, [window]))
+            else:
+                yield WindowedValue(output, timestamp, [window])
+
+    def outputs(self, element, result):
+        raise NotImplementedError
+
+
+class PlanWindows(_PoolDoFn):
+    """ClipRequest -> ``(row_key, WorkItem)`` for each of its items, its plan record
+    (``plans``); a video that cannot be probed or has no windows -> one error row."""
+
+    PLANS = "plans"
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._window = options.window
+        self._planned = Metrics.counter(NAMESPACE, "windows_planned")
+        self._failed = Metrics.counter(NAMESPACE, "decode_errors")
+
+    def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        yield from self._submit(request, timestamp, window,
+                                lambda key: self._pool.submit_probe(key, request.video_uri))
+
+    def outputs(self, request, result):
+        from beam_i3d.pipeline import request_error
+
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            plan, items = plan_row(request, result.duration, self._window)
+        except Exception as e:  # noqa: BLE001: the row's error
+            self._failed.inc()
+            if not isinstance(e, VideoError):
+                _LOG.warning("unexpected error probing %s: %s: %s", request.video_uri,
+                             type(e).__name__, e)
+            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+            return
+        self._planned.inc(plan["num_windows"])
+        yield beam.pvalue.TaggedOutput(self.PLANS, plan)
+        for item in items:
+            yield request.row_key, item
+
+
+class DecodeWindows(_PoolDoFn):
+    """WorkItem -> a ClipExample per window (decoded once per item in the decode pool);
+    a failed window -> its error row; a failed item -> an error row per window."""
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._streams = tuple(options.streams)
+        self._quantize_flow = options.quantize_flow
+        self._flow_backend = options.flow_backend
+        self._flow_batch_pairs = options.flow_batch_pairs
+        self._allow_tf32 = options.allow_tf32
+        self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
+        self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
+        self._failed = Metrics.counter(NAMESPACE, "decode_errors")
+
+    def setup(self):
+        if "flow" in self._streams and self._flow_backend in ("tf", "opencv"):
+            # Windows are finished (flow included) in this process.
+            if self._flow_backend == "tf":
+                from beam_i3d.inference import configure_tensorflow
+
+                configure_tensorflow(self._allow_tf32)
+        super().setup()
+
+    def process(self, item: WorkItem, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        yield from self._submit(item, timestamp, window, lambda key: self._pool.submit(
+            key, item.request.video_uri, streams=self._streams,
+            quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
+            flow_batch_pairs=self._flow_batch_pairs, windows=item.windows))
+
+    def outputs(self, item: WorkItem, result):
+        from beam_i3d.pipeline import request_error
+
+        parts = [result] * len(item.windows) if isinstance(result, BaseException) else result
+        for w, part in zip(item.windows, parts):
+            request = window_request(item, w)
+            if isinstance(part, BaseException):
+                self._failed.inc()
+                Metrics.counter(NAMESPACE, f"decode_errors_{type(part).__name__}").inc()
+                yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", part, request))
+                continue
+            self._clips.inc()
+            self._frames.inc(part.num_frames)
+            yield ClipExample(request=request, num_frames=part.num_frames, rgb=part.rgb,
+                              flow=part.flow)
+
+
+def keep_unsettled(element):
+    """After CoGroupByKey of a row's items with its settled window indices: the items
+    with only their unsettled windows (items with none left are dropped)."""
+    _, grouped = element
+    done = set(grouped["done"])
+    for item in grouped["items"]:
+        left = tuple(w for w in item.windows if w.index not in done)
+        if left:
+            yield dataclasses.replace(item, windows=left)
+
+
+def settled_windows(done_key) -> list:
+    """``(identity, row_key)`` from DoneKeys -> ``(row_key, window index)`` for window
+    keys."""
+    _, key = done_key
+    parsed = parse_window_key(key)
+    return [parsed] if parsed else []
+
+
+def timeline_record(element) -> dict:
+    """``(row_key, [window rows])`` -> the row's timelines record (one row per window
+    index: the last given wins)."""
+    row_key, rows = element
+    rows = sorted({r["window_index"]: r for r in rows}.values(),
+                  key=lambda r: r["window_index"])
+    first = rows[0]
+    return {"clip_id": first["clip_id"], "video_uri": first["video_uri"],
+            "label": first["label"], "num_windows": first["num_windows"],
+            "windows_scored": len(rows), "start_sec": rows[0]["window_start_sec"],
+            "end_sec": rows[-1]["window_end_sec"], "segments": merge_timeline(rows),
+            "row_key": row_key}
+
+
+_TIMELINE_COLUMNS = ("clip_id", "video_uri", "label", "num_windows", "window_index",
+                     "window_start_sec", "window_end_sec", "predicted_label",
+                     "predicted_index", "predicted_probability")
+
+
+def earlier_windows(readable) -> list:
+    """A shard of DIR/windows -> ``(row_key, (run_id, timeline columns))`` per row."""
+    from beam_i3d.results import read_columns
+
+    table = read_columns(readable.metadata.path, _TIMELINE_COLUMNS + ("row_key", "run_id"),
+                         readable.open)
+    out = []
+    for row in table.to_pylist():
+        parsed = parse_window_key(row.pop("row_key"))
+        if parsed is not None:
+            out.append((parsed[0], (row.pop("run_id"), row)))
+    return out
+
+
+def resumed_timeline(element):
+    """After CoGroupByKey of a row's new window entries with those earlier runs wrote:
+    the row's windows for its timeline (earlier runs' by run, then this run's, so
+    that the newest row of each window wins), only for rows this run scored."""
+    row_key, grouped = element
+    new = list(grouped["new"])
+    if not new:
+        return []
+    old = [row for _, row in sorted(grouped["old"], key=lambda e: e[0])]
+    return [(row_key, old + new)]
+
+
+class Timelines(beam.PTransform):
+    """Window rows -> timelines records. Resuming (``output`` given), the windows that
+    earlier runs wrote to ``output``/windows are merged in, for the rows this run
+    scored windows of, so that a resumed row's new timeline covers all its windows."""
+
+    def __init__(self, output: str | None = None):
+        super().__init__()
+        self._output = output
+
+    def expand(self, windows):
+        entries = windows | "ByRow" >> beam.Map(timeline_entry)
+        if self._output is None:
+            grouped = entries | "GroupByRow" >> beam.GroupByKey()
+        else:
+            from apache_beam.io import fileio
+
+            from beam_i3d import fileio as bfileio
+
+            old = (windows.pipeline
+                   | "EarlierPattern" >> beam.Create(
+                       [bfileio.join(self._output, "windows", "*.parquet")])
+                   | "MatchEarlier" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+                   | "ReadEarlier" >> fileio.ReadMatches()
+                   | "EarlierWindows" >> beam.FlatMap(earlier_windows))
+            grouped = ({"new": entries, "old": old}
+                       | "GroupByRow" >> beam.CoGroupByKey()
+                       | "WithEarlier" >> beam.FlatMap(resumed_timeline))
+        return grouped | "Timeline" >> beam.Map(timeline_record)
+
+
+def timeline_entry(record: dict):
+    """A window row -> ``(row_key of its manifest row, the columns a timeline needs)``."""
+    row_key, _ = parse_window_key(record["row_key"])
+    return row_key, {c: record[c] for c in _TIMELINE_COLUMNS}
+
+
+class ScoreWindows(beam.PTransform):
+    """Keyed ClipRequests -> ``(windows records, timelines records, plans records,
+    errors)``."""
+
+    def __init__(self, options, score_clips: beam.PTransform, done=None):
+        super().__init__()
+        self._options = options
+        self._score_clips = score_clips
+        self._done = done  # DoneKeys' output when resuming
+
+    def expand(self, requests):
+        planned = (requests
+                   | "ReshuffleRows" >> beam.Reshuffle()
+                   | "PlanWindows" >> beam.ParDo(PlanWindows(self._options)).with_outputs(
+                       PlanWindows.ERRORS, PlanWindows.PLANS, main="items"))
+        if self._done is not None:
+            settled = self._done | "SettledWindows" >> beam.FlatMap(settled_windows)
+            items = ({"items": planned.items, "done": settled}
+                     | "GroupWindows" >> beam.CoGroupByKey()
+                     | "KeepUnsettled" >> beam.FlatMap(keep_unsettled))
+        else:
+            items = planned.items | "Items" >> beam.Values()
+        decoded = (items
+                   | "ReshuffleItems" >> beam.Reshuffle()
+                   | "DecodeWindows" >> beam.ParDo(DecodeWindows(self._options)).with_outputs(
+                       DecodeWindows.ERRORS, main="clips"))
+        windows, inference_errors = decoded.clips | "ScoreWindows" >> self._score_clips
+        timelines = windows | "Timelines" >> Timelines(
+            self._options.output if self._done is not None else None)
+        errors = ((planned.errors, decoded.errors, inference_errors)
+                  | "WindowErrors" >> beam.Flatten())
+        return windows, timelines, planned.plans, errors
+
+
+def expected_window_keys(row_key: str, num_windows: int) -> Sequence[str]:
+    return [window_key(row_key, k) for k in range(num_windows)]

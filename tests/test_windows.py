@@ -1,0 +1,352 @@
+"""Windowed scoring of untrimmed videos (``score --window``): planning, cutting and
+merging as pure functions, and the job end to end on a long video made of real clips."""
+
+from __future__ import annotations
+
+import glob
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from beam_i3d.cli import main
+from beam_i3d.windows import (
+    Window,
+    check_window_options,
+    cut_windows,
+    default_windows_per_item,
+    merge_timeline,
+    parse_window_key,
+    plan_windows,
+    span_of,
+    split_items,
+    window_key,
+)
+from video_factory import textured_image, write_video
+
+SAMPLE = Path(__file__).parent.parent / "beam_i3d" / "data" / "samples" / "v_CricketShot_g04_c01.mp4"
+CRICKET_LOOPS = 3  # the 3.16 s sample, three times: 9.48 s of cricket
+TEXTURE_FRAMES = 200  # then 8 s of a panning texture
+BOUNDARY = CRICKET_LOOPS * 79 / 25  # 9.48 s
+
+
+def read_rows(directory):
+    return [r for f in sorted(glob.glob(os.path.join(directory, "*.parquet")))
+            for r in pq.read_table(f).to_pylist()]
+
+
+def write_manifest(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["clip_id", "video_uri", "start_sec", "end_sec",
+                                               "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def sample_frames():
+    with av.open(str(SAMPLE)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def texture_frames(count, size=(224, 224), seed=0):
+    h, w = size
+    gray = textured_image(h, w + 3 * count, seed=seed)
+    texture = np.stack([gray, 255 - gray, gray // 2 + 64], axis=-1)
+    return [texture[:, 3 * k:3 * k + w] for k in range(count)]
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """17.48 s of real H.264: the cricket sample three times, then a panning texture."""
+    d = tmp_path_factory.mktemp("long")
+    cricket = sample_frames()
+    assert len(cricket) == 79 and cricket[0].shape == (224, 224, 3)
+    frames = cricket * CRICKET_LOOPS + texture_frames(TEXTURE_FRAMES)
+    return write_video(str(d / "long.mp4"), frames, rate=25)
+
+
+# --- Pure functions --------------------------------------------------------------------
+
+
+def test_plan_windows_cover_the_range_and_the_last_ends_at_the_end():
+    assert plan_windows(0, 23, 10) == [Window(0, 0, 10), Window(1, 10, 20), Window(2, 20, 23)]
+    assert plan_windows(0, 23, 10, 5) == [Window(0, 0, 10), Window(1, 5, 15),
+                                          Window(2, 10, 20), Window(3, 15, 23)]
+    assert plan_windows(0, 20, 10) == [Window(0, 0, 10), Window(1, 10, 20)]
+    assert plan_windows(2.5, 4, 10) == [Window(0, Fraction(5, 2), 4)]  # shorter than a window
+    assert plan_windows(3, 3, 10) == []
+    windows = plan_windows(1.04, 7.3, 2, 0.52)
+    assert windows[0].start == Fraction(104, 100) and windows[-1].end == Fraction(73, 10)
+    assert all(b.start - a.start == Fraction(52, 100) for a, b in zip(windows, windows[1:]))
+
+
+def test_window_options_items_and_keys():
+    check_window_options(10, 5)
+    check_window_options(2, 0.24)
+    for bad in [(10, 0.3), (0, None), (10, -1)]:
+        with pytest.raises(ValueError):
+            check_window_options(*bad)
+    assert default_windows_per_item(10) == 6 and default_windows_per_item(10, 5) == 11
+    assert default_windows_per_item(120) == 1
+    assert [len(i) for i in split_items(plan_windows(0, 95, 10), 4)] == [4, 4, 2]
+    assert window_key("a#repeat1", 12) == "a#repeat1@w12"
+    assert parse_window_key("a#repeat1@w12") == ("a#repeat1", 12)
+    assert parse_window_key("a@w") is None and parse_window_key("a@w01") is None
+
+
+def segment_spans(segments):
+    return [(s["label"], s["start_sec"], s["end_sec"], s["num_windows"]) for s in segments]
+
+
+def windows_of(labels, window, stride, probabilities=None):
+    rows = []
+    for k, label in enumerate(labels):
+        if label is None:  # a window that failed
+            continue
+        rows.append({"window_index": k, "window_start_sec": k * stride,
+                     "window_end_sec": k * stride + window, "predicted_label": label,
+                     "predicted_index": ord(label[0]),
+                     "predicted_probability": (probabilities or [0.5] * len(labels))[k]})
+    return rows[::-1]  # any order
+
+
+def test_merge_timeline_on_known_labels():
+    touching = merge_timeline(windows_of("aabbba", 10, 10, [0.2, 0.4, 0.9, 0.6, 0.3, 1.0]))
+    assert segment_spans(touching) == [("a", 0, 20, 2), ("b", 20, 50, 3), ("a", 50, 60, 1)]
+    assert [round(s["mean_probability"], 6) for s in touching] == [0.3, 0.6, 1.0]
+    assert [(s["first_window"], s["last_window"]) for s in touching] == [(0, 1), (2, 4), (5, 5)]
+    # Overlapping windows: the boundary is the middle of the overlap.
+    overlapping = merge_timeline(windows_of("aab", 10, 5))
+    assert segment_spans(overlapping) == [("a", 0, 12.5, 2), ("b", 12.5, 20, 1)]
+    # A failed window in between: the boundary is the middle of the gap.
+    gap = merge_timeline(windows_of(["a", None, None, "b"], 10, 10))
+    assert segment_spans(gap) == [("a", 0, 20, 1), ("b", 20, 40, 1)]
+    assert merge_timeline([]) == []
+
+
+def test_cut_windows_equal_decoding_each_window_as_a_clip(long_video):
+    """The frames of each window, cut from one decode of the item, are those of the
+    window decoded as its own clip (overlapping windows; the last one short)."""
+    from beam_i3d.video import decode_clip
+
+    windows = plan_windows(12.4, 17.48, 2, 0.72)
+    assert windows[-1].end - windows[-1].start < 2
+    start, end = span_of(windows)
+    span = decode_clip(long_video, float(start), float(end), max_seconds=None, keep_gray=True)
+    for w, part in zip(windows, cut_windows(span, windows)):
+        alone = decode_clip(long_video, float(w.start), float(w.end), max_seconds=None,
+                            keep_gray=True)
+        assert part.num_frames == alone.num_frames > 0
+        np.testing.assert_array_equal(part.rgb, alone.rgb)
+        np.testing.assert_array_equal(part.gray, alone.gray)
+        np.testing.assert_array_equal(part.source_times, alone.source_times)
+        assert (part.start_sec, part.end_sec) == (alone.start_sec, alone.end_sec)
+    # A window past the decoded frames is that window's EmptyClip.
+    from beam_i3d.errors import EmptyClip
+
+    beyond = cut_windows(span, [Window(9, Fraction(1748, 100), Fraction(19))])
+    assert isinstance(beyond[0], EmptyClip)
+
+
+# --- The job -----------------------------------------------------------------------------
+
+WINDOW, STRIDE = 2.0, 2.0
+
+
+@pytest.fixture(scope="module")
+def windowed_run(long_video, tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    text = d / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    manifest = write_manifest(d / "m.csv", [
+        {"clip_id": "long", "video_uri": long_video, "label": "playing cricket"},
+        {"clip_id": "part", "video_uri": long_video, "start_sec": "14.3", "end_sec": "30"},
+        {"clip_id": "missing", "video_uri": str(d / "missing.mp4")},
+        {"clip_id": "text", "video_uri": str(text)},
+        {"clip_id": "bad", "video_uri": long_video, "start_sec": "5", "end_sec": "1"},
+    ])
+    out = d / "out"
+    code = main(["score", "--manifest", manifest, "--output", str(out), "--window", str(WINDOW),
+                 "--windows-per-item", "3", "--decode-processes", "2", "--quiet"])
+    assert code == 0
+    return manifest, out
+
+
+def test_every_window_is_settled_and_verified(windowed_run):
+    manifest, out = windowed_run
+    plans = {p["row_key"]: p for p in read_rows(out / "plans")}
+    assert {k: p["num_windows"] for k, p in plans.items()} == {"long": 9, "part": 2}
+    assert plans["long"]["duration_sec"] == pytest.approx(17.48)
+    windows = read_rows(out / "windows")
+    keys = sorted(w["row_key"] for w in windows)
+    assert keys == sorted([f"long@w{k}" for k in range(9)] + ["part@w0", "part@w1"])
+    long = sorted((w for w in windows if w["clip_id"] == "long"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"]) for w in long][-2:] == [
+        (14.0, 16.0), (16.0, pytest.approx(17.48))]
+    assert [w["num_frames"] for w in long] == [50] * 8 + [37]
+    part = sorted((w for w in windows if w["clip_id"] == "part"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"]) for w in part] == [
+        (14.3, 16.3), (16.3, pytest.approx(17.48))]
+    assert all(w["start_sec"] == 14.3 and w["end_sec"] == 30 for w in part)
+    errors = {e["row_key"]: e for e in read_rows(out / "errors")}
+    assert {k: e["error_type"] for k, e in errors.items()} == {
+        "missing": "VideoNotFound", "text": "NotAVideo", "bad": "ManifestError"}
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
+
+
+def test_timeline_follows_the_content(windowed_run):
+    _, out = windowed_run
+    timelines = {t["row_key"]: t for t in read_rows(out / "timelines")}
+    assert set(timelines) == {"long", "part"}
+    long = timelines["long"]
+    assert (long["num_windows"], long["windows_scored"]) == (9, 9)
+    segments = long["segments"]
+    assert segments[0]["label"] == "playing cricket" and segments[0]["start_sec"] == 0
+    assert segments[-1]["end_sec"] == pytest.approx(17.48)
+    # One change of label, within one stride of the true boundary (9.48 s).
+    assert len(segments) == 2, segments
+    assert abs(segments[0]["end_sec"] - BOUNDARY) <= STRIDE
+    assert segments[1]["label"] != "playing cricket"
+    assert sum(s["num_windows"] for s in segments) == 9
+
+
+def test_window_rows_equal_scoring_each_window_as_a_clip(windowed_run, long_video, tmp_path):
+    """Same recipe, same model: a window's logits are those of its range scored as a clip
+    of its own (a window before the boundary, one across it, the short last one, and a
+    window of a row with a time range)."""
+    _, out = windowed_run
+    windows = {w["row_key"]: w for w in read_rows(out / "windows")}
+    chosen = ["long@w1", "long@w4", "long@w8", "part@w0"]
+    manifest = write_manifest(tmp_path / "clips.csv", [
+        {"clip_id": key, "video_uri": long_video, "start_sec": repr(windows[key]["window_start_sec"]),
+         "end_sec": repr(windows[key]["window_end_sec"])} for key in chosen])
+    clips_out = tmp_path / "clips"
+    assert main(["score", "--manifest", manifest, "--output", str(clips_out),
+                 "--max-seconds", str(WINDOW), "--quiet"]) == 0
+    clips = {c["clip_id"]: c for c in read_rows(clips_out / "scores")}
+    assert set(clips) == set(chosen)
+    for key in chosen:
+        window, clip = windows[key], clips[key]
+        assert window["num_frames"] == clip["num_frames"]
+        np.testing.assert_allclose(window["logits"], clip["logits"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(window["rgb_embedding"], clip["rgb_embedding"], atol=1e-4,
+                                   rtol=0)
+        assert window["predicted_label"] == clip["predicted_label"]
+
+
+def test_a_lost_window_is_detected_and_resumed(windowed_run, tmp_path, capsys):
+    """A window missing from the output fails verify (exit 4); --skip-existing scores
+    that window only; a lost plan is a missing row."""
+    import shutil
+
+    import pyarrow as pa
+
+    manifest, first = windowed_run
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    lost = "long@w3"
+    for path in glob.glob(str(out / "windows" / "*.parquet")):
+        table = pq.read_table(path)
+        keys = table.column("row_key").to_pylist()
+        if lost in keys:
+            pq.write_table(table.filter(pa.array([k != lost for k in keys])), path)
+    capsys.readouterr()
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 4
+    assert f"missing rows: {lost}" in capsys.readouterr().out
+    before = set(glob.glob(str(out / "windows" / "*.parquet")))
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", str(WINDOW),
+                 "--windows-per-item", "3", "--skip-existing", "--quiet"]) == 0
+    new = set(glob.glob(str(out / "windows" / "*.parquet"))) - before
+    assert [r["row_key"] for f in new for r in pq.read_table(f).to_pylist()] == [lost]
+    # The resumed row's new timeline covers all its windows, the earlier ones included.
+    timelines = sorted((t for t in read_rows(out / "timelines") if t["row_key"] == "long"),
+                       key=lambda t: t["run_id"])
+    assert len(timelines) == 2 and timelines[1]["windows_scored"] == 9
+    assert timelines[1]["segments"] == timelines[0]["segments"]
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
+    # Without its plan, a row is missing (not silently fewer windows).
+    shutil.rmtree(out / "plans")
+    os.makedirs(out / "plans")
+    pq.write_table(_plans_without(first, "long"), out / "plans" / "kept.parquet")
+    capsys.readouterr()
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 4
+    assert "missing rows: long (" in capsys.readouterr().out
+
+
+def _plans_without(output, row_key):
+    import pyarrow as pa
+
+    table = pa.concat_tables([pq.read_table(f) for f in glob.glob(str(output / "plans" / "*.parquet"))])
+    return table.filter(pa.array([k != row_key for k in table.column("row_key").to_pylist()]))
+
+
+def test_readme_timelines_query_runs_on_the_output(windowed_run):
+    import re
+
+    import duckdb
+
+    _, out = windowed_run
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sql = re.search(r"<!-- duckdb-timelines -->\s*```sql\n(.*?)```", readme, re.S).group(1)
+    rows = duckdb.sql(sql.replace("out/lectures/timelines", str(out / "timelines"))).fetchall()
+    expected = [(t["clip_id"], s["label"], s["start_sec"], s["end_sec"])
+                for t in read_rows(out / "timelines") for s in t["segments"]]
+    assert sorted(r[:4] for r in rows) == sorted(expected)
+    assert rows[0][0] == "long" and rows[0][4] == max(r[4] for r in rows)
+
+
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory):
+    from conftest import release_layout, write_random_checkpoint
+
+    d = tmp_path_factory.mktemp("flow_imagenet")
+    write_random_checkpoint(release_layout("flow_imagenet"), str(d / "model.ckpt"), seed=5)
+    return str(d)
+
+
+def test_two_stream_overlapping_windows_equal_their_clips(flow_checkpoint, tmp_path):
+    """RGB + flow with overlapping windows: each window's flow uses its own frames, so
+    its logits are those of the window scored as a clip."""
+    video = write_video(str(tmp_path / "pan.mp4"), texture_frames(40, size=(96, 128), seed=4),
+                        rate=25)  # 1.6 s
+    manifest = write_manifest(tmp_path / "m.csv", [{"clip_id": "pan", "video_uri": video}])
+    two = ["--streams", "rgb,flow", "--flow-checkpoint", flow_checkpoint, "--quiet"]
+    out = tmp_path / "out"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", "0.6",
+                 "--stride", "0.4", "--windows-per-item", "2", *two]) == 0
+    windows = sorted(read_rows(out / "windows"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"], w["num_frames"]) for w in windows] == [
+        (0.0, 0.6, 15), (0.4, 1.0, 15), (0.8, 1.4, 15), (1.2, 1.6, 10)]
+    clips_manifest = write_manifest(tmp_path / "clips.csv", [
+        {"clip_id": w["row_key"], "video_uri": video, "start_sec": repr(w["window_start_sec"]),
+         "end_sec": repr(w["window_end_sec"])} for w in windows])
+    clips_out = tmp_path / "clips"
+    assert main(["score", "--manifest", clips_manifest, "--output", str(clips_out),
+                 "--max-seconds", "0.6", *two]) == 0
+    clips = {c["clip_id"]: c for c in read_rows(clips_out / "scores")}
+    for w in windows:
+        clip = clips[w["row_key"]]
+        for column in ("rgb_logits", "flow_logits", "flow_embedding"):
+            np.testing.assert_allclose(w[column], clip[column], atol=1e-4, rtol=1e-5)
+    timeline = read_rows(out / "timelines")[0]
+    assert timeline["windows_scored"] == 4 and timeline["segments"][-1]["end_sec"] == 1.6
+
+
+def test_report_prints_the_timeline(windowed_run, capsys):
+    _, out = windowed_run
+    capsys.readouterr()
+    assert main(["report", str(out), "--video", "long"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("long (") and "9/9 windows scored, 2 segments" in text[0]
+    assert "0:00.0" in text[1] and "playing cricket" in text[1]
+    assert text[2].rstrip().endswith("windows)") and "0:17.5" in text[2]
+    assert main(["report", str(out)]) == 0  # the longest videos: long, then part
+    shown = [l for l in capsys.readouterr().out.splitlines() if not l.startswith(" ")]
+    assert [l.split(" ")[0] for l in shown] == ["long", "part"]
