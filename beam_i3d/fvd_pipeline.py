@@ -30,7 +30,6 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio as bfileio
-from beam_i3d.errors import VideoError
 from beam_i3d.fvd import Moments, add, merge_all
 from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
 from beam_i3d.progress import NAMESPACE
@@ -180,7 +179,7 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
 
     from beam_i3d.pipeline import ReadClipRequests, inference_errors
 
-    requests, manifest_errors = (
+    requests, manifest_errors, _ = (
         pipeline | f"{side}/Manifests" >> ReadClipRequests(options.score_options(side)))
     read = (requests
             | f"{side}/Reshuffle" >> beam.Reshuffle()
