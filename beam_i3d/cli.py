@@ -21,6 +21,7 @@ EXIT_USAGE = 2          # bad or unknown options
 EXIT_CONFIGURATION = 3  # cannot start as asked: manifests, output, checkpoints, storage
 EXIT_RECONCILIATION = 4  # outputs do not account for every manifest row exactly once
 EXIT_ERROR_RATE = 5     # too many rows failed (--max-error-rate; all failed, none scored)
+EXIT_INTERRUPTED = 130  # Ctrl-C (score: a remote job is left running, and says so)
 
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {

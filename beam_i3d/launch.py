@@ -13,7 +13,10 @@ Which runners count as local (their workers can read the launcher's files):
 * a portable runner (PortableRunner, FlinkRunner, SparkRunner) whose workers are the
   launching process (``--environment_type LOOPBACK``), or processes started by a job
   server on this machine (``--environment_type PROCESS`` with no ``--job_endpoint`` or
-  one on localhost / 127.0.0.1 / ``embed``).
+  one on localhost / 127.0.0.1 / ``embed``), or an SDK worker pool on this machine
+  (``--environment_type EXTERNAL --environment_config localhost:PORT``, started with
+  ``python -m apache_beam.runners.worker.worker_pool_main --service_port PORT``) fed by
+  a job server on this machine.
 
 Everything else, DataflowRunner first, is remote.
 
@@ -60,9 +63,27 @@ def workers_see_local_disk(pipeline_options) -> bool:
         if environment == "LOOPBACK":
             return True
         endpoint = portable.job_endpoint or ""
-        return environment == "PROCESS" and (
-            not endpoint or any(h in endpoint for h in _LOCAL_HOSTS))
+        local_server = not endpoint or _is_local_address(endpoint)
+        if environment == "PROCESS":
+            return local_server
+        if environment == "EXTERNAL":
+            # The worker pool's address: --environment_config or the
+            # external_service_address of --environment_options.
+            pool = portable.environment_config or next(
+                (o.split("=", 1)[1] for o in portable.environment_options or ()
+                 if o.startswith("external_service_address=")), "")
+            return local_server and bool(pool) and _is_local_address(pool)
     return False
+
+
+def _is_local_address(address: str) -> bool:
+    """``localhost:8099``, ``127.0.0.1:50000``, ``[::1]:1``, ``embed`` (host part only)."""
+    host = address.split("://", 1)[-1]
+    if host.startswith("["):
+        host = host[:host.find("]") + 1]
+    else:
+        host = host.rsplit(":", 1)[0] if ":" in host else host
+    return host.lower() in _LOCAL_HOSTS
 
 
 def local_paths(options) -> list[str]:

@@ -201,10 +201,15 @@ def local_runner(options):
 
 
 def run_with_progress(pipeline: beam.Pipeline, source: Callable[[], dict[str, int]] | None,
-                      stream: TextIO = sys.stderr, interval: float | None = None):
+                      stream: TextIO = sys.stderr, interval: float | None = None, *,
+                      wait: bool = True, on_submit: Callable | None = None):
     """Run ``pipeline`` to the end (locally on the FnApiRunner, elsewhere on its own
     runner), printing :func:`progress_line` from ``source`` unless it is None.
-    Returns the runner's result, finished."""
+    Returns the runner's result, finished. On other runners, ``on_submit(result)`` is
+    called as soon as the runner has submitted the job (on Dataflow: the job exists),
+    and with ``wait=False`` the result is returned then, unfinished. The runner's own
+    report of a job that ended other than DONE (Dataflow's DataflowRuntimeException)
+    and a KeyboardInterrupt while waiting are raised as they come."""
     options = pipeline.options
     printer = None
     if source is not None:
@@ -215,6 +220,10 @@ def run_with_progress(pipeline: beam.Pipeline, source: Callable[[], dict[str, in
             result = local_runner(options).run_pipeline(pipeline, options)
         else:
             result = pipeline.run()
+            if on_submit is not None:
+                on_submit(result)
+            if not wait:
+                return result
         result.wait_until_finish()
     finally:
         if printer:

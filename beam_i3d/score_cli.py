@@ -108,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="child processes decoding clips on each worker (default: the worker's CPU "
              "count)")
     add("--quiet", action="store_true", help="no progress line on stderr")
+    add("--no-wait", action="store_true",
+        help="remote runners (Dataflow): return once the job is submitted (exit 0), "
+             "printing its id, console URL, how to cancel it and the verify command to "
+             "check its output later; without it the launcher waits, then reconciles "
+             "the output whatever the job's end")
     add("--dry-run", action="store_true",
         help="validate without running: our options, Beam's pipeline options for the "
              "runner, local checkpoints and manifests, and the pipeline graph; remote "
@@ -269,6 +274,15 @@ def skipped_rows(expected, before, retry_errors: bool) -> int:
     return n
 
 
+def verify_command(options) -> str:
+    """The ``beam-i3d verify`` command that checks this run's output against its
+    manifest (after the run, or later for a job left running)."""
+    return (f"beam-i3d verify --manifest '{options.manifest}' --output '{options.output}'"
+            + (f" --video-template '{options.video_template}'"
+               if options.video_template else "")
+            + (" --ignore-times" if options.ignore_times else ""))
+
+
 def finish(options, expected, skipped: int, max_error_rate: float | None,
            state: str | None = None) -> int:
     """Reconcile the output against the manifest after a run; print the outcome and
@@ -283,16 +297,12 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
                                     - result.run_scored - result.run_failed)
     for line in result.summary_lines():
         print(f"beam-i3d score: {line}", file=sys.stderr)
-    verify_command = (f"beam-i3d verify --manifest '{options.manifest}' --output "
-                      f"'{options.output}'"
-                      + (f" --video-template '{options.video_template}'"
-                         if options.video_template else "")
-                      + (" --ignore-times" if options.ignore_times else ""))
+    verify = verify_command(options)
     if not result.ok:
         print(f"beam-i3d score: error: {len(result.missing):,} of "
               f"{result.manifest_rows:,} {result.what} are in neither output"
               + (f" (the job ended {state})" if state else "")
-              + f"; resume with --skip-existing; check again with: {verify_command}",
+              + f"; resume with --skip-existing; check again with: {verify}",
               file=sys.stderr)
         return EXIT_RECONCILIATION
     rate = result.failed / result.manifest_rows if result.manifest_rows else 0.0
@@ -324,9 +334,12 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.launch import before_launch
     from beam_i3d.pipeline import build_pipeline
     from beam_i3d.progress import ShardProgress, run_with_progress
+    from beam_i3d.remote_job import RemoteJob, refuse_no_wait, runs_in_process
     from beam_i3d.shards import prepare_output
 
     options = options_from_args(args)
+    if args.no_wait and not args.dry_run:
+        refuse_no_wait(PipelineOptions(extra_args))
     before_launch(options, PipelineOptions(extra_args))  # e.g. no local paths on Dataflow
     num_classes = check_before_launch(options, local_only=args.dry_run)
     pipeline_options = PipelineOptions(extra_args)
@@ -363,10 +376,18 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         logging.ERROR)
     pipeline = beam.Pipeline(options=pipeline_options)
     build_pipeline(pipeline, options, num_classes)
+    job = (None if runs_in_process(pipeline_options)
+           else RemoteJob(pipeline_options, verify_command(options)))
     source = None if args.quiet else ShardProgress(options.output, options.run_id,
                                                    len(expected), skipped,
                                                    windowed=options.window is not None)
     interval = None if fileio.is_local(options.output) else 10.0
+    if job is not None:  # a remote runner: checked whatever the job's end (remote_job)
+        return job.run(
+            lambda **kw: run_with_progress(pipeline, None if args.no_wait else source,
+                                           interval=interval, **kw),
+            lambda state: finish(options, expected, skipped, args.max_error_rate, state),
+            wait=not args.no_wait)
     with gpu_failure_as_error():  # a worker without a GPU: one line, not a traceback
         result = run_with_progress(pipeline, source, interval=interval)
     state = getattr(result, "state", None)
