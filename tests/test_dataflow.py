@@ -354,3 +354,40 @@ def test_build_without_docker_says_so():
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--build needs docker, which is not on PATH" in lines[0], lines
+
+
+def test_a_cancelled_job_is_reconciled_and_fails(gcs_emulator, tmp_path):
+    """A job the service reports CANCELLED: the launcher still checks the output
+    against the manifest, names the missing row and the job's state, exit 4."""
+    settings = launch_settings(tmp_path, "beam-i3d-cancelled")
+    with DataflowStandIn(states=["JOB_STATE_RUNNING", "JOB_STATE_CANCELLED"]) as api:
+        done = run_script(settings, "--dataflow_endpoint", api.endpoint, "--no_auth")
+    assert done.returncode == 4, done.stderr[-4000:]
+    assert "submitted Dataflow job standin-job-1: https://console.cloud.google.com/" \
+        in done.stderr
+    assert "missing rows: c1 (gs://test-bucket/manifests/one.csv:2)" in done.stderr
+    assert "CANCELLED" in done.stderr.splitlines()[-1]
+
+
+def test_no_wait_submits_and_says_how_to_check(gcs_emulator, tmp_path):
+    settings = launch_settings(tmp_path, "beam-i3d-no-wait")
+    with DataflowStandIn(states=["JOB_STATE_RUNNING"]) as api:
+        done = run_script(settings, "--dataflow_endpoint", api.endpoint, "--no_auth",
+                          "--no-wait")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert len(api.jobs) == 1 and api.requested_states == []  # nothing cancelled
+    assert "beam-i3d verify --manifest 'gs://test-bucket/manifests/one.csv'" in done.stderr
+    assert "gcloud dataflow jobs cancel standin-job-1 --region us-central1" in done.stderr
+
+
+def test_no_wait_needs_a_remote_runner(tmp_path, capsys):
+    from beam_i3d.cli import EXIT_USAGE, main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video_uri\n{SAMPLE}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--manifest", str(manifest), "--output", str(tmp_path / "o"),
+              "--no-wait"])
+    assert exit_.value.code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-wait" in err[0]
