@@ -50,7 +50,7 @@ result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend run
 children, spreading its CPU work over the pool.
 
 Arrays travel in :mod:`multiprocessing.shared_memory` segments, not through the pipe:
-the child writes each array into a segment named ``bi3d<parent pid>c<child
+the child writes each array into a segment named ``bi3d<parent pid>p<pool token>c<child
 number>_<task>_<array>`` and sends names, shapes and dtypes; the parent copies the
 array out and unlinks the segment. A child that dies mid-clip may leave segments of its
 current task: the parent unlinks those names, and :meth:`DecodePool.close` removes any
@@ -72,6 +72,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import queue
 import signal
 import threading
@@ -382,7 +383,10 @@ class DecodePool:
         self._grace = float(grace_seconds)
         self._flow_rate = float(flow_seconds_per_megapixel_pair)
         self._start_timeout = float(start_timeout_seconds)
-        self._prefix = f"bi3d{os.getpid()}"
+        # Unique per pool, not only per process: Beam may set up several DoFn instances
+        # (so several pools) in one worker process, and each pool's close() removes the
+        # segments under its own prefix.
+        self._prefix = f"bi3d{os.getpid()}p{secrets.token_hex(3)}"
         self._lock = threading.Lock()
         self._pending: collections.deque[_Task] = collections.deque()
         self._outstanding: set = set()  # keys submitted and not yet collected
