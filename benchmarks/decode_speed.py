@@ -4,14 +4,14 @@ Makes a 720p H.264 clip (25 fps, textured panning scene with sensor-like noise, 
 then times, on the same clip in the same run (best of --repeats, the variants taking turns):
 
 * decode only: PyAV decoding every frame (threads: FFmpeg's choice), nothing else;
-* beam-i3d: ``beam_i3d.video.decode_clip`` -> ``[T,224,224,3]`` uint8 (the RGB stream);
+* beam-i3d: ``beam_i3d.media.video.decode_clip`` -> ``[T,224,224,3]`` uint8 (the RGB stream);
 * beam-i3d + gray: the same with the whole resized grayscale frames kept (flow stream);
 * naive: decode, convert to RGB at 1280x720, ``cv2.resize`` to 455x256, crop;
 * swscale at target: decode, ``to_ndarray(455x256, rgb24, BILINEAR)``, crop;
 
 and the OpenCV DualTVL1 time per 256x340 frame pair. Then, on a shorter clip decoded
 ``--pool-clips`` times, clips/s of ``preprocess_clip`` (RGB stream) in this process
-against :class:`beam_i3d.decode_pool.DecodePool` with 1 child and with one child per
+against :class:`beam_i3d.media.decode_pool.DecodePool` with 1 child and with one child per
 CPU (children started and warmed before the clock; one FFmpeg thread per child, so the
 in-process baseline of the 1-child ratio uses one thread too). Run from the repository
 root:
@@ -96,8 +96,8 @@ def cpu_model() -> str:
 
 def pool_comparison(path: str, clips: int, repeats: int) -> None:
     """clips/s of the same ``clips`` decodes in process and through DecodePools."""
-    from beam_i3d.decode_pool import DecodePool
-    from beam_i3d.preprocess import preprocess_clip
+    from beam_i3d.media.decode_pool import DecodePool
+    from beam_i3d.media.preprocess import preprocess_clip
 
     def in_process(threads: int):
         def run() -> int:
@@ -149,8 +149,8 @@ def main() -> None:
     import av
     import cv2
 
-    from beam_i3d.flow import compute_flow
-    from beam_i3d.video import center_crop, decode_clip, resized_size
+    from beam_i3d.media.flow import compute_flow
+    from beam_i3d.media.video import center_crop, decode_clip, resized_size
 
     print(f"PyAV {av.__version__} (FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), "
           f"OpenCV {cv2.__version__}, {os.cpu_count()} CPUs ({cpu_model()})")

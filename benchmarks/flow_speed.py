@@ -1,4 +1,4 @@
-"""TV-L1 optical flow speed: the TensorFlow port (beam_i3d.flow_tf) against OpenCV's
+"""TV-L1 optical flow speed: the TensorFlow port (beam_i3d.media.flow_tf) against OpenCV's
 DualTVL1, on the same frame pairs, in the same run.
 
     python benchmarks/flow_speed.py [--pairs 64] [--opencv-pairs 8] [--batch-pairs 64 8 2]
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from beam_i3d.flow_tf import tvl1_flow_tf  # noqa: E402
+from beam_i3d.media.flow_tf import tvl1_flow_tf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "data" / "v_CricketShot_g04_c01_rgb.gif"

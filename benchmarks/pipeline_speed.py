@@ -51,7 +51,7 @@ def make_clips(directory: str, count: int, seconds: float) -> list[str]:
 
 
 def time_loop(paths: list[str]) -> float:
-    from beam_i3d.preprocess import preprocess_clip
+    from beam_i3d.media.preprocess import preprocess_clip
     from model.export import build_model
 
     model = build_model("default")

@@ -63,8 +63,8 @@ def run_mode(video: str, windows, per_item: int, processes: int, as_items: bool)
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from fractions import Fraction
-from beam_i3d.decode_pool import DecodePool
-from beam_i3d.windows import Window, split_items
+from beam_i3d.media.decode_pool import DecodePool
+from beam_i3d.job.windows import Window, split_items
 windows = [Window(i, Fraction(s), Fraction(e)) for i, s, e in {[(w.index, str(w.start), str(w.end)) for w in windows]!r}]
 with DecodePool({processes}) as pool:
     pool.submit_probe("warm", {video!r}); list(pool.results())
@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--video", help="use this video instead of making one")
     args = parser.parse_args()
 
-    from beam_i3d.video import probe_duration
-    from beam_i3d.windows import default_windows_per_item, plan_windows
+    from beam_i3d.media.video import probe_duration
+    from beam_i3d.job.windows import default_windows_per_item, plan_windows
 
     with tempfile.TemporaryDirectory() as tmp:
         video = args.video

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
-    from beam_i3d.outputs import check_output_location
+    from beam_i3d.job.outputs import check_output_location
     from model.export import build_model, export_saved_model
 
     # Before the model is built: an existing file, a root or an unwritable place is

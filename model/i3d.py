@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_i3d.errors import InvalidModelInput
-from beam_i3d.recipe import CROP_SIZE, MIN_FRAMES
+from beam_i3d.media.recipe import CROP_SIZE, MIN_FRAMES
 
 # The order of the original network's endpoints.
 ENDPOINTS = (

@@ -13,7 +13,7 @@ the outputs of different runs concatenate and load into one BigQuery table.
 
 Every row of both also names the manifest row it settles (``row_key``) and the run that
 wrote it (``run_id``). A run writes its rows in shards as it goes, so a row can appear
-twice where a runner retried work; :mod:`beam_i3d.results` (and the README's read recipe)
+twice where a runner retried work; :mod:`beam_i3d.job.results` (and the README's read recipe)
 keeps one row per ``row_key``: the latest run's, and a score over an error.
 
 Windowed runs (``score --window``) write, instead of ``scores``, ``DIR/windows`` (one row
@@ -63,7 +63,7 @@ SCORES_SCHEMA = pa.schema([
     pa.field("flow_logits", FLOAT_LIST),
     pa.field("rgb_embedding", FLOAT_LIST),      # Mixed_5c mean, 1024 values
     pa.field("flow_embedding", FLOAT_LIST),
-    pa.field("row_key", pa.string(), nullable=False),  # the manifest row (see beam_i3d.row_keys)
+    pa.field("row_key", pa.string(), nullable=False),  # the manifest row (see beam_i3d.job.row_keys)
     pa.field("run_id", pa.string(), nullable=False),   # the run that wrote the row
 ])
 

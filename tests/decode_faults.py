@@ -1,4 +1,4 @@
-"""Test-only fault hook for beam_i3d.decode_pool (``BEAM_I3D_TEST_DECODE_HOOK=
+"""Test-only fault hook for beam_i3d.media.decode_pool (``BEAM_I3D_TEST_DECODE_HOOK=
 decode_faults:inject``): real failures in the decoding child, chosen by a marker in the
 file name. Never used outside the tests."""
 

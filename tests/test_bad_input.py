@@ -9,9 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from beam_i3d import errors, video, video_open
-from beam_i3d.preprocess import preprocess_clip
-from beam_i3d.recipe import DecodeLimits
+from beam_i3d import errors
+from beam_i3d.media import video
+from beam_i3d.media import video_open
+from beam_i3d.media.preprocess import preprocess_clip
+from beam_i3d.media.recipe import DecodeLimits
 from video_factory import code_frame, write_video
 
 

@@ -132,7 +132,7 @@ def test_dry_run_accepts_beam_options(manifest, tmp_path, capsys):
     ("nosuchscheme://b/runs", "no filesystem reads nosuchscheme://"),
 ])
 def test_unusable_outputs_are_refused(output, message):
-    from beam_i3d.outputs import check_output_location
+    from beam_i3d.job.outputs import check_output_location
 
     with pytest.raises(OutputError) as e:
         check_output_location(output)
@@ -140,7 +140,7 @@ def test_unusable_outputs_are_refused(output, message):
 
 
 def test_usable_outputs(tmp_path):
-    from beam_i3d.outputs import check_output_location
+    from beam_i3d.job.outputs import check_output_location
 
     assert check_output_location(str(tmp_path / "new" / "run") + "/") == str(
         tmp_path / "new" / "run")
@@ -151,7 +151,7 @@ def test_usable_outputs(tmp_path):
 
 
 def test_local_outputs_that_cannot_be_used(tmp_path):
-    from beam_i3d.outputs import check_output_location
+    from beam_i3d.job.outputs import check_output_location
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is an existing file, not a directory"):
@@ -200,8 +200,8 @@ def test_score_and_preprocess_validate_the_same(capsys, option, value):
 
 
 def test_decode_limits_and_processes_reach_score_options(tmp_path):
-    from beam_i3d.recipe import DecodeLimits
-    from beam_i3d.score_cli import options_from_args
+    from beam_i3d.media.recipe import DecodeLimits
+    from beam_i3d.cli.score import options_from_args
 
     parser = cli.build_parser()
     args = parser.parse_args([
@@ -261,7 +261,7 @@ def test_manifest_that_is_not_text_or_parquet(tmp_path, capsys, name, data):
 
 
 def test_manifest_head_cut_inside_a_character_is_fine(tmp_path, monkeypatch):
-    from beam_i3d import launch_checks
+    from beam_i3d.job import launch_checks
 
     monkeypatch.setattr(launch_checks, "HEAD_BYTES", 16)
     path = tmp_path / "m.csv"
@@ -283,7 +283,7 @@ def test_no_matching_manifest_is_exit_3(tmp_path, capsys):
 def test_reachable_bucket_and_writable_output(gcs_emulator, tmp_path):
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_i3d import launch_checks
+    from beam_i3d.job import launch_checks
 
     samples = [("gs://test-bucket/videos/a.mp4", "m.csv:1"), (str(SAMPLE), "m.csv:2"),
                ("gs://test-bucket/videos/b.mp4", "m.csv:3")]
@@ -297,7 +297,7 @@ def test_reachable_bucket_and_writable_output(gcs_emulator, tmp_path):
 def test_output_that_is_an_object(gcs_emulator):
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_i3d import launch_checks
+    from beam_i3d.job import launch_checks
 
     with FileSystems.create("gs://test-bucket/runs/a-file") as f:
         f.write(b"x")
@@ -338,7 +338,7 @@ def test_storage_causes_are_named():
     from google.api_core import exceptions as api
     from google.auth.exceptions import DefaultCredentialsError
 
-    from beam_i3d.launch_checks import describe_storage_error, run_with_deadline
+    from beam_i3d.job.launch_checks import describe_storage_error, run_with_deadline
 
     assert describe_storage_error(api.Forbidden("no")).startswith("permission denied")
     assert describe_storage_error(api.Unauthorized("no")).startswith("credentials refused")
@@ -356,7 +356,7 @@ def test_storage_causes_are_named():
 
 def test_storage_check_deadline_from_the_environment(monkeypatch):
     from beam_i3d.errors import ConfigurationError
-    from beam_i3d.launch_checks import storage_timeout
+    from beam_i3d.job.launch_checks import storage_timeout
 
     monkeypatch.setenv("BEAM_I3D_STORAGE_CHECK_TIMEOUT", "3")
     assert storage_timeout() == 3
@@ -372,7 +372,7 @@ def test_storage_check_deadline_from_the_environment(monkeypatch):
 
 
 def test_filter_keeps_our_lines_and_drops_tensorflows(capfd):
-    from beam_i3d.quiet import _filtered_stderr
+    from beam_i3d.cli.quiet import _filtered_stderr
 
     with _filtered_stderr():
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called "
@@ -399,7 +399,7 @@ def test_tensorflow_start_up_lines_are_hidden_unless_verbose():
     use_tf = ("import warnings, tensorflow as tf\n"
               "tf.constant(1.0) + 1\n"
               "warnings.warn('ours stays')\n")
-    quiet = _stderr_of("from beam_i3d.quiet import quiet_native_logs\n"
+    quiet = _stderr_of("from beam_i3d.cli.quiet import quiet_native_logs\n"
                        "quiet_native_logs()\n" + use_tf)
     assert quiet.strip().splitlines() == ["<string>:5: UserWarning: ours stays"], quiet
     # A local worker process: it inherits BEAM_I3D_QUIET and imports beam_i3d.
@@ -455,8 +455,8 @@ def test_parquet_and_templated_rows_name_the_buckets(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from beam_i3d import launch_checks
-    from beam_i3d.manifest import ManifestOptions
+    from beam_i3d.job import launch_checks
+    from beam_i3d.job.manifest import ManifestOptions
 
     pq.write_table(pa.table({"youtube_id": ["a", "b"], "split": ["val", "val"]}),
                    tmp_path / "k.parquet")

@@ -142,7 +142,7 @@ def test_a_worker_without_gpu_fails_the_dataflow_job_with_one_line(gcs_emulator,
     traceback as its error message): the launcher prints the GPU line, exit 3."""
     settings = launch_settings(tmp_path, "beam-i3d-gpu-test")
     worker_error = (
-        "Traceback (most recent call last):\n  File \"beam_i3d/gpu.py\", line 62\n"
+        "Traceback (most recent call last):\n  File \"beam_i3d/job/gpu.py\", line 62\n"
         "beam_i3d.errors.GPUUnavailable: --require-gpu: TensorFlow 2.21.0 sees no GPU on "
         "worker w-1; likely cause: no NVIDIA device or driver on this machine; not "
         "scoring on the CPU [while running 'Score/I3D/...']\n")
@@ -184,7 +184,7 @@ def test_require_gpu_fails_fast_on_a_machine_without_gpu(tmp_path):
 
 def test_gpu_failure_found_in_wrapped_errors():
     from beam_i3d.errors import GPUUnavailable
-    from beam_i3d.gpu import gpu_failure_as_error, gpu_failure_in
+    from beam_i3d.job.gpu import gpu_failure_as_error, gpu_failure_in
 
     line = "--require-gpu: TensorFlow 2.21.0 sees no GPU on worker w; likely cause: x"
     wrapped = RuntimeError(f"Pipeline failed:\nTraceback ...\nbeam_i3d.errors.GPUUnavailable: "
@@ -200,7 +200,7 @@ def test_gpu_failure_found_in_wrapped_errors():
 
 
 def test_gpu_diagnosis_names_the_likely_cause(monkeypatch):
-    from beam_i3d import gpu
+    from beam_i3d.job import gpu
 
     class FakeTF:
         built = True
@@ -258,8 +258,8 @@ def test_which_runners_may_read_local_paths():
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_i3d.errors import ConfigurationError
-    from beam_i3d.launch import local_paths, refuse_local_paths, workers_see_local_disk
-    from beam_i3d.pipeline import ScoreOptions
+    from beam_i3d.job.launch import local_paths, refuse_local_paths, workers_see_local_disk
+    from beam_i3d.job.pipeline import ScoreOptions
 
     def sees(*args):
         return workers_see_local_disk(PipelineOptions(list(args)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from beam_i3d.errors import EmptyClip
-from beam_i3d.video import FrameSampler, Orientation, clip_time_range, decode_clip, resized_size
+from beam_i3d.media.video import FrameSampler, Orientation, clip_time_range, decode_clip, resized_size
 from video_factory import code_frame, read_code, write_video
 
 
@@ -253,7 +253,7 @@ def test_rgb_conversion_is_unbiased(tmp_path):
     import av
     import cv2
 
-    from beam_i3d.video import center_crop, frame_to_rgb
+    from beam_i3d.media.video import center_crop, frame_to_rgb
     from video_factory import textured_image
 
     texture = np.dstack([textured_image(360, 640, seed=s, sigma=12) for s in range(3)])
@@ -281,7 +281,7 @@ def test_own_yuv_conversion_matches_swscale(colorspace, pix_fmt, full_range):
     import av
     from av.video.reformatter import Interpolation
 
-    from beam_i3d.video import yuv_to_rgb
+    from beam_i3d.media.video import yuv_to_rgb
 
     # Legal codes of limited-range video (swscale's integer path wraps around for some
     # out-of-range codes, such as Y < 16 with extreme chroma).
@@ -298,7 +298,7 @@ def test_own_yuv_conversion_matches_swscale(colorspace, pix_fmt, full_range):
 def test_a_seek_that_lands_after_the_start_is_retried(tmp_path, monkeypatch):
     """Some indexes are inexact: the first seek lands 1 s late here, and the decoder must
     go further back rather than hold a later frame for the start."""
-    from beam_i3d import video as video_module
+    from beam_i3d.media import video as video_module
 
     class LateFirstSeek:
         def __init__(self, container):

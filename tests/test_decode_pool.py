@@ -1,4 +1,4 @@
-"""beam_i3d.decode_pool: clips decoded in child processes, with real encoded videos and
+"""beam_i3d.media.decode_pool: clips decoded in child processes, with real encoded videos and
 real faults (abort, segfault, hang, memory exhaustion, SIGKILL, exit) injected through
 the test-only hook in tests/decode_faults.py."""
 
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from beam_i3d import errors
-from beam_i3d.decode_pool import (
+from beam_i3d.media.decode_pool import (
     HOOK_ENV,
     DecodePool,
     child_exception,
     clip_time_limit,
     flow_time_limit,
 )
-from beam_i3d.preprocess import ClipTensors, preprocess_clip
-from beam_i3d.recipe import DecodeLimits
+from beam_i3d.media.preprocess import ClipTensors, preprocess_clip
+from beam_i3d.media.recipe import DecodeLimits
 from video_factory import textured_image, write_video
 
 FAULTS = ("ABORT", "SEGV", "HANG", "HOG", "KILLED", "EXIT", "RAISE")
@@ -114,8 +114,8 @@ def test_tf_flow_is_computed_in_the_parent(videos, monkeypatch):
     The "tf" backend is replaced by a probe (OpenCV's flow, recording the process), so
     as not to spend a minute on TensorFlow's import and XLA compilation here; a child
     that tried to run "tf" itself would import the real, unpatched backend."""
-    from beam_i3d import flow
-    from beam_i3d.flow import tvl1_flow_opencv
+    from beam_i3d.media import flow
+    from beam_i3d.media.flow import tvl1_flow_opencv
 
     calls = []
 
@@ -239,8 +239,8 @@ def test_decode_clip_dofn_emits_everything_in_its_window(videos):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from beam_i3d.manifest import ClipRequest
-    from beam_i3d.pipeline import DecodeClip, ScoreOptions
+    from beam_i3d.job.manifest import ClipRequest
+    from beam_i3d.job.pipeline import DecodeClip, ScoreOptions
 
     requests = [ClipRequest(name, videos[name], None, None, None, f"m.csv:{i}")
                 for i, name in enumerate(["good", "ABORT", "text", "other", "RAISE"])]

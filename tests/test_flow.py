@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_i3d import flow
-from beam_i3d.preprocess import preprocess_clip
-from beam_i3d.recipe import FLOW_BOUND
+from beam_i3d.media import flow
+from beam_i3d.media.preprocess import preprocess_clip
+from beam_i3d.media.recipe import FLOW_BOUND
 from video_factory import textured_image, write_video
 
 DX, DY = 2, -1  # pixels per frame: to the right, and up
@@ -89,7 +89,7 @@ def test_unknown_backends_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setitem(flow._BACKENDS, "lazy", "beam_i3d.no_such_module:tvl1")
     with pytest.raises(flow.UnknownFlowBackend, match="no_such_module"):
         flow.get_flow_backend("lazy")
-    assert "tf" in flow.flow_backends()  # beam_i3d.flow_tf, imported on first use
+    assert "tf" in flow.flow_backends()  # beam_i3d.media.flow_tf, imported on first use
 
 
 def test_backend_output_shape_is_checked(monkeypatch):

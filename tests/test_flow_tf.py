@@ -23,9 +23,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from beam_i3d import flow_tf
+from beam_i3d.media import flow_tf
 from beam_i3d.errors import InvalidFlowInput, InvalidModelInput
-from beam_i3d.flow_tf import TVL1Params, tvl1_flow_tf
+from beam_i3d.media.flow_tf import TVL1Params, tvl1_flow_tf
 
 SAMPLE = Path(__file__).parent / "data" / "v_CricketShot_g04_c01_rgb.gif"
 SIZE = 256  # the recipe's short side; the sample clip is 224x224, resized up

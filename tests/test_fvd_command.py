@@ -81,7 +81,7 @@ def test_statistics_reused(black_white_run, tmp_path):
 
 def test_mismatched_statistics_refused(black_white_run, tmp_path, capsys):
     _, out, _ = black_white_run
-    from beam_i3d.fvd_stats import load_npz, save_npz
+    from beam_i3d.fvd.stats_files import load_npz, save_npz
 
     other = load_npz((out / "stats" / "fake.npz").read_bytes())
     other.frames = 16

@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 
-from beam_i3d import fvd
-from beam_i3d.fvd import Moments
-from beam_i3d.fvd_stats import (FeatureSetStats, StatsError, check_compatible,
+from beam_i3d.fvd import distance as fvd
+from beam_i3d.fvd.distance import Moments
+from beam_i3d.fvd.stats_files import (FeatureSetStats, StatsError, check_compatible,
                                 load_feature_stats_pickle, load_npz, read_stats, save_npz)
 
 
@@ -221,7 +221,7 @@ def test_combine_fn_in_a_pipeline_equals_np_cov():
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that
 
-    from beam_i3d.fvd_pipeline import MomentsCombineFn
+    from beam_i3d.fvd.pipeline import MomentsCombineFn
 
     rng = np.random.default_rng(7)
     x = rng.normal(4.0, 2.0, size=(300, 6))

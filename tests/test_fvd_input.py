@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beam_i3d import fvd_input
+from beam_i3d.fvd import clips as fvd_input
 from beam_i3d.errors import TooFewFrames, UnsupportedFrames
 
 

@@ -8,9 +8,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure, plan_forwards
-from beam_i3d.manifest import ClipRequest
-from beam_i3d.pipeline import ScoreClips
+from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure, plan_forwards
+from beam_i3d.job.manifest import ClipRequest
+from beam_i3d.job.pipeline import ScoreClips
 from model.labels import label_map
 
 

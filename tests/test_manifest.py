@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_i3d.errors import ManifestError
-from beam_i3d.manifest import (
+from beam_i3d.job.manifest import (
     ManifestOptions,
     derive_clip_id,
     manifest_format,

@@ -8,7 +8,7 @@ import pytest
 
 from beam_i3d import errors
 from beam_i3d.cli import main
-from beam_i3d.preprocess import ClipTensors, loop_to_length, preprocess_clip, uint8_to_unit_range
+from beam_i3d.media.preprocess import ClipTensors, loop_to_length, preprocess_clip, uint8_to_unit_range
 from video_factory import code_frame, read_code, write_video
 
 

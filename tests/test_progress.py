@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from beam_i3d.progress import ProgressPrinter, ShardProgress, format_duration, progress_line
+from beam_i3d.job.progress import ProgressPrinter, ShardProgress, format_duration, progress_line
 
 
 def test_progress_line_counts_every_kind_of_settled_row():
@@ -23,7 +23,7 @@ def test_shard_progress_counts_this_runs_shards(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from beam_i3d.shards import write_table_atomically
+    from beam_i3d.job.shards import write_table_atomically
 
     def shard(kind, name, n):
         table = pa.table({"row_key": [f"{name}{i}" for i in range(n)]})

@@ -327,7 +327,7 @@ def test_reads_only_the_needed_columns(known_run, monkeypatch):
     key_reads = []
 
     def read_keys_only(self, columns=None, **kwargs):
-        # Deduplication (beam_i3d.results) reads the key columns, nothing else.
+        # Deduplication (beam_i3d.job.results) reads the key columns, nothing else.
         if columns is None or not set(columns) <= {"row_key", "clip_id", "run_id",
                                                    "error_type", "stage"}:
             pytest.fail(f"read of {columns or 'every column'}")

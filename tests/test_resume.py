@@ -90,7 +90,7 @@ def test_overwrite_replaces_everything_and_counts_are_checked(clips, tmp_path, c
 
     # A sink that silently loses a row (as Beam 2.77's multi_threading DirectRunner does):
     # the job's own reconciliation fails the run and names the row.
-    from beam_i3d import shards
+    from beam_i3d.job import shards
 
     original = shards._ShardWriter._flush
 
@@ -196,7 +196,7 @@ def test_poison_videos_cost_one_row_and_retry_errors_scores_the_transient_ones(
     err = capsys.readouterr().err
     assert "2 scored, 0 failed, 4 skipped as already settled" in err
     assert "2 errors superseded by a later score" in err
-    from beam_i3d.results import read_table
+    from beam_i3d.job.results import read_table
 
     settled = read_table(str(out), "scores", ["clip_id"]).column(0).to_pylist()
     assert sorted(settled) == ["abort", "good", "good2", "hang"]

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from beam_i3d.preprocess import preprocess_clip
+from beam_i3d.media.preprocess import preprocess_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "beam_i3d", "data", "samples", "v_CricketShot_g04_c01.mp4")

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from beam_i3d import errors, video
-from beam_i3d.recipe import DecodeLimits
+from beam_i3d import errors
+from beam_i3d.media import video
+from beam_i3d.media.recipe import DecodeLimits
 from conftest import upload
 from video_factory import code_frame, write_video
 

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 
 from beam_i3d.cli import EXIT_OK, EXIT_RECONCILIATION, main
-from beam_i3d.manifest import ManifestOptions
-from beam_i3d.results import read_table, settle
-from beam_i3d.row_keys import assign_keys, content_identity, identities_of_key, row_key
-from beam_i3d.shards import shard_name, write_table_atomically
-from beam_i3d.verify import expected_rows, reconcile
+from beam_i3d.job.manifest import ManifestOptions
+from beam_i3d.job.results import read_table, settle
+from beam_i3d.job.row_keys import assign_keys, content_identity, identities_of_key, row_key
+from beam_i3d.job.shards import shard_name, write_table_atomically
+from beam_i3d.job.verify import expected_rows, reconcile
 from schemas import ERRORS_SCHEMA, SCORES_SCHEMA
 
 

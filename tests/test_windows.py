@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_i3d.cli import main
-from beam_i3d.windows import (
+from beam_i3d.job.windows import (
     Window,
     check_window_options,
     cut_windows,
@@ -134,7 +134,7 @@ def test_merge_timeline_on_known_labels():
 def test_cut_windows_equal_decoding_each_window_as_a_clip(long_video):
     """The frames of each window, cut from one decode of the item, are those of the
     window decoded as its own clip (overlapping windows; the last one short)."""
-    from beam_i3d.video import decode_clip
+    from beam_i3d.media.video import decode_clip
 
     windows = plan_windows(12.4, 17.48, 2, 0.72)
     assert windows[-1].end - windows[-1].start < 2

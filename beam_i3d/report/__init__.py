@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.report.build import build_report
     from beam_i3d.report.render import text_summary
     from beam_i3d.report.timelines import chosen, read_timelines, timeline_text
-    from beam_i3d.results import list_shards
+    from beam_i3d.job.results import list_shards
 
     timelines = read_timelines(args.dir)
     if timelines or args.video is not None:

@@ -14,7 +14,7 @@ from beam_i3d.report import reader
 from beam_i3d.report.charts import draw_charts
 from beam_i3d.report.metrics import ErrorCounts, ScoreCounts, Vocabulary
 from beam_i3d.report.render import html_report
-from beam_i3d.results import settle
+from beam_i3d.job.results import settle
 from model.labels import label_map
 
 
@@ -107,7 +107,7 @@ def compute_summary(run_dir: str) -> dict:
                         "against one")
 
     # One row per manifest row: shards written twice by retried work, and errors that a
-    # later run scored, are left out (beam_i3d.results).
+    # later run scored, are left out (beam_i3d.job.results).
     try:
         settled = settle(run_dir)
     except OutputError as e:

@@ -32,7 +32,7 @@ def part_files(directory: str) -> list[str] | None:
 
     On object stores a directory exists when some object lies under it.
     """
-    from beam_i3d.results import list_shards
+    from beam_i3d.job.results import list_shards
 
     if fileio.is_local(directory):
         if not os.path.isdir(fileio.local_path(directory)):
@@ -88,7 +88,7 @@ def leaf_columns(parquet: pq.ParquetFile, columns: Sequence[str]) -> list[str]:
 def iter_batches(paths: Sequence[str], columns: Sequence[str],
                  keep: Mapping[str, np.ndarray] | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of ``columns`` over all ``paths`` in order, ``BATCH_ROWS`` at a time;
-    with ``keep`` (per path, a boolean mask of its rows: :func:`beam_i3d.results.settle`),
+    with ``keep`` (per path, a boolean mask of its rows: :func:`beam_i3d.job.results.settle`),
     only the rows kept, so a row written twice by retried work counts once.
 
     A file lacking a column is an error that names the file and the column.

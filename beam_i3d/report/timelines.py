@@ -11,7 +11,7 @@ LONGEST = 3  # videos shown without --video
 
 def read_timelines(run_dir: str) -> list[dict]:
     """One timelines row per manifest row (the latest run's); ``[]`` if there are none."""
-    from beam_i3d.results import list_shards, read_columns
+    from beam_i3d.job.results import list_shards, read_columns
     from schemas import TIMELINES_SCHEMA
 
     best: dict[str, dict] = {}

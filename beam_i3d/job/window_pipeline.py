@@ -1,5 +1,5 @@
 """The windowed job (``score --window``): the steps between the manifest's requests and
-the shards, for untrimmed videos (the windows themselves: :mod:`beam_i3d.windows`).
+the shards, for untrimmed videos (the windows themselves: :mod:`beam_i3d.job.windows`).
 
     requests -> Reshuffle -> plan (probe each video's duration in the decode pool; one
       DIR/plans row per manifest row, its windows split into work items of at most
@@ -25,10 +25,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_i3d.errors import EmptyClip, UnknownDuration, VideoError
-from beam_i3d.inference import ClipExample
-from beam_i3d.manifest import ClipRequest
-from beam_i3d.progress import NAMESPACE
-from beam_i3d.windows import (
+from beam_i3d.job.inference import ClipExample
+from beam_i3d.job.manifest import ClipRequest
+from beam_i3d.job.progress import NAMESPACE
+from beam_i3d.job.windows import (
     Window,
     WindowOptions,
     merge_timeline,
@@ -96,7 +96,7 @@ class _PoolDoFn(beam.DoFn):
         self._pool = None
 
     def setup(self):
-        from beam_i3d.decode_pool import DecodePool
+        from beam_i3d.media.decode_pool import DecodePool
 
         processes = self._processes or os.cpu_count() or 1
         self._pool = DecodePool(processes, self._limits)
@@ -160,7 +160,7 @@ class PlanWindows(_PoolDoFn):
                                 lambda key: self._pool.submit_probe(key, request.video_uri))
 
     def outputs(self, request, result):
-        from beam_i3d.pipeline import request_error
+        from beam_i3d.job.pipeline import request_error
 
         try:
             if isinstance(result, BaseException):
@@ -198,7 +198,7 @@ class DecodeWindows(_PoolDoFn):
         if "flow" in self._streams and self._flow_backend in ("tf", "opencv"):
             # Windows are finished (flow included) in this process.
             if self._flow_backend == "tf":
-                from beam_i3d.inference import configure_tensorflow
+                from beam_i3d.job.inference import configure_tensorflow
 
                 configure_tensorflow(self._allow_tf32)
         super().setup()
@@ -211,7 +211,7 @@ class DecodeWindows(_PoolDoFn):
             flow_batch_pairs=self._flow_batch_pairs, windows=item.windows))
 
     def outputs(self, item: WorkItem, result):
-        from beam_i3d.pipeline import request_error
+        from beam_i3d.job.pipeline import request_error
 
         parts = [result] * len(item.windows) if isinstance(result, BaseException) else result
         for w, part in zip(item.windows, parts):
@@ -267,7 +267,7 @@ _TIMELINE_COLUMNS = ("clip_id", "video_uri", "label", "num_windows", "window_ind
 
 def earlier_windows(readable) -> list:
     """A shard of DIR/windows -> ``(row_key, (run_id, timeline columns))`` per row."""
-    from beam_i3d.results import read_columns
+    from beam_i3d.job.results import read_columns
 
     table = read_columns(readable.metadata.path, _TIMELINE_COLUMNS + ("row_key", "run_id"),
                          readable.open)

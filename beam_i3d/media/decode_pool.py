@@ -4,9 +4,9 @@ exhausts FFmpeg costs one clip, never the worker.
 :class:`DecodePool` keeps up to ``processes`` children of our own (Python processes
 started with multiprocessing's ``spawn`` or ``forkserver`` method: never ``fork``, which
 would copy a process that runs TensorFlow threads; no shell, no other programs). Each
-child takes one clip at a time and runs :func:`beam_i3d.preprocess.decode_for_streams`
-and, where it can, :func:`beam_i3d.preprocess.finish_clip`, so a clip comes back exactly
-as :func:`beam_i3d.preprocess.preprocess_clip` would make it in process (bit for bit).
+child takes one clip at a time and runs :func:`beam_i3d.media.preprocess.decode_for_streams`
+and, where it can, :func:`beam_i3d.media.preprocess.finish_clip`, so a clip comes back exactly
+as :func:`beam_i3d.media.preprocess.preprocess_clip` would make it in process (bit for bit).
 
 Children are started when first needed and reused. Each sets OpenCV to one thread,
 decodes with one FFmpeg thread (the pool spreads the CPUs over clips instead), and limits
@@ -45,7 +45,7 @@ development machine: a safety net, not a budget).
 
 Flow with the ``tf`` backend (TensorFlow, maybe on the GPU) is not computed in a child:
 children never import TensorFlow. The child then sends back the RGB crops and the
-grayscale frames, and the parent runs :func:`~beam_i3d.preprocess.finish_clip` when the
+grayscale frames, and the parent runs :func:`~beam_i3d.media.preprocess.finish_clip` when the
 result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend runs in the
 children, spreading its CPU work over the pool.
 
@@ -88,8 +88,8 @@ from beam_i3d.errors import (
     VideoError,
     error_classes,
 )
-from beam_i3d.flow import DEFAULT_FLOW_BACKEND
-from beam_i3d.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
+from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
+from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
 
 __all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
            "clip_time_limit", "flow_time_limit"]
@@ -283,7 +283,7 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
 
     import cv2
 
-    from beam_i3d.preprocess import decode_for_streams, finish_clip
+    from beam_i3d.media.preprocess import decode_for_streams, finish_clip
 
     cv2.setNumThreads(1)
     hook = _load_hook()
@@ -300,7 +300,7 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
             if hook is not None:
                 hook(uri)
             if options.get("probe"):
-                from beam_i3d.video import probe_duration
+                from beam_i3d.media.video import probe_duration
 
                 conn.send(("ok", seq, Probed(probe_duration(uri, limits)), []))
                 continue
@@ -409,22 +409,22 @@ class DecodePool:
                flow_backend: str = DEFAULT_FLOW_BACKEND,
                flow_batch_pairs: int | None = None, windows: Sequence | None = None) -> None:
         """Queue one clip; the arguments are those of
-        :func:`~beam_i3d.preprocess.preprocess_clip` (limits: the pool's). ``key``
+        :func:`~beam_i3d.media.preprocess.preprocess_clip` (limits: the pool's). ``key``
         (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
         for bad arguments (nothing is queued then), RuntimeError if the pool is closed.
 
-        ``windows`` (:class:`beam_i3d.windows.Window`, consecutive): a work item of a
+        ``windows`` (:class:`beam_i3d.job.windows.Window`, consecutive): a work item of a
         windowed run instead of a clip. The child decodes the span of the windows once,
         as one clip without a cap (``start_sec``, ``end_sec`` and ``max_seconds`` are
         ignored), and the parent cuts each window from it and finishes it
-        (:func:`beam_i3d.windows.cut_windows`, then ``finish_clip``, flow included): the
+        (:func:`beam_i3d.job.windows.cut_windows`, then ``finish_clip``, flow included): the
         result is then a list with, per window, its ClipTensors or its exception."""
-        from beam_i3d.preprocess import check_streams
+        from beam_i3d.media.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
         finish_here = "flow" not in streams or flow_backend in CHILD_FLOW_BACKENDS
         if windows is not None:
-            from beam_i3d.windows import span_of
+            from beam_i3d.job.windows import span_of
 
             windows = list(windows)
             if not windows:
@@ -448,7 +448,7 @@ class DecodePool:
     def submit_probe(self, key: Hashable, uri: str) -> None:
         """Queue a probe of ``uri``'s declared duration (header only, no frame decoded);
         its result is a :class:`Probed` or the exception (the errors of
-        :func:`beam_i3d.video.probe_video`)."""
+        :func:`beam_i3d.media.video.probe_video`)."""
         self._queue(key, uri, None, None, {"probe": True}, True)
 
     def _queue(self, key, uri, start_sec, end_sec, options, finish_here) -> None:
@@ -525,7 +525,7 @@ class DecodePool:
 
     def _deliver(self, task: _Task, result, seconds: float) -> Finished:
         if not isinstance(result, BaseException) and not task.finish_here:
-            from beam_i3d.preprocess import finish_clip
+            from beam_i3d.media.preprocess import finish_clip
 
             started = time.monotonic()
             options = task.options
@@ -540,7 +540,7 @@ class DecodePool:
                     return e
 
             if options.get("windows"):
-                from beam_i3d.windows import cut_windows
+                from beam_i3d.job.windows import cut_windows
 
                 try:
                     parts = cut_windows(result, options["windows"])

@@ -1,8 +1,8 @@
 """A clip of a video -> the RGB and flow tensors I3D scores, by the release's recipe.
 
 :func:`preprocess_clip` is the whole recipe as one pure function (no Beam): decode and
-sample at 25 fps (:mod:`beam_i3d.video`), RGB centre crops as uint8, and, only when the
-flow stream is asked for, TV-L1 flow (:mod:`beam_i3d.flow`) quantised to uint8 the way
+sample at 25 fps (:mod:`beam_i3d.media.video`), RGB centre crops as uint8, and, only when the
+flow stream is asked for, TV-L1 flow (:mod:`beam_i3d.media.flow`) quantised to uint8 the way
 the release's authors did (kinetics-i3d issue #24). Both streams stay uint8 until the
 model, whose ``serving_uint8`` path maps them to [-1, 1] as ``x / 255 * 2 - 1``.
 
@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from beam_i3d.flow import DEFAULT_FLOW_BACKEND
-from beam_i3d.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, STREAMS, DecodeLimits
-from beam_i3d.video import DecodedClip, center_crop, decode_clip
+from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
+from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, MIN_FRAMES, STREAMS, DecodeLimits
+from beam_i3d.media.video import DecodedClip, center_crop, decode_clip
 
 __all__ = ["ClipTensors", "DecodeLimits", "STREAMS", "check_streams", "decode_for_streams",
            "finish_clip", "loop_to_length", "preprocess_clip", "uint8_to_unit_range"]
@@ -72,7 +72,7 @@ def check_streams(streams: Sequence[str], flow_backend: str = DEFAULT_FLOW_BACKE
     """``streams`` as a tuple, checked: a non-empty subset of ("rgb", "flow"), and, when
     "flow" is in it, ``flow_backend`` a registered name (``load_backend``: also import
     it, which for ``tf`` imports TensorFlow). Raises ValueError / UnknownFlowBackend."""
-    from beam_i3d import flow as flow_ops
+    from beam_i3d.media import flow as flow_ops
 
     streams = tuple(streams)
     if not streams or set(streams) - set(STREAMS):
@@ -93,7 +93,7 @@ def decode_for_streams(uri: str, start_sec: float | None = None, end_sec: float 
                        limits: DecodeLimits | None = None, decode_threads: int = 0) -> DecodedClip:
     """The decoding half of :func:`preprocess_clip`: the 25-fps frames of
     ``[start_sec, end_sec)`` that ``streams`` need (see
-    :func:`beam_i3d.video.decode_clip`): ``rgb`` ``[T,224,224,3]`` uint8 crops always,
+    :func:`beam_i3d.media.video.decode_clip`): ``rgb`` ``[T,224,224,3]`` uint8 crops always,
     and, when "flow" is in ``streams``, ``gray`` ``[T,H,W]`` uint8 whole resized frames.
     Needs no TensorFlow. Raises VideoError subclasses for bad input."""
     return decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
@@ -108,7 +108,7 @@ def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
     for (TV-L1 on ``clip.gray`` with ``flow_backend``, centre crop, quantised to uint8 or,
     with ``quantize_flow=False``, float32 in [-1, 1]), both streams looped to at least 9
     steps. Pure: reads nothing."""
-    from beam_i3d import flow as flow_ops
+    from beam_i3d.media import flow as flow_ops
 
     streams = tuple(streams)
     want_flow = "flow" in streams
@@ -152,13 +152,13 @@ def preprocess_clip(uri: str, start_sec: float | None = None, end_sec: float | N
     ``start_sec`` defaults to 0, ``end_sec`` to the end of the video; at most
     ``max_seconds`` (default 10 s = 250 frames; None: no cap). ``quantize_flow=False``
     gives float32 flow ``clip(f, -20, 20) / 20`` instead of uint8 levels.
-    ``flow_backend`` names a backend of :mod:`beam_i3d.flow` (default ``tf``), which
+    ``flow_backend`` names a backend of :mod:`beam_i3d.media.flow` (default ``tf``), which
     takes ``flow_batch_pairs`` frame pairs at a time (None: the backend's choice).
     The same as :func:`check_streams`, :func:`decode_for_streams`, then
-    :func:`finish_clip` (which :mod:`beam_i3d.decode_pool` runs apart).
+    :func:`finish_clip` (which :mod:`beam_i3d.media.decode_pool` runs apart).
 
     Raises only :class:`~beam_i3d.errors.VideoError` subclasses for bad input
-    (see :func:`beam_i3d.video.decode_clip`); ValueError / UnknownFlowBackend for bad
+    (see :func:`beam_i3d.media.video.decode_clip`); ValueError / UnknownFlowBackend for bad
     arguments, before anything is read.
     """
     streams = check_streams(streams, flow_backend)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from beam_i3d.errors import ConfigurationError
-from beam_i3d.fvd import Moments
+from beam_i3d.fvd.distance import Moments
 
 FORMAT = "beam-i3d-fvd-stats/1"
 IDENTITY_FIELDS = ("protocol", "frames", "weights", "features", "covariance")

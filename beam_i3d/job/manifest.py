@@ -68,7 +68,7 @@ class ClipRequest:
     label: str | None
     source: str              # manifest file and row, e.g. "gs://b/m.csv:17"
     order: tuple[str, int] = ("", 0)  # (manifest, row): decides which repeat is first
-    row_key: str = ""        # the manifest row it settles (beam_i3d.row_keys), once keyed
+    row_key: str = ""        # the manifest row it settles (beam_i3d.job.row_keys), once keyed
     window: tuple | None = None  # windowed runs: (index, start_sec, end_sec, count), see windows.py
 
 

@@ -25,15 +25,15 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (score: a remote job is left running, and says 
 
 # name -> (module, one-line help, accepts unknown arguments)
 SUBCOMMANDS = {
-    "score": ("beam_i3d.score_cli", "score clips from manifests with I3D (a Beam job)", True),
-    "preprocess": ("beam_i3d.preprocess_cli",
+    "score": ("beam_i3d.cli.score", "score clips from manifests with I3D (a Beam job)", True),
+    "preprocess": ("beam_i3d.cli.preprocess",
                    "decode one video into the model's inputs, as the release's .npy files", False),
     "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
     "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
                "PNG charts", False),
-    "fvd": ("beam_i3d.fvd_cli", "the Frechet Video Distance of two video sets, with "
+    "fvd": ("beam_i3d.fvd.command", "the Frechet Video Distance of two video sets, with "
             "reusable statistics (a Beam job)", True),
-    "verify": ("beam_i3d.verify", "check that a run's output settles every manifest row "
+    "verify": ("beam_i3d.job.verify", "check that a run's output settles every manifest row "
                "exactly once", False),
 }
 
@@ -41,7 +41,7 @@ SUBCOMMANDS = {
 def streams_argument(text: str) -> tuple[str, ...]:
     """``--streams`` of the subcommands: ``rgb``, ``flow`` or ``rgb,flow`` (either order)
     -> the streams in canonical order."""
-    from beam_i3d.recipe import STREAMS
+    from beam_i3d.media.recipe import STREAMS
 
     streams = tuple(s.strip() for s in text.split(",") if s.strip())
     if not streams or set(streams) - set(STREAMS) or len(set(streams)) != len(streams):
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             sub_parser.error(problem)
     if not getattr(args, "verbose", False):
-        from beam_i3d.quiet import quiet_native_logs
+        from beam_i3d.cli.quiet import quiet_native_logs
 
         quiet_native_logs()
     from beam_i3d.errors import BeamI3DError, ConfigurationError, ReconciliationError

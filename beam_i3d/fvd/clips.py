@@ -125,7 +125,7 @@ def _read_bytes(uri: str) -> bytes:
         with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             return f.read()
     except Exception as e:  # noqa: BLE001
-        from beam_i3d.video import storage_error
+        from beam_i3d.media.video import storage_error
 
         raise storage_error(uri, e) from e
 
@@ -192,8 +192,8 @@ def _read_frame_directory(uri: str, num_frames: int) -> np.ndarray:
 def _read_video(uri: str, num_frames: int, limits=None) -> np.ndarray:
     import av
 
-    from beam_i3d.recipe import DecodeLimits
-    from beam_i3d.video import _OpenVideo, frame_orientation
+    from beam_i3d.media.recipe import DecodeLimits
+    from beam_i3d.media.video import _OpenVideo, frame_orientation
 
     frames = []
     with _OpenVideo(uri, limits or DecodeLimits()) as video:

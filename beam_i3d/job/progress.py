@@ -1,6 +1,6 @@
 """Running the pipeline, with a progress line built from the job's own output.
 
-The job writes its results in shards while it runs (:mod:`beam_i3d.shards`); the
+The job writes its results in shards while it runs (:mod:`beam_i3d.job.shards`); the
 launcher knows how many manifest rows there are and how many an earlier run settled
 (it reads the manifests to verify the run anyway). So progress is read from what is
 durable, on any runner and in any mode, without Beam's runner internals: a thread
@@ -60,7 +60,7 @@ class ShardProgress:
         import pyarrow.parquet as pq
 
         from beam_i3d import fileio
-        from beam_i3d.results import list_shards, open_shard
+        from beam_i3d.job.results import list_shards, open_shard
 
         for path in list_shards(fileio.join(self._output, "plans")):
             if path in self._planned or not path.rsplit("/", 1)[-1].startswith(self._prefix):
@@ -75,7 +75,7 @@ class ShardProgress:
 
     def _count(self, kind: str) -> int:
         from beam_i3d import fileio
-        from beam_i3d.results import list_shards
+        from beam_i3d.job.results import list_shards
 
         n = 0
         for path in list_shards(fileio.join(self._output, kind)):
@@ -101,7 +101,7 @@ class ShardProgress:
 def _footer_rows(path: str) -> int:
     import pyarrow.parquet as pq
 
-    from beam_i3d.results import open_shard
+    from beam_i3d.job.results import open_shard
 
     with open_shard(path) as f:
         return pq.ParquetFile(f).metadata.num_rows

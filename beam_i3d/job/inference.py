@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from beam_i3d.manifest import ClipRequest
+from beam_i3d.job.manifest import ClipRequest
 
 _LOG = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class ClipScorer:
         from model.export import build_model
 
         if require_gpu:
-            from beam_i3d.gpu import ensure_gpu
+            from beam_i3d.job.gpu import ensure_gpu
 
             ensure_gpu()  # before the weights load: fail in seconds, not after them
         configure_tensorflow(allow_tf32)
@@ -226,7 +226,7 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         return sum(a.nbytes for ex in batch for a in ex.stream_arrays().values())
 
     def get_metrics_namespace(self) -> str:
-        from beam_i3d.progress import NAMESPACE
+        from beam_i3d.job.progress import NAMESPACE
 
         return NAMESPACE
 

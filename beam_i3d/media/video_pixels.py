@@ -1,5 +1,5 @@
 """Pixels of decoded frames: the displayed shape, the resize, the orientation, the
-crop and the colour conversion of the I3D recipe (used by :mod:`beam_i3d.video`).
+crop and the colour conversion of the I3D recipe (used by :mod:`beam_i3d.media.video`).
 
 Shapes. A video whose displayed aspect ratio (long side / short side, after the sample
 aspect ratio) is over ``DecodeLimits.max_aspect_ratio`` is refused before any frame is
@@ -37,7 +37,7 @@ import numpy as np
 from beam_i3d.errors import (
     UnsupportedShape,
 )
-from beam_i3d.recipe import CROP_SIZE, RESIZE_SHORT_SIDE
+from beam_i3d.media.recipe import CROP_SIZE, RESIZE_SHORT_SIDE
 
 
 # --- Geometry ---------------------------------------------------------------------------

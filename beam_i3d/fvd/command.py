@@ -3,7 +3,7 @@
 ``--real`` and ``--fake`` are each a manifest (the formats ``score`` reads) or a
 statistics file (``.npz`` from an earlier run, or a StyleGAN-V / cd-fvd ``FeatureStats``
 pickle). The sides given as manifests are computed by one Beam pipeline
-(:mod:`beam_i3d.fvd_pipeline`); every other argument is a Beam pipeline option, as for
+(:mod:`beam_i3d.fvd.pipeline`); every other argument is a Beam pipeline option, as for
 ``score`` (DirectRunner by default). Prints the FVD and writes ``DIR/fvd.json``,
 ``DIR/stats/{real,fake}.npz``, ``DIR/clips/`` and ``DIR/errors/`` (per-clip outcomes).
 """
@@ -15,7 +15,7 @@ import json
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli_options import positive
+from beam_i3d.cli.options import positive
 
 PROTOCOLS = ("original",)
 # What the statistics of each protocol are computed by (recorded in every output).
@@ -26,7 +26,7 @@ MIN_CLIPS = 2
 
 
 def frames_argument(text: str) -> int:
-    from beam_i3d.recipe import MIN_FRAMES
+    from beam_i3d.media.recipe import MIN_FRAMES
 
     value = positive(int)(text)
     if value < MIN_FRAMES:
@@ -36,8 +36,8 @@ def frames_argument(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from beam_i3d import recipe
-    from beam_i3d.cli_options import aspect_ratio
+    from beam_i3d.media import recipe
+    from beam_i3d.cli.options import aspect_ratio
 
     parser.usage = ("beam-i3d fvd --real SPEC [--fake SPEC] --output DIR [options] "
                     "[Beam pipeline options]")
@@ -99,7 +99,7 @@ def _fraction(text):
 
 
 def _limits(args):
-    from beam_i3d.recipe import DecodeLimits
+    from beam_i3d.media.recipe import DecodeLimits
 
     return DecodeLimits(max_pixels=args.max_pixels, max_duration_seconds=args.max_duration,
                         decode_timeout_seconds=args.decode_timeout,
@@ -147,16 +147,17 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_i3d import fileio, launch_checks
+    from beam_i3d import fileio
+    from beam_i3d.job import launch_checks
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
     from beam_i3d.errors import ConfigurationError
-    from beam_i3d.fvd_pipeline import FvdOptions, build_pipeline, reconcile, stats_path
-    from beam_i3d.fvd_stats import check_compatible, is_stats_spec, read_stats, save_npz
-    from beam_i3d.launch import before_launch
-    from beam_i3d.outputs import check_output_location
-    from beam_i3d.pipeline import new_run_id
-    from beam_i3d.score_cli import validate_pipeline_options
-    from beam_i3d.verify import expected_rows
+    from beam_i3d.fvd.pipeline import FvdOptions, build_pipeline, reconcile, stats_path
+    from beam_i3d.fvd.stats_files import check_compatible, is_stats_spec, read_stats, save_npz
+    from beam_i3d.job.launch import before_launch
+    from beam_i3d.job.outputs import check_output_location
+    from beam_i3d.job.pipeline import new_run_id
+    from beam_i3d.cli.score import validate_pipeline_options
+    from beam_i3d.job.verify import expected_rows
     from model import default_weights
 
     prog = "beam-i3d fvd"
@@ -183,8 +184,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         else:
             manifests[side] = spec
     # Refuse mismatched statistics before any work.
-    from beam_i3d.fvd import Moments
-    from beam_i3d.fvd_stats import FeatureSetStats
+    from beam_i3d.fvd.distance import Moments
+    from beam_i3d.fvd.stats_files import FeatureSetStats
 
     planned = {s: given.get(s) or FeatureSetStats(Moments(), source=specs[s], **identity)
                for s in specs}
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
         logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
             logging.ERROR)
-        from beam_i3d.gpu import gpu_failure_as_error
+        from beam_i3d.job.gpu import gpu_failure_as_error
 
         pipeline = beam.Pipeline(options=pipeline_options)
         build_pipeline(pipeline, options)
@@ -322,7 +323,7 @@ def _counts_record(counts) -> dict:
 
 def compute(real, fake) -> tuple[float, list[str]]:
     """The FVD of two compatible statistics, with the warnings their sizes call for."""
-    from beam_i3d.fvd import frechet_distance
+    from beam_i3d.fvd.distance import frechet_distance
 
     warnings = []
     dim = real.moments.dim
@@ -339,7 +340,7 @@ def compute(real, fake) -> tuple[float, list[str]]:
 
 
 def _write_text(path: str, text: str) -> None:
-    from beam_i3d.fvd_stats import _write_bytes
+    from beam_i3d.fvd.stats_files import _write_bytes
 
     _write_bytes(path, text.encode("utf-8"))
 
@@ -351,7 +352,7 @@ def refuse_local_paths(specs, manifests, output, template, pipeline_options) -> 
 
     from beam_i3d import fileio
     from beam_i3d.errors import ConfigurationError
-    from beam_i3d.launch import runner_key, workers_see_local_disk
+    from beam_i3d.job.launch import runner_key, workers_see_local_disk
 
     if workers_see_local_disk(pipeline_options):
         return
@@ -369,7 +370,7 @@ def refuse_local_paths(specs, manifests, output, template, pipeline_options) -> 
 
 
 class _LaunchView:
-    """What :func:`beam_i3d.launch.before_launch` looks at, for the fvd options."""
+    """What :func:`beam_i3d.job.launch.before_launch` looks at, for the fvd options."""
 
     streams = ("rgb",)
     rgb_checkpoint = "default"

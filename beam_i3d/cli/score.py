@@ -1,4 +1,4 @@
-"""``beam-i3d score``: run the scoring job (see :mod:`beam_i3d.pipeline`).
+"""``beam-i3d score``: run the scoring job (see :mod:`beam_i3d.job.pipeline`).
 
 Beam style: our options are parsed first; every other argument goes to Beam's
 PipelineOptions (``--runner``, ``--project``, ``--region``, ``--temp_location``,
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli_options import add_clip_options, decode_limits_from_args, positive
+from beam_i3d.cli.options import add_clip_options, decode_limits_from_args, positive
 
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
@@ -120,8 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    from beam_i3d.outputs import check_output_location
-    from beam_i3d.pipeline import ScoreOptions, new_run_id
+    from beam_i3d.job.outputs import check_output_location
+    from beam_i3d.job.pipeline import ScoreOptions, new_run_id
 
     if "flow" in args.streams and not args.flow_checkpoint:
         raise UsageExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
@@ -138,7 +138,7 @@ def options_from_args(args: argparse.Namespace):
                 raise UsageExit(f"beam-i3d score: error: --{name.replace('_', '-')} needs "
                                 "--window")
     else:
-        from beam_i3d.windows import WindowOptions, check_window_options
+        from beam_i3d.job.windows import WindowOptions, check_window_options
 
         try:
             check_window_options(args.window, args.stride)
@@ -182,12 +182,13 @@ def check_before_launch(options, local_only: bool = False) -> int:
     checkpoints, streams of different class counts, a manifest glob that matches
     nothing, manifests of an unknown format or not UTF-8 text, and storage (the
     videos' buckets, a remote output) that cannot be reached with the credentials at
-    hand (see :mod:`beam_i3d.launch_checks`). With ``local_only``, remote inputs and
+    hand (see :mod:`beam_i3d.job.launch_checks`). With ``local_only``, remote inputs and
     outputs are not read (a dry run). Returns the class count (400 where no checkpoint
     could be read)."""
-    from beam_i3d import fileio, launch_checks
+    from beam_i3d import fileio
+    from beam_i3d.job import launch_checks
     from beam_i3d.errors import ConfigurationError, ModelError
-    from beam_i3d.outputs import check_output_location
+    from beam_i3d.job.outputs import check_output_location
 
     check_output_location(options.output)
     try:
@@ -288,7 +289,7 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
     """Reconcile the output against the manifest after a run; print the outcome and
     return the exit status (README "Exit codes")."""
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
-    from beam_i3d.verify import reconcile_output
+    from beam_i3d.job.verify import reconcile_output
 
     windowed = options.window is not None
     result = reconcile_output(expected, options.output, options.run_id, skipped, windowed)
@@ -330,12 +331,12 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_i3d import fileio
-    from beam_i3d.gpu import gpu_failure_as_error
-    from beam_i3d.launch import before_launch
-    from beam_i3d.pipeline import build_pipeline
-    from beam_i3d.progress import ShardProgress, run_with_progress
-    from beam_i3d.remote_job import RemoteJob, refuse_no_wait, runs_in_process
-    from beam_i3d.shards import prepare_output
+    from beam_i3d.job.gpu import gpu_failure_as_error
+    from beam_i3d.job.launch import before_launch
+    from beam_i3d.job.pipeline import build_pipeline
+    from beam_i3d.job.progress import ShardProgress, run_with_progress
+    from beam_i3d.job.remote_job import RemoteJob, refuse_no_wait, runs_in_process
+    from beam_i3d.job.shards import prepare_output
 
     options = options_from_args(args)
     if args.no_wait and not args.dry_run:
@@ -362,8 +363,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         print(f"dry run: options valid, pipeline of {transforms} transforms built; "
               "nothing was run", file=sys.stderr)
         return 0
-    from beam_i3d.results import settle
-    from beam_i3d.verify import expected_rows
+    from beam_i3d.job.results import settle
+    from beam_i3d.job.verify import expected_rows
 
     # The launcher reads the manifests itself: the total for the progress line, and
     # the rows the output must account for at the end.

@@ -3,8 +3,8 @@
 The job does not trust its runner to have delivered every element (Beam 2.77's
 DirectRunner in ``multi_threading`` mode loses some and exits 0). So after every run,
 and on demand with ``beam-i3d verify``, the manifests are read again on one machine,
-each row is keyed as the pipeline keys it (:mod:`beam_i3d.row_keys`), and the keys are
-looked up in what the output settles (:mod:`beam_i3d.results`): every manifest row must
+each row is keyed as the pipeline keys it (:mod:`beam_i3d.job.row_keys`), and the keys are
+looked up in what the output settles (:mod:`beam_i3d.job.results`): every manifest row must
 be settled by exactly one score or error. Rows the output settles more than once (a
 runner's retried bundle, an error later scored with ``--retry-errors``) are counted and
 collapsed by the read rule; rows of other manifests are counted, not failed.
@@ -16,9 +16,9 @@ import dataclasses
 import sys
 from typing import Sequence, TextIO
 
-from beam_i3d.manifest import ManifestOptions
-from beam_i3d.results import Settled, settle
-from beam_i3d.row_keys import assign_keys, keyed_rows
+from beam_i3d.job.manifest import ManifestOptions
+from beam_i3d.job.results import Settled, settle
+from beam_i3d.job.row_keys import assign_keys, keyed_rows
 
 SHOW_MISSING = 20  # missing rows named in the message
 
@@ -136,7 +136,7 @@ def expected_windows(expected: Sequence[ExpectedRow], plans: dict[str, int]
     that was planned (``plans``: row_key -> windows), and, for a row without a plan (its
     video could not be probed, a bad row), the row itself, by one error. A row whose
     plan was lost is thus missing, and so is every lost window."""
-    from beam_i3d.windows import window_key
+    from beam_i3d.job.windows import window_key
 
     out = []
     for row in expected:
@@ -152,7 +152,7 @@ def expected_windows(expected: Sequence[ExpectedRow], plans: dict[str, int]
 def is_windowed(output: str) -> bool:
     """Whether ``output`` holds a windowed run (plans, or windows)."""
     from beam_i3d import fileio
-    from beam_i3d.results import list_shards
+    from beam_i3d.job.results import list_shards
 
     return any(list_shards(fileio.join(output, d)) for d in ("plans", "windows"))
 
@@ -161,7 +161,7 @@ def reconcile_output(expected: Sequence[ExpectedRow], output: str, run_id: str |
                      skipped: int = 0, windowed: bool | None = None) -> Reconciliation:
     """:func:`reconcile` against what ``output`` settles: manifest rows, or, for a
     windowed output, every window of every row (:func:`expected_windows`)."""
-    from beam_i3d.results import read_plans
+    from beam_i3d.job.results import read_plans
 
     if windowed is None:
         windowed = is_windowed(output)

@@ -6,7 +6,7 @@ by this key, so it must not depend on where the manifest lies (a relative or an
 absolute path, a copy in a bucket) or on the row's position (a row inserted above).
 
 * A row's **identity** is its clip: the ``clip_id`` it gives, else the one derived from
-  its video URI and times (:func:`beam_i3d.manifest.derive_clip_id`). A row that cannot
+  its video URI and times (:func:`beam_i3d.job.manifest.derive_clip_id`). A row that cannot
   be parsed into a clip is identified by its ``clip_id`` column if it has one, else by
   its content: ``manifest-row:`` and 16 hex digits of the sha256 of the row's fields.
 * Rows of one identity are ordered by (manifest file, line); the first one's key is the
@@ -14,7 +14,7 @@ absolute path, a copy in a bucket) or on the row's position (a row inserted abov
   are reported as DuplicateClip errors under their own keys, so they count too.
 
 This module is pure (no Beam): the pipeline keys rows with it in parallel, and
-:mod:`beam_i3d.verify` recomputes the keys from the manifest on one machine.
+:mod:`beam_i3d.job.verify` recomputes the keys from the manifest on one machine.
 """
 
 from __future__ import annotations
@@ -85,11 +85,11 @@ class KeyedRow:
 def keyed_rows(path: str, data: bytes, options) -> Iterable[KeyedRow]:
     """The rows of one manifest file (its bytes) with their identities.
 
-    ``options`` is a :class:`beam_i3d.manifest.ManifestOptions`. Raises ManifestError
+    ``options`` is a :class:`beam_i3d.job.manifest.ManifestOptions`. Raises ManifestError
     (or what the format's reader raises) for a file that cannot be read at all.
     """
     from beam_i3d.errors import ManifestError
-    from beam_i3d.manifest import parse_row, read_rows
+    from beam_i3d.job.manifest import parse_row, read_rows
 
     for number, row in read_rows(path, data):
         source = f"{path}:{number}"

@@ -8,18 +8,18 @@ tells). The row's end is its ``end_sec`` or, without one, the video's duration a
 container declares it (probed once, from the header), whichever comes first.
 
 Every window is scored exactly like a clip of its own range: its frames are the 25-fps
-frames of ``[start_k, end_k)`` by the recipe's rule (:mod:`beam_i3d.video`). The stride
+frames of ``[start_k, end_k)`` by the recipe's rule (:mod:`beam_i3d.media.video`). The stride
 must be a whole number of 25-fps frames (a multiple of 0.04 s) so that every window's
 frames are frames of one 25-fps grid: a work item of consecutive windows is decoded once
-as one clip over their union (:func:`beam_i3d.video.decode_clip`, the same path as every
+as one clip over their union (:func:`beam_i3d.media.video.decode_clip`, the same path as every
 clip) and each window is a slice of it (:func:`cut_windows`), so overlapping windows
 decode each frame once and a window's frames do not depend on how the video was split.
 
-Times are exact fractions rounded to microseconds, as :func:`beam_i3d.video.
+Times are exact fractions rounded to microseconds, as :func:`beam_i3d.media.video.
 clip_time_range` rounds a clip's times, so a window's ``(start, end)`` written as floats
 and decoded as a clip of its own gives the same frames.
 
-Keys: window ``k`` of the manifest row keyed ``R`` (:mod:`beam_i3d.row_keys`) settles
+Keys: window ``k`` of the manifest row keyed ``R`` (:mod:`beam_i3d.job.row_keys`) settles
 ``R@w<k>``, in ``DIR/windows`` or ``DIR/errors``.
 """
 
@@ -31,7 +31,7 @@ import re
 from fractions import Fraction
 from typing import NamedTuple, Sequence
 
-from beam_i3d.recipe import SAMPLE_FPS
+from beam_i3d.media.recipe import SAMPLE_FPS
 
 WINDOW_SUFFIX = "@w"
 _WINDOW_KEY = re.compile(r"^(?P<row>.*)@w(?P<index>0|[1-9][0-9]*)$", re.DOTALL)
@@ -138,12 +138,12 @@ def span_of(windows: Sequence[Window]) -> tuple[Fraction, Fraction]:
 
 def cut_windows(span, windows: Sequence[Window]) -> list:
     """The frames of each window, sliced from ``span`` (a
-    :class:`beam_i3d.video.DecodedClip` of :func:`span_of` the windows, decoded without a
+    :class:`beam_i3d.media.video.DecodedClip` of :func:`span_of` the windows, decoded without a
     cap), as DecodedClips exactly like decoding each window as a clip of its own; a
     window with no frames in the span (past the decoded end of the video) is an
     EmptyClip error instead."""
     from beam_i3d.errors import EmptyClip
-    from beam_i3d.video import DecodedClip
+    from beam_i3d.media.video import DecodedClip
 
     origin = micro(span.start_sec)
     out = []

@@ -10,7 +10,7 @@ whole files only. Names: ``<run_id>-<writer>-<seq>.parquet``, sortable by run.
 
 A bundle that a runner retries writes its rows again, in new shards: the same
 ``row_key`` may then appear twice. Readers keep one row per key
-(:mod:`beam_i3d.results`); ``verify`` reports the repeats.
+(:mod:`beam_i3d.job.results`); ``verify`` reports the repeats.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio
-from beam_i3d.progress import NAMESPACE
+from beam_i3d.job.progress import NAMESPACE
 
 TMP_SUFFIX = ".parquet.tmp"
 
@@ -123,7 +123,7 @@ OUTPUT_DIRS = ("scores", "errors", "windows", "timelines", "plans")
 
 def existing_results(output: str) -> list[str]:
     """The shards (``*.parquet``) already under ``output``'s result directories."""
-    from beam_i3d.results import list_shards
+    from beam_i3d.job.results import list_shards
 
     return [p for d in OUTPUT_DIRS for p in list_shards(fileio.join(output, d))]
 

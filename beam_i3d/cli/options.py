@@ -2,7 +2,7 @@
 
 Both subcommands decode clips by the same recipe, so they take the same options for it
 and validate them the same way: the streams, the longest stretch decoded, the optical
-flow settings and the decode limits on untrusted input (:class:`~beam_i3d.recipe.
+flow settings and the decode limits on untrusted input (:class:`~beam_i3d.media.recipe.
 DecodeLimits`). Imports nothing heavy (``--help`` stays quick).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from beam_i3d import recipe
+from beam_i3d.media import recipe
 
 
 def positive(kind):
@@ -95,7 +95,7 @@ def add_clip_options(parser: argparse.ArgumentParser) -> None:
 
 
 def decode_limits_from_args(args: argparse.Namespace) -> recipe.DecodeLimits:
-    """The :class:`~beam_i3d.recipe.DecodeLimits` that ``args`` (parsed with
+    """The :class:`~beam_i3d.media.recipe.DecodeLimits` that ``args`` (parsed with
     :func:`add_clip_options`) ask for."""
     return recipe.DecodeLimits(
         max_pixels=args.max_pixels,

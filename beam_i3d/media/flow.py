@@ -8,7 +8,7 @@ content at p in frame k has moved in frame k+1.
 A backend is a function ``(prev [N,H,W] uint8, next [N,H,W] uint8, *, batch_pairs=None)
 -> [N,H,W,2] float32`` with that convention, registered by name:
 
-* ``"tf"`` (default): ``beam_i3d.flow_tf``, a TensorFlow port of OpenCV's DualTVL1,
+* ``"tf"`` (default): ``beam_i3d.media.flow_tf``, a TensorFlow port of OpenCV's DualTVL1,
   batched over frame pairs (``batch_pairs`` at a time), on the worker's GPU if it has
   one; imported on first use. It meets the parity bar against OpenCV (see README).
 * ``"opencv"``: OpenCV contrib's ``DualTVL1OpticalFlow`` with its default parameters,
@@ -27,7 +27,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from beam_i3d.recipe import FLOW_BOUND, FLOW_LEVELS
+from beam_i3d.media.recipe import FLOW_BOUND, FLOW_LEVELS
 
 FlowBackend = Callable[..., np.ndarray]
 
@@ -35,7 +35,7 @@ DEFAULT_FLOW_BACKEND = "tf"
 
 # name -> function, or "module:function" imported on first use.
 _BACKENDS: dict[str, Union[FlowBackend, str]] = {
-    "tf": "beam_i3d.flow_tf:tvl1_flow_backend",
+    "tf": "beam_i3d.media.flow_tf:tvl1_flow_backend",
 }
 
 

@@ -6,10 +6,10 @@
     every failure on the way ------------------------------> WriteShards(DIR/errors)
 
 Every manifest row ends in exactly one of the two outputs, under its ``row_key``
-(:mod:`beam_i3d.row_keys`); the shards are written while the job runs
-(:mod:`beam_i3d.shards`), so a job that dies keeps what it finished, and the launcher
-checks the counts at the end (:mod:`beam_i3d.verify`). The numeric work lives in
-plain functions elsewhere (``beam_i3d.preprocess``, ``model/``); this module holds the
+(:mod:`beam_i3d.job.row_keys`); the shards are written while the job runs
+(:mod:`beam_i3d.job.shards`), so a job that dies keeps what it finished, and the launcher
+checks the counts at the end (:mod:`beam_i3d.job.verify`). The numeric work lives in
+plain functions elsewhere (``beam_i3d.media.preprocess``, ``model/``); this module holds the
 thin DoFns and composite transforms around them, and :func:`build_pipeline`.
 """
 
@@ -28,13 +28,13 @@ from apache_beam.metrics import Metrics
 
 from beam_i3d import __version__, fileio as bfileio
 from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, VideoError, is_transient
-from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
-from beam_i3d.manifest import ClipRequest, ManifestOptions
-from beam_i3d.shards import WriteShards
-from beam_i3d.row_keys import assign_keys, identities_of_key, keyed_rows
-from beam_i3d.progress import NAMESPACE
-from beam_i3d.recipe import DecodeLimits
-from beam_i3d.windows import WindowOptions, window_text
+from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure
+from beam_i3d.job.manifest import ClipRequest, ManifestOptions
+from beam_i3d.job.shards import WriteShards
+from beam_i3d.job.row_keys import assign_keys, identities_of_key, keyed_rows
+from beam_i3d.job.progress import NAMESPACE
+from beam_i3d.media.recipe import DecodeLimits
+from beam_i3d.job.windows import WindowOptions, window_text
 from schemas import (ERRORS_SCHEMA, PLANS_SCHEMA, SCORES_SCHEMA, TIMELINES_SCHEMA,
                      WINDOWS_SCHEMA, with_run_metadata)
 
@@ -70,7 +70,7 @@ class ScoreOptions:
     flow_batch_pairs: int | None = None
     limits: DecodeLimits = DecodeLimits()
     decode_processes: int | None = None  # decoding child processes per worker (None: CPUs)
-    window: WindowOptions | None = None  # windowed run (score --window): beam_i3d.windows
+    window: WindowOptions | None = None  # windowed run (score --window): beam_i3d.job.windows
     run_id: str = ""
 
     @property
@@ -135,7 +135,7 @@ def complete_record(record: Mapping[str, Any], schema) -> dict:
 
 class ParseManifestFile(beam.DoFn):
     """A matched manifest file -> ``(identity, KeyedRow)`` for each of its rows (see
-    :mod:`beam_i3d.row_keys`); a file that cannot be read at all -> one error row
+    :mod:`beam_i3d.job.row_keys`); a file that cannot be read at all -> one error row
     (``errors`` output)."""
 
     ERRORS = "errors"
@@ -168,7 +168,7 @@ def done_keys_in_parquet(readable: fileio.ReadableFile, retry_errors: bool = Fal
     identity that key may belong to (:func:`row_keys.identities_of_key`). With
     ``retry_errors``, errors that may succeed on a retry (``errors.is_transient``) are
     not settled. Only the key columns are read."""
-    from beam_i3d.results import read_key_columns
+    from beam_i3d.job.results import read_key_columns
 
     for key, error_type, stage in read_key_columns(readable.metadata.path, readable.open):
         if retry_errors and error_type is not None and is_transient(error_type, stage):
@@ -244,7 +244,7 @@ def _bad_row_clip_id(row) -> str | None:
 
 
 def _bad_row_uri(row) -> str | None:
-    from beam_i3d.manifest import URI_COLUMNS
+    from beam_i3d.job.manifest import URI_COLUMNS
 
     uri = next((row.row.get(c) for c in URI_COLUMNS if row.row.get(c) not in (None, "")), None)
     return None if uri is None else str(uri)
@@ -287,7 +287,7 @@ class DecodeClip(beam.DoFn):
     """ClipRequest -> ClipExample (uint8 tensors of the requested streams); failures to
     the ``errors`` output with stage ``decode``.
 
-    Clips are decoded in child processes (:class:`beam_i3d.decode_pool.DecodePool`,
+    Clips are decoded in child processes (:class:`beam_i3d.media.decode_pool.DecodePool`,
     ``options.decode_processes`` of them, default one per CPU), so that a file that
     crashes, hangs or exhausts FFmpeg costs only its own clip. ``process`` hands each
     request to the pool and emits whatever has finished, waiting only while more than
@@ -316,11 +316,11 @@ class DecodeClip(beam.DoFn):
     def setup(self):
         import os
 
-        from beam_i3d.decode_pool import DecodePool
+        from beam_i3d.media.decode_pool import DecodePool
 
         if "flow" in self._streams and self._flow_backend == "tf":
             # The tf flow backend runs TensorFlow (on the GPU, if any) in this process.
-            from beam_i3d.inference import configure_tensorflow
+            from beam_i3d.job.inference import configure_tensorflow
 
             configure_tensorflow(self._allow_tf32)
         processes = self._processes or os.cpu_count() or 1
@@ -497,7 +497,7 @@ class ScoreClips(beam.PTransform):
 
 def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
     """What the output files record about the run (Parquet key-value metadata)."""
-    from beam_i3d import recipe
+    from beam_i3d.media import recipe
     from model.labels import label_map_name
 
     checkpoints = {s: getattr(options, f"{s}_checkpoint") for s in options.streams}
@@ -551,7 +551,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
     score_clips = ScoreClips(handler, label_map(num_classes), options.top_k,
                              options.embeddings)
     if options.window is not None:
-        from beam_i3d.window_pipeline import ScoreWindows
+        from beam_i3d.job.window_pipeline import ScoreWindows
 
         windows, timelines, plans, window_errors = requests | "Windows" >> ScoreWindows(
             options, score_clips, done)

@@ -546,6 +546,6 @@ def default_batch_pairs() -> int:
 
 
 def tvl1_flow_backend(prev: Any, nxt: Any, *, batch_pairs: int | None = None) -> np.ndarray:
-    """The ``tf`` backend of :mod:`beam_i3d.flow`: :func:`tvl1_flow_tf` with OpenCV's
+    """The ``tf`` backend of :mod:`beam_i3d.media.flow`: :func:`tvl1_flow_tf` with OpenCV's
     parameters, XLA, and ``batch_pairs`` defaulting to :func:`default_batch_pairs`."""
     return tvl1_flow_tf(prev, nxt, batch_pairs=batch_pairs or default_batch_pairs())

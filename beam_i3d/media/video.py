@@ -24,9 +24,9 @@ seek lands after the start (inexact indexes), it retries from further back and, 
 worst, from the beginning.
 
 The rest lives in two modules of its own, shared by clips and windows (see
-:mod:`beam_i3d.windows`), and is re-exported here: opening and probing a video
-(:mod:`beam_i3d.video_open`: reading, accepted formats, header checks, :func:`probe_video`,
-:func:`probe_duration`) and the pixels (:mod:`beam_i3d.video_pixels`: shapes,
+:mod:`beam_i3d.job.windows`), and is re-exported here: opening and probing a video
+(:mod:`beam_i3d.media.video_open`: reading, accepted formats, header checks, :func:`probe_video`,
+:func:`probe_duration`) and the pixels (:mod:`beam_i3d.media.video_pixels`: shapes,
 resize, orientation, crop, colour conversion).
 """
 
@@ -47,8 +47,8 @@ from beam_i3d.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from beam_i3d.recipe import DEFAULT_MAX_SECONDS, SAMPLE_FPS, DecodeLimits
-from beam_i3d.video_open import (  # noqa: F401: re-exported
+from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, SAMPLE_FPS, DecodeLimits
+from beam_i3d.media.video_open import (  # noqa: F401: re-exported
     ACCEPTED_FORMATS,
     VideoInfo,
     _OpenVideo,
@@ -58,7 +58,7 @@ from beam_i3d.video_open import (  # noqa: F401: re-exported
     probe_video,
     storage_error,
 )
-from beam_i3d.video_pixels import (  # noqa: F401: re-exported
+from beam_i3d.media.video_pixels import (  # noqa: F401: re-exported
     Orientation,
     center_crop,
     check_aspect_ratio,

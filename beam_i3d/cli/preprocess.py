@@ -12,7 +12,7 @@ import argparse
 import io
 import os
 
-from beam_i3d.cli_options import add_clip_options, decode_limits_from_args
+from beam_i3d.cli.options import add_clip_options, decode_limits_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     import numpy as np
 
-    from beam_i3d.preprocess import preprocess_clip, uint8_to_unit_range
+    from beam_i3d.media.preprocess import preprocess_clip, uint8_to_unit_range
 
     clip = preprocess_clip(args.video, args.start, args.end, streams=args.streams,
                            max_seconds=args.max_seconds, quantize_flow=args.quantize_flow,

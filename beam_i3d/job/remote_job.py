@@ -8,7 +8,7 @@ service, the launcher may be told not to wait (``--no-wait``), or be interrupted
 * after the job ended (DONE, FAILED, CANCELLED, ...), reconciles the output against the
   manifest (``finish``, as after a local run) and returns non-zero on any gap, and on a
   job that did not end DONE even where its output looks complete (the state is named);
-  a worker's GPUUnavailable is left to :func:`beam_i3d.gpu.gpu_failure_as_error` (one
+  a worker's GPUUnavailable is left to :func:`beam_i3d.job.gpu.gpu_failure_as_error` (one
   line, exit 3);
 * with ``--no-wait``, returns once the job is submitted (exit 0), printing how to
   follow it, cancel it and check its output later;
@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from beam_i3d.launch import LOCAL_RUNNERS, runner_key
+from beam_i3d.job.launch import LOCAL_RUNNERS, runner_key
 
 PREFIX = "beam-i3d score"
 _DATAFLOW = ("dataflow", "testdataflow")
@@ -136,7 +136,7 @@ class RemoteJob:
         ``finish(state)`` reconciles the output and returns its exit status, ``state``
         None for a job that ended DONE."""
         from beam_i3d.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
-        from beam_i3d.gpu import gpu_failure_as_error, gpu_failure_in
+        from beam_i3d.job.gpu import gpu_failure_as_error, gpu_failure_in
 
         state = error_line = None
         try:

@@ -154,7 +154,7 @@ def check_manifest_files(paths: list[str]) -> dict[str, bytes | None]:
     path (None for Parquet), for :func:`sample_rows`; raises ConfigurationError naming
     the file."""
     from beam_i3d.errors import ManifestError
-    from beam_i3d.manifest import manifest_format
+    from beam_i3d.job.manifest import manifest_format
 
     for path in paths:
         try:
@@ -214,7 +214,7 @@ def sample_rows(heads: dict[str, bytes | None], manifest_options, limit: int = S
     """(video URI, source) of the first ``limit`` rows that parse, from the manifests'
     heads (text) or first row groups (Parquet, where the head is None)."""
     from beam_i3d.errors import ManifestError
-    from beam_i3d.manifest import parse_row, read_rows
+    from beam_i3d.job.manifest import parse_row, read_rows
 
     found = []
     for path, head in heads.items():
@@ -240,12 +240,12 @@ def sample_rows(heads: dict[str, bytes | None], manifest_options, limit: int = S
 def check_storage(samples: Iterable[tuple[str, str]], output: str | None,
                   timeout: float | None = None) -> None:
     """Probe each distinct bucket of the sampled videos (a look-up of one of its objects)
-    and, when ``output`` is remote, that it may be written (:func:`beam_i3d.outputs.
+    and, when ``output`` is remote, that it may be written (:func:`beam_i3d.job.outputs.
     probe_remote_output`), all under one deadline; raises StorageUnreachable (or
     OutputError) with one line naming the bucket and the cause."""
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_i3d.outputs import probe_remote_output
+    from beam_i3d.job.outputs import probe_remote_output
 
     first_uri = {}
     for uri, source in samples:

@@ -16,7 +16,7 @@ worker is ``O(D^2)`` whatever the number of clips and the result does not depend
 bundling. The per-clip outcome rows (``clips``, ``errors``; both carry ``side`` and
 ``row_key``) let the launcher check that every manifest row is either counted in the
 statistics or an error (:func:`reconcile`). The numeric work is in
-:mod:`beam_i3d.fvd`, :mod:`beam_i3d.fvd_input` and :mod:`beam_i3d.fvd_stats`.
+:mod:`beam_i3d.fvd.distance`, :mod:`beam_i3d.fvd.clips` and :mod:`beam_i3d.fvd.stats_files`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio as bfileio
-from beam_i3d.fvd import Moments, add, merge_all
-from beam_i3d.inference import ClipExample, I3DModelHandler, InferenceFailure
-from beam_i3d.progress import NAMESPACE
+from beam_i3d.fvd.distance import Moments, add, merge_all
+from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure
+from beam_i3d.job.progress import NAMESPACE
 from schemas import ERRORS_SCHEMA
 
 SIDES = ("real", "fake")
@@ -68,14 +68,14 @@ class FvdOptions:
 
     @property
     def manifest_options(self):
-        from beam_i3d.manifest import ManifestOptions
+        from beam_i3d.job.manifest import ManifestOptions
 
         # The protocol takes the first frames of each file: manifest times are ignored.
         return ManifestOptions(self.video_template, ignore_times=True)
 
     def score_options(self, side: str):
-        """What :class:`beam_i3d.pipeline.ReadClipRequests` needs for one side."""
-        from beam_i3d.pipeline import ScoreOptions
+        """What :class:`beam_i3d.job.pipeline.ReadClipRequests` needs for one side."""
+        from beam_i3d.job.pipeline import ScoreOptions
 
         return ScoreOptions(manifest=self.manifests[side], output=self.output,
                             video_template=self.video_template, ignore_times=True)
@@ -112,8 +112,8 @@ class ReadFvdClip(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
 
     def process(self, request):
-        from beam_i3d.fvd_input import read_clip
-        from beam_i3d.pipeline import request_error
+        from beam_i3d.fvd.clips import read_clip
+        from beam_i3d.job.pipeline import request_error
 
         try:
             rgb = read_clip(request.video_uri, self._protocol, self._frames, self._limits)
@@ -136,7 +136,7 @@ class ToFeature(beam.DoFn):
         self._feature = feature
 
     def process(self, result):
-        from beam_i3d.pipeline import inference_failure_record
+        from beam_i3d.job.pipeline import inference_failure_record
 
         request = result.example.request
         if isinstance(result.inference, InferenceFailure):
@@ -156,14 +156,14 @@ class StampRecords(beam.DoFn):
         self._run_id = run_id
 
     def process(self, record):
-        from beam_i3d.pipeline import complete_record
+        from beam_i3d.job.pipeline import complete_record
 
         yield complete_record({**record, "side": self._side, "run_id": self._run_id},
                               self._schema)
 
 
 def write_side_stats(moments: Moments, path: str, identity: dict) -> str:
-    from beam_i3d.fvd_stats import FeatureSetStats, save_npz
+    from beam_i3d.fvd.stats_files import FeatureSetStats, save_npz
 
     save_npz(FeatureSetStats(moments, source=path, **identity), path)
     return path
@@ -177,7 +177,7 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
     """Add one side's branch; returns its (clip outcome rows, error rows)."""
     from apache_beam.ml.inference.base import RunInference
 
-    from beam_i3d.pipeline import ReadClipRequests, inference_errors
+    from beam_i3d.job.pipeline import ReadClipRequests, inference_errors
 
     requests, manifest_errors, _ = (
         pipeline | f"{side}/Manifests" >> ReadClipRequests(options.score_options(side)))
@@ -205,7 +205,7 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
 
 
 def build_pipeline(pipeline, options: FvdOptions) -> None:
-    from beam_i3d.shards import WriteShards
+    from beam_i3d.job.shards import WriteShards
 
     handler = I3DModelHandler(
         "default", None, max_batch_size=options.batch_size,
@@ -243,7 +243,7 @@ class SideCounts:
 
 
 def read_outcomes(output: str, kind: str, run_id: str) -> list[dict]:
-    from beam_i3d.results import list_shards, read_columns
+    from beam_i3d.job.results import list_shards, read_columns
 
     columns = ("side", "row_key", "error_type") if kind == "errors" else ("side", "row_key")
     rows = []
@@ -258,7 +258,7 @@ def read_outcomes(output: str, kind: str, run_id: str) -> list[dict]:
 def reconcile(options: FvdOptions) -> dict[str, SideCounts]:
     """Per side: every manifest row must be counted or an error (a row a runner wrote
     twice counts once; a counted row supersedes an error of the same key)."""
-    from beam_i3d.verify import expected_rows
+    from beam_i3d.job.verify import expected_rows
 
     clips = read_outcomes(options.output, "clips", options.run_id)
     errors = read_outcomes(options.output, "errors", options.run_id)

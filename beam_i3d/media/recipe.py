@@ -55,7 +55,7 @@ class DecodeLimits:
     ``max_aspect_ratio``: widest displayed long side / short side accepted
     (UnsupportedShape), which bounds the resized frame and so the flow's cost.
     ``memory_mb``: address-space limit of a child process that decodes clips
-    (DecodeOutOfMemory; see :mod:`beam_i3d.decode_pool`).
+    (DecodeOutOfMemory; see :mod:`beam_i3d.media.decode_pool`).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -1,7 +1,7 @@
 """The Fréchet Video Distance: mergeable feature moments and the distance, in float64.
 
 Pure numpy, no Beam, no TensorFlow. The Beam pieces (the ``CombineFn`` over these
-moments, the pipeline) are in :mod:`beam_i3d.fvd_pipeline`.
+moments, the pipeline) are in :mod:`beam_i3d.fvd.pipeline`.
 
 * :class:`Moments` is the state of one set of features: the count ``n``, the mean and
   the *centred* sum of outer products ``M2 = sum (x - mean)(x - mean)^T``, all float64.

@@ -41,8 +41,8 @@ from beam_i3d.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from beam_i3d.recipe import DecodeLimits
-from beam_i3d.video_pixels import check_aspect_ratio
+from beam_i3d.media.recipe import DecodeLimits
+from beam_i3d.media.video_pixels import check_aspect_ratio
 
 # FFmpeg demuxers that may open a clip (names as in ``ffmpeg -demuxers``). Everything
 # else, in particular playlists and "meta" formats that open further files or URLs
