@@ -391,3 +391,63 @@ def test_no_wait_needs_a_remote_runner(tmp_path, capsys):
     assert exit_.value.code == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--no-wait" in err[0]
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_running(gcs_emulator, tmp_path):
+    """SIGINT once the job runs: one line saying it still runs and how to cancel and
+    verify it, exit 130, and no cancel request reaches the service."""
+    import signal
+    import time
+
+    settings = launch_settings(tmp_path, "beam-i3d-ctrl-c")
+    env = {**os.environ, **settings, "BEAM_I3D_VENV": sys.prefix, "BEAM_I3D_NO_INSTALL": "1"}
+    with DataflowStandIn(states=["JOB_STATE_RUNNING"]) as api:
+        launcher = subprocess.Popen(
+            [str(ROOT / "run_dataflow.sh"), "--dataflow_endpoint", api.endpoint, "--no_auth"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while api.polls < 1:  # the launcher is waiting on the job
+                assert launcher.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            launcher.send_signal(signal.SIGINT)  # run_dataflow.sh execs the launcher
+            _, stderr = launcher.communicate(timeout=60)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+        assert launcher.returncode == 130, stderr[-4000:]
+        assert api.requested_states == []  # not cancelled
+    line = next(l for l in stderr.splitlines() if "interrupted:" in l)
+    assert "still running (not cancelled)" in line
+    assert "gcloud dataflow jobs cancel standin-job-1 --region us-central1" in line
+    assert "beam-i3d verify --manifest 'gs://test-bucket/manifests/one.csv'" in line
+
+
+def test_a_failed_job_is_not_a_success_even_when_its_output_is_complete(gcs_emulator,
+                                                                         tmp_path):
+    """The manifest's only row was settled by an earlier run (resumed with
+    --skip-existing); the job then FAILS on the service: the counts reconcile, but the
+    launcher says the job did not finish and exits 1."""
+    import pyarrow as pa
+
+    from beam_i3d.job.shards import shard_name, write_table_atomically
+    from schemas import SCORES_SCHEMA
+
+    settings = launch_settings(tmp_path, "beam-i3d-failed")
+    row = {"clip_id": "c1", "video_uri": f"gs://test-bucket/videos/{SAMPLE.name}",
+           "num_frames": 79, "predicted_label": "playing cricket", "predicted_index": 0,
+           "predicted_probability": 0.9,
+           "top_k": [{"label": "playing cricket", "index": 0, "probability": 0.9,
+                      "logit": 1.0}],
+           "logits": [1.0], "row_key": "c1", "run_id": "20260101T000000Z-earlier"}
+    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in SCORES_SCHEMA}],
+                                 schema=SCORES_SCHEMA)
+    write_table_atomically(table, settings["OUTPUT"] + "/scores/" + shard_name(
+        "20260101T000000Z-earlier", "w", 0))
+    with DataflowStandIn(states=["JOB_STATE_RUNNING", "JOB_STATE_FAILED"],
+                         messages=["Traceback: something broke on a worker"]) as api:
+        done = run_script(settings, "--dataflow_endpoint", api.endpoint, "--no_auth",
+                          "--skip-existing")
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "settled: 1 scored, 0 failed; missing: 0" in done.stderr, done.stderr[-3000:]
+    assert "FAILED, not DONE" in done.stderr.strip().splitlines()[-1], done.stderr[-3000:]
