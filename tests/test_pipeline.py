@@ -138,6 +138,17 @@ def test_scores_content(first_run):
     assert cricket["top_k"][0]["label"] == "playing cricket" and len(cricket["top_k"]) == 5
     probabilities = [t["probability"] for t in cricket["top_k"]]
     assert probabilities == sorted(probabilities, reverse=True)
+    for row in scores:  # top-k, top-1 and probabilities follow from the logits
+        logits = np.asarray(row["logits"], np.float64)
+        softmax = np.exp(logits - logits.max())
+        softmax /= softmax.sum()
+        best = np.argsort(-logits, kind="stable")[:5]
+        assert [t["index"] for t in row["top_k"]] == best.tolist()
+        for t in row["top_k"]:
+            assert t["logit"] == pytest.approx(logits[t["index"]], abs=1e-6)
+            assert t["probability"] == pytest.approx(softmax[t["index"]], abs=1e-5)
+        assert row["predicted_index"] == best[0]
+        assert row["predicted_probability"] == pytest.approx(softmax[best[0]], abs=1e-5)
     assert len(cricket["logits"]) == 400 and len(cricket["rgb_embedding"]) == 1024
     np.testing.assert_allclose(cricket["logits"], cricket["rgb_logits"])
     assert cricket["flow_logits"] is None and cricket["flow_embedding"] is None
