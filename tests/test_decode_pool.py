@@ -22,21 +22,12 @@ from beam_i3d.media.decode_pool import (
 )
 from beam_i3d.media.preprocess import ClipTensors, preprocess_clip
 from beam_i3d.media.recipe import DecodeLimits
-from video_factory import textured_image, write_video
+from test_pipeline import moving_texture
 
 FAULTS = ("ABORT", "SEGV", "HANG", "HOG", "KILLED", "EXIT", "RAISE")
 # Small budgets so that the hang is killed soon: 1 s decode budget + 1 s grace.
 LIMITS = DecodeLimits(decode_timeout_seconds=1.0, memory_mb=1024)
 GRACE = 1.0
-
-
-def moving_texture(path, frames, rate=25, size=(96, 128), seed=0):
-    """A textured image panning right 2 px a frame: real H.264 with motion."""
-    h, w = size
-    gray = textured_image(h, w + 2 * frames, seed=seed)
-    texture = np.stack([gray, 255 - gray, gray // 2 + 64], axis=-1)
-    return write_video(str(path), lambda k: texture[:, 2 * k:2 * k + w],
-                       num_frames=frames, rate=rate)
 
 
 @pytest.fixture(scope="module")
