@@ -45,7 +45,7 @@ setup(
             "pandas>=2.0",
         ],
     },
-    entry_points={"console_scripts": ["beam-i3d=beam_i3d.cli:main"]},
+    entry_points={"console_scripts": ["beam-i3d=beam_i3d.cli:console_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.10",

@@ -1,5 +1,3 @@
-import sys
+from beam_i3d.cli import console_main
 
-from beam_i3d.cli import main
-
-sys.exit(main())
+console_main()

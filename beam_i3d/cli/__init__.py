@@ -190,3 +190,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def console_main() -> None:
+    """The ``beam-i3d`` command: :func:`main`, then exit with its status without
+    Python's interpreter teardown. Once a local Beam job has run, native threads that
+    Beam's gRPC services and TensorFlow leave behind can abort the process while the
+    interpreter shuts down ("terminate called without an active exception", SIGABRT),
+    after every output was written and checked; the status of the run must be ours."""
+    import os
+
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
