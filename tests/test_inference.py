@@ -73,3 +73,50 @@ def test_score_clips_routes_failures_to_inference_errors(handler):
             lambda e: (e["clip_id"], e["stage"], e["error_type"],
                        e["message"].startswith("mem://bad.mp4: I3D failed"))),
             equal_to([("bad", "inference", "InvalidArgumentError", True)]), label="errors")
+
+
+class FlakyDevice:
+    """The real model behind a device that fails some forwards as a GPU does: out of
+    memory for any forward of more than ``fits`` clips, and an error for any forward that
+    holds the ``poison`` clip. Records the batch size of every forward it is asked for."""
+
+    def __init__(self, scorer, fits: int, poison: np.ndarray | None = None):
+        self.scorer, self.fits, self.poison = scorer, fits, poison
+        self.calls: list[int] = []
+
+    def score(self, inputs):
+        import tensorflow as tf
+
+        rgb = inputs["rgb"]
+        self.calls.append(len(rgb))
+        if len(rgb) > self.fits:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        if self.poison is not None and any(np.array_equal(x, self.poison) for x in rgb):
+            raise tf.errors.InternalError(None, None, "device kernel failed")
+        return self.scorer.score(inputs)
+
+
+def test_a_batch_that_fails_is_retried_clip_by_clip(handler, scorer):
+    # Same shapes, so the three clips share one forward; it fails, and each is retried.
+    batch = [clip(f"s{i}", 12, 40 + i) for i in range(3)]
+    device = FlakyDevice(scorer, fits=1)
+    results = handler.run_inference(batch, device)
+    assert device.calls == [3, 1, 1, 1]
+    for example, result in zip(batch, results):
+        assert result.example is example
+        assert not isinstance(result.inference, InferenceFailure), result.inference
+        alone = handler.run_inference([example], scorer)[0].inference
+        np.testing.assert_allclose(result.inference["logits"], alone["logits"], atol=1e-4)
+
+
+def test_only_the_clip_that_fails_alone_is_a_failure(handler, scorer):
+    batch = [clip(f"p{i}", 12, 50 + i) for i in range(3)]
+    device = FlakyDevice(scorer, fits=3, poison=batch[1].rgb)
+    results = handler.run_inference(batch, device)
+    assert device.calls == [3, 1, 1, 1]
+    assert isinstance(results[1].inference, InferenceFailure)
+    assert results[1].inference.error_type == "InternalError"
+    assert "device kernel failed" in results[1].inference.message
+    for i in (0, 2):
+        alone = handler.run_inference([batch[i]], scorer)[0].inference
+        np.testing.assert_allclose(results[i].inference["logits"], alone["logits"], atol=1e-4)
