@@ -43,6 +43,7 @@ setup(
             "gcp-storage-emulator>=2024.8",
             "duckdb>=1.3",
             "pandas>=2.0",
+            "hypothesis>=6.100",
         ],
     },
     entry_points={"console_scripts": ["beam-i3d=beam_i3d.cli:console_main"]},

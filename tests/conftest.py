@@ -17,6 +17,16 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+# Property tests: no example database in the checkout (a failure prints the seed and
+# the example to reproduce it). "mutation" (scripts/mutation.py) stops at the first
+# failing example instead of shrinking it: a mutant only needs to be caught.
+_hypothesis_settings.register_profile("default", database=None, print_blob=True)
+_hypothesis_settings.register_profile(
+    "mutation", database=None, phases=("explicit", "reuse", "generate"))
+_hypothesis_settings.load_profile(os.environ.get("BEAM_I3D_HYPOTHESIS_PROFILE", "default"))
+
 DATA = Path(__file__).parent / "data"
 RELEASE_CHECKPOINTS = ("rgb_imagenet", "rgb_scratch", "flow_imagenet", "flow_scratch",
                        "rgb_scratch_kin600")

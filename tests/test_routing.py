@@ -1,0 +1,196 @@
+"""The pipeline's routing of manifest rows (ReadClipRequests on a real Beam runner):
+several files in all three formats, repeats across files, bad rows, an unreadable file,
+templates and --ignore-times. Every row must come out exactly once, as a request or an
+error, under the key the launcher's own count (verify.expected_rows) expects.
+
+The expectations here are computed from how the rows were generated, not by the code
+under test; the cross-check with verify is on top of that."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beam_i3d.job.manifest import ManifestOptions
+from beam_i3d.job.pipeline import ReadClipRequests, ScoreOptions
+from beam_i3d.job.verify import expected_rows
+
+COLUMNS = ["clip_id", "video_uri", "start_sec", "end_sec", "label"]
+
+
+def write_manifest(path: str, rows: list[dict]) -> None:
+    """rows: dicts over COLUMNS (None = empty) in the format the file name says."""
+    if path.endswith(".csv"):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+    elif path.endswith(".jsonl"):
+        with open(path, "w") as f:
+            for row in rows:
+                f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
+    else:
+        table = pa.table({k: pa.array([None if r.get(k) is None else str(r[k]) for r in rows],
+                                      pa.string()) for k in COLUMNS})
+        pq.write_table(table, path)
+
+
+_COLLECTED: dict[str, list] = {}
+
+
+def _keep(element, name: str) -> None:
+    # A module-level function (pickled by reference) so that the in-process runner's
+    # copy of the step appends to this module's dict.
+    _COLLECTED.setdefault(name, []).append(element)
+
+
+def route(pattern: str, output: str, **options) -> tuple[list, list]:
+    """(requests, errors) of ReadClipRequests over the manifests ``pattern`` matches, on
+    the DirectRunner in its default in-process mode."""
+    opts = ScoreOptions(manifest=pattern, output=output, **options)
+    _COLLECTED.clear()
+    with BeamPipeline() as p:
+        requests, errors, _ = p | ReadClipRequests(opts)
+        requests | "KeepRequests" >> beam.Map(_keep, "requests")
+        errors | "KeepErrors" >> beam.Map(_keep, "errors")
+    return list(_COLLECTED.get("requests", [])), list(_COLLECTED.get("errors", []))
+
+
+# --- one worked example --------------------------------------------------------------------
+
+
+def test_several_manifests_with_repeats_bad_rows_and_an_unreadable_file(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    write_manifest(str(d / "a.csv"), [
+        {"clip_id": "x", "video_uri": "/v/x.mp4", "label": "abseiling"},
+        {"clip_id": "y", "video_uri": "/v/y.mp4", "start_sec": 2, "end_sec": 1},  # bad times
+        {"clip_id": None, "video_uri": "/v/free.mp4", "start_sec": 1, "end_sec": 3},
+    ])
+    write_manifest(str(d / "b.jsonl"), [
+        {"clip_id": "x", "video_uri": "/v/x2.mp4"},             # x, first repeat
+        {"clip_id": "y", "video_uri": "/v/y.mp4"},              # y (bad first), repeat
+        {"clip_id": None, "video_uri": None, "label": "lost"},  # no URI, no clip_id
+    ])
+    write_manifest(str(d / "c.parquet"), [
+        {"clip_id": "x", "video_uri": "/v/x3.mp4"},             # x, second repeat
+        {"clip_id": "z", "video_uri": "/v/z.mp4", "start_sec": 0.5, "end_sec": 4.5},
+    ])
+    (d / "d.parquet").write_bytes(b"PAR1 this is not a parquet file")  # unreadable
+    requests, errors = route(str(d / "*"), str(tmp_path / "out"))
+
+    by_key = {r.row_key: r for r in requests}
+    derived = sorted(set(by_key) - {"x", "z"})
+    assert len(by_key) == 3 and len(derived) == 1 and derived[0].startswith("free.mp4#")
+    assert by_key["x"].video_uri == "/v/x.mp4"  # the first of x in manifest order
+    assert (by_key["z"].start_sec, by_key["z"].end_sec) == (0.5, 4.5)
+    errors_by_key = {e["row_key"]: e for e in errors}
+    assert len(errors_by_key) == len(errors) == 6
+    kinds = {k: (e["stage"], e["error_type"]) for k, e in errors_by_key.items()}
+    lost = next(k for k in kinds if k.startswith("manifest-row:"))
+    assert kinds == {
+        "x#repeat1": ("manifest", "DuplicateClip"),
+        "x#repeat2": ("manifest", "DuplicateClip"),
+        "y": ("manifest", "ManifestError"),
+        "y#repeat1": ("manifest", "DuplicateClip"),
+        lost: ("manifest", "ManifestError"),
+        f"manifest-file:{d / 'd.parquet'}": ("manifest", "ManifestError"),
+    }
+    assert errors_by_key["x#repeat2"]["source"] == f"{d / 'c.parquet'}:1"
+    assert errors_by_key["x#repeat2"]["video_uri"] == "/v/x3.mp4"
+    assert "not after start" in errors_by_key["y"]["message"]
+    assert "cannot read manifest" in errors_by_key[f"manifest-file:{d / 'd.parquet'}"]["message"]
+    launcher = [row.row_key for row in expected_rows(str(d / "*"), ManifestOptions())]
+    assert sorted(launcher) == sorted(list(by_key) + list(errors_by_key))
+
+
+def test_templates_and_ignore_times_go_through_the_pipeline(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    rows = [{"youtube_id": "abc", "time_start": "12", "time_end": "22"},
+            {"youtube_id": "def", "time_start": "0", "time_end": "10"}]
+    with open(d / "k.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["youtube_id", "time_start", "time_end"])
+        writer.writeheader()
+        writer.writerows(rows)
+    template = "/videos/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    requests, errors = route(str(d / "k.csv"), str(tmp_path / "o1"), video_template=template)
+    assert errors == []
+    assert sorted((r.video_uri, r.start_sec, r.end_sec) for r in requests) == [
+        ("/videos/abc_000012_000022.mp4", 12.0, 22.0),
+        ("/videos/def_000000_000010.mp4", 0.0, 10.0)]
+    requests, errors = route(str(d / "k.csv"), str(tmp_path / "o2"), video_template=template,
+                             ignore_times=True)
+    assert errors == []
+    assert sorted((r.video_uri, r.start_sec, r.end_sec) for r in requests) == [
+        ("/videos/abc_000012_000022.mp4", None, None),
+        ("/videos/def_000000_000010.mp4", None, None)]
+
+
+# --- random manifests ----------------------------------------------------------------------
+
+IDS = ["a", "b", "c", "d"]
+kind = st.sampled_from(["good", "good", "timed", "bad_times", "no_uri"])
+row_spec = st.tuples(st.sampled_from(IDS + [None]), kind, st.integers(0, 10**6))
+manifests = st.lists(  # files of rows; each file's format is drawn too
+    st.tuples(st.sampled_from([".csv", ".jsonl", ".parquet"]),
+              st.lists(row_spec, min_size=0, max_size=6)),
+    min_size=1, max_size=3)
+
+
+def realise(spec, serial: int) -> dict:
+    clip_id, what, n = spec
+    row = {"clip_id": clip_id, "video_uri": f"/v/{serial}-{n}.mp4", "label": None}
+    if what == "timed":
+        row.update(start_sec=1, end_sec=2.5)
+    elif what == "bad_times":
+        row.update(start_sec=3, end_sec=3)
+    elif what == "no_uri":
+        row.update(video_uri=None, label=f"row {serial}-{n}")  # unique content
+    return row
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(files=manifests)
+def test_every_random_row_is_routed_exactly_once(tmp_path_factory, files):
+    d = tmp_path_factory.mktemp("random")
+    serial, generated = 0, []  # (file index, line, clip_id or None, good?)
+    for index, (suffix, specs) in enumerate(files):
+        rows = []
+        for spec in specs:
+            rows.append(realise(spec, serial))
+            generated.append((index, len(rows), spec[0], spec[1] in ("good", "timed")))
+            serial += 1
+        write_manifest(str(d / f"f{index}{suffix}"), rows)
+    requests, errors = route(str(d / "f*"), str(d / "out"))
+
+    keys = [r.row_key for r in requests] + [e["row_key"] for e in errors]
+    assert len(keys) == len(set(keys)) == len(generated)  # each row once, nothing lost
+    # Rows of one clip_id, in (file, line) order: the first keeps the id and is scored
+    # if it is good (else reported); the k-th repeat is a DuplicateClip "<id>#repeat<k>".
+    requested = {r.row_key for r in requests}
+    error_types = {e["row_key"]: e["error_type"] for e in errors}
+    for clip_id in IDS:
+        rows = sorted(g for g in generated if g[2] == clip_id)
+        for k, (_, _, _, good) in enumerate(rows):
+            key = clip_id if k == 0 else f"{clip_id}#repeat{k}"
+            if k == 0 and good:
+                assert key in requested, key
+            else:
+                assert error_types[key] == ("ManifestError" if k == 0 else "DuplicateClip")
+    anonymous_good = sum(1 for g in generated if g[2] is None and g[3])
+    assert len(requests) == anonymous_good + sum(
+        1 for clip_id in IDS
+        if (rows := sorted(g for g in generated if g[2] == clip_id)) and rows[0][3])
+    assert sorted(keys) == sorted(r.row_key for r in expected_rows(str(d / "f*"),
+                                                                   ManifestOptions()))
