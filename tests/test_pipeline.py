@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_i3d.cli import main
+from model.labels import label_map
 from schemas import ERRORS_SCHEMA, SCORES_SCHEMA, read_run_metadata
 from video_factory import textured_image, write_video
 
@@ -263,29 +264,40 @@ def flow_checkpoint(tmp_path_factory):
     return str(d)
 
 
-@pytest.mark.parametrize("quantize", [True, False])
-def test_two_streams_with_the_tf_flow_backend(corpus, flow_checkpoint, tmp_path, quantize):
+@pytest.mark.parametrize("backend,quantize", [("tf", True), ("opencv", False)])
+def test_two_streams_with_each_flow_backend(corpus, flow_checkpoint, tmp_path, backend,
+                                            quantize):
+    # The OpenCV run also sets --top-k (the rows must have 3, from the logits) and a
+    # --max-batch-frames under the 29 frames of clips b and c, which then run as
+    # separate forwards (the run must still settle every row).
     d, _ = corpus
     manifest = write_manifest(tmp_path / "m.csv", [
         {"clip_id": "a", "video_uri": str(d / "good.mp4")},
         {"clip_id": "b", "video_uri": str(d / "good2.mp4"), "start_sec": "0.2", "end_sec": "0.8"},
+        {"clip_id": "c", "video_uri": str(d / "good.mp4"), "start_sec": "0.0", "end_sec": "0.6"},
     ])
     out = tmp_path / "out"
     args = ["score", "--manifest", manifest, "--output", str(out), "--streams", "rgb,flow",
-            "--flow-checkpoint", flow_checkpoint, "--quiet"]
-    assert main(args + ([] if quantize else ["--no-quantize-flow"])) == 0
+            "--flow-checkpoint", flow_checkpoint, "--flow-backend", backend, "--quiet"]
+    top_k = 5 if quantize else 3
+    if not quantize:
+        args += ["--no-quantize-flow", "--top-k", "3", "--max-batch-frames", "20"]
+    assert main(args) == 0
     files, scores = read_dataset(out / "scores")
-    assert sorted(r["clip_id"] for r in scores) == ["a", "b"]
+    assert sorted(r["clip_id"] for r in scores) == ["a", "b", "c"]
+    labels = label_map(400)
     for r in scores:
         assert len(r["flow_logits"]) == 400 and len(r["flow_embedding"]) == 1024
         np.testing.assert_allclose(r["logits"], np.add(r["rgb_logits"], r["flow_logits"]),
                                    rtol=1e-5, atol=1e-4)
+        best = np.argsort(-np.asarray(r["logits"]), kind="stable")[:top_k]
+        assert [t["label"] for t in r["top_k"]] == [labels[i] for i in best]
     meta = read_run_metadata(pq.read_schema(files[0]))
     assert meta["streams"] == "rgb,flow"
     import json
 
     recipe = json.loads(meta["recipe"])
-    assert recipe["flow"]["backend"] == "tf" and recipe["flow"]["quantized"] is quantize
+    assert recipe["flow"]["backend"] == backend and recipe["flow"]["quantized"] is quantize
     assert json.loads(meta["checkpoints"])["flow"] == flow_checkpoint
     _, errors = read_dataset(out / "errors")
     assert errors == []
