@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 
 import numpy as np
 import pytest
@@ -95,7 +97,10 @@ def test_gcs_video_and_output(gcs_bucket, short_clip, capsys):
     np.testing.assert_array_equal(clip.rgb, preprocess_clip(short_clip).rgb)
     assert main(["preprocess", uri, "--out", f"{gcs_bucket}/npy/short"]) == 0
     with FileSystems.open(f"{gcs_bucket}/npy/short_rgb.npy") as f:
-        assert np.load(f).shape == (1, 9, 224, 224, 3)
+        written = np.load(io.BytesIO(f.read()))
+    assert written.shape == (1, 9, 224, 224, 3) and written.dtype == np.float32
+    # The same values as the local clip's, in the release's [-1, 1] layout.
+    np.testing.assert_array_equal(written[0], clip.rgb / np.float32(255) * 2 - 1)
     with pytest.raises(errors.VideoNotFound) as info:
         preprocess_clip(f"{gcs_bucket}/videos/missing.mp4")
     assert info.value.uri == f"{gcs_bucket}/videos/missing.mp4"
