@@ -46,18 +46,27 @@ def test_shard_progress_counts_this_runs_shards(tmp_path):
 
 
 def test_printer_writes_lines_and_a_final_one():
-    stream = io.StringIO()
-    values = {"manifest_rows": 4, "clips_scored": 1}
-    printer = ProgressPrinter(lambda: dict(values), stream, interval=0.05)
-    printer.start()
-    import time
+    """Driven by the source's calls, not by sleeps: the first line sees 1 clip done, the
+    later ones 3 (so they carry a rate), then stop() prints the final counts."""
+    import threading
 
-    time.sleep(0.3)
-    values["clips_scored"] = 3
-    time.sleep(0.2)
+    stream = io.StringIO()
+    calls, seen_three = [], threading.Event()
+
+    def source():
+        calls.append(None)
+        if len(calls) >= 3:
+            seen_three.set()
+        return {"manifest_rows": 4, "clips_scored": 1 if len(calls) == 1 else 3}
+
+    printer = ProgressPrinter(source, stream, interval=0.01)
+    printer.start()
+    assert seen_three.wait(timeout=30), "the printer stopped asking for counts"
     printer.stop({"manifest_rows": 4, "clips_scored": 3, "clips_failed": 1})
+    assert not printer.is_alive()
     lines = stream.getvalue().splitlines()
-    assert len(lines) >= 3
-    assert lines[0].startswith("[beam-i3d] 1/4 clips (25%)")
+    assert len(lines) >= 4  # at least three periodic lines and the final one
+    assert lines[0].startswith("[beam-i3d] 1/4 clips (25%), 0 failed, elapsed")
+    assert "clips/s" not in lines[0]  # no rate from a single observation
+    assert lines[1].startswith("[beam-i3d] 3/4 clips (75%)") and "clips/s" in lines[1]
     assert lines[-1].startswith("[beam-i3d] 4/4 clips (100%), 1 failed")
-    assert "clips/s" in lines[-2]  # a rate once clips keep finishing
