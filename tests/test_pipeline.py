@@ -75,9 +75,10 @@ def first_run(corpus, tmp_path_factory):
     d, rows = corpus
     manifest = write_manifest(d / "manifest.csv", rows)
     out = tmp_path_factory.mktemp("out")
-    # Two worker processes sharing one model (Beam's multi_process_shared), as on a GPU.
+    # Two worker processes sharing two model copies (Beam's multi_process_shared), as on
+    # a machine with two GPUs.
     code = main(["score", "--manifest", manifest, "--output", str(out), "--batch-size", "3",
-                 "--model-copies", "1", "--quiet", *MULTIPROCESS])
+                 "--model-copies", "2", "--quiet", *MULTIPROCESS])
     assert code == 0
     return manifest, out
 
