@@ -103,6 +103,7 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
                 if files is None and not (windowed and name == "scores")]
     scores_files, errors_files = scores_files or [], errors_files or []
     windows_files = (windows_files or []) if windowed else []
+    timelines = timelines_summary(run_dir, video)  # first: an unknown --video fails early
 
     per_file = {path: reader.file_metadata(path)
                 for path in scores_files + windows_files + errors_files}
@@ -168,7 +169,6 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
             "planned": sum(planned.values()), "rows_planned": len(planned),
             "window_failures": window_failures,
             "row_failures": len(settled.errors) - window_failures}
-    timelines = timelines_summary(run_dir, video)
     if timelines is not None:
         summary["timelines"] = timelines
     return summary
