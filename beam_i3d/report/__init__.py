@@ -18,7 +18,6 @@ Modules: :mod:`.metrics` (the figures, pure), :mod:`.reader` (I/O), :mod:`.chart
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
