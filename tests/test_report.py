@@ -1,6 +1,6 @@
 """``beam-i3d report``: exact figures on datasets with known labels and predictions,
-the self-contained HTML with every chart, empty cases, gs:// input, and a headless
-Chromium rendering of the page."""
+the self-contained HTML with every chart, empty cases, windowed runs' timelines, gs://
+input, and a headless Chromium rendering of the page."""
 
 from __future__ import annotations
 
@@ -469,6 +469,206 @@ def test_runs_without_label_map_metadata(tmp_path):
     assert acc["mean_per_class_top1"] == pytest.approx(KNOWN["mean_per_class_top1"], abs=1e-12)
     assert summary["scores"]["labels_outside_label_map"] == []   # nothing to check against
     assert any("names no label map" in w for w in summary["warnings"])
+
+
+# --- Windowed runs: timelines ------------------------------------------------------------
+
+WINDOWED_RUN = "20260102T000000Z-windowed"
+
+
+def window_rows(clip_id: str, labels: list[str], window: float = 10.0,
+                probabilities: list[float] | None = None, failed=(), run_id=WINDOWED_RUN):
+    """The windows rows of one video, window k labelled ``labels[k]`` (those in ``failed``
+    left out), stride = window, the last window ending at ``len(labels) * window``."""
+    rows = []
+    for k, label in enumerate(labels):
+        if k in failed:
+            continue
+        p = probabilities[k] if probabilities else 0.4 + 0.05 * (k % 12)
+        row = score_row(clip_id, None, label, [label, *[o for o in OTHER if o != label][:4]],
+                        p, 250)
+        row.update(row_key=f"{clip_id}@w{k}", run_id=run_id, window_index=k,
+                   window_start_sec=k * window, window_end_sec=(k + 1) * window,
+                   num_windows=len(labels))
+        rows.append(row)
+    return rows
+
+
+def windowed_dataset(run: Path, videos: dict[str, list[str]], failed: dict = {},
+                     extra_windows=()) -> dict:
+    """A windowed run's outputs, written directly: windows/, timelines/ (merged from the
+    windows as the job merges them), plans/ and errors/ (the failed windows)."""
+    from beam_i3d.job.windows import merge_timeline
+    from schemas import PLANS_SCHEMA, TIMELINES_SCHEMA, WINDOWS_SCHEMA
+
+    windows, timelines, plans, errors = [], [], [], []
+    for clip_id, labels in videos.items():
+        rows = window_rows(clip_id, labels, failed=failed.get(clip_id, ()))
+        windows += rows
+        segments = merge_timeline(rows)
+        timelines.append({"clip_id": clip_id, "video_uri": f"gs://videos/{clip_id}.mp4",
+                          "label": None, "num_windows": len(labels),
+                          "windows_scored": len(rows), "start_sec": 0.0,
+                          "end_sec": 10.0 * len(labels), "segments": segments,
+                          "row_key": clip_id, "run_id": WINDOWED_RUN})
+        plans.append({"clip_id": clip_id, "video_uri": f"gs://videos/{clip_id}.mp4",
+                      "duration_sec": 10.0 * len(labels), "range_start_sec": 0.0,
+                      "range_end_sec": 10.0 * len(labels), "window_sec": 10.0,
+                      "stride_sec": 10.0, "num_windows": len(labels), "row_key": clip_id,
+                      "run_id": WINDOWED_RUN})
+        errors += [error_row(clip_id, "decode", "CorruptVideo", f"window {k}: bad packet",
+                             row_key=f"{clip_id}@w{k}", run_id=WINDOWED_RUN)
+                   for k in failed.get(clip_id, ())]
+    errors.append(error_row("gone", "decode", "VideoNotFound", "gs://videos/gone.mp4",
+                            run_id=WINDOWED_RUN))
+    write_parts(run / "windows", windows + list(extra_windows), WINDOWS_SCHEMA, parts=3)
+    write_parts(run / "timelines", timelines, TIMELINES_SCHEMA, parts=1)
+    write_parts(run / "plans", plans, PLANS_SCHEMA, parts=1)
+    write_parts(run / "errors", errors, ERRORS_SCHEMA, parts=1)
+    return {"windows": windows, "timelines": {t["clip_id"]: t for t in timelines}}
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB")).astype(int)
+
+
+def colour_pixels(image: np.ndarray, colour: str, tolerance: int = 6) -> np.ndarray:
+    """Mask of the pixels of ``colour`` (``#rrggbb``)."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return np.abs(image - rgb).max(axis=2) <= tolerance
+
+
+def band_columns(image: np.ndarray, *colours: str) -> list[np.ndarray]:
+    """The columns of each colour along the segment strip: the pixel row with most pixels
+    of these colours, in its longest unbroken run of them (not the legend's patches)."""
+    masks = [colour_pixels(image, c, tolerance=2) for c in colours]
+    row = int(np.argmax(sum(m.sum(axis=1) for m in masks)))
+    cols = np.flatnonzero(np.logical_or.reduce([m[row] for m in masks]))
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+    strip = max(runs, key=len)
+    return [np.intersect1d(np.flatnonzero(m[row]), strip) for m in masks]
+
+
+def test_clock_ticks_and_label_colours():
+    from beam_i3d.report.charts import (OTHER_LABELS, TIMELINE_COLOURS, clock_step,
+                                        clock_tick, label_colours)
+
+    assert [clock_tick(x, 2, False) for x in (0, 2, 62, 600)] == [
+        "0:00", "0:02", "1:02", "10:00"]
+    assert clock_tick(7265, 600, True) == "2:01:05"
+    assert clock_tick(1.2, 0.2, False) == "0:01.2"
+    assert (clock_step(17.48), clock_step(600), clock_step(7200), clock_step(1.6)) == (
+        2, 60, 900, 0.2)
+    segments = [{"label": label, "start_sec": s, "end_sec": e}
+                for label, s, e in [("a", 0, 5), ("b", 5, 30), ("a", 30, 40), ("c", 40, 50)]]
+    assert label_colours(segments) == {"b": TIMELINE_COLOURS[0], "a": TIMELINE_COLOURS[1],
+                                       "c": TIMELINE_COLOURS[2]}
+    many = [{"label": f"l{i}", "start_sec": i, "end_sec": i + 1 + (20 - i) / 100}
+            for i in range(12)]
+    colours = label_colours(many)
+    assert list(colours) == [f"l{i}" for i in range(9)] and OTHER_LABELS not in colours.values()
+
+
+def test_windowed_run_report_has_timeline_charts(tmp_path, capsys):
+    """A windowed run (no scores/): counted in windows; the 3 longest videos' timelines
+    are charted (bands in one colour per label, 9 colours then grey) with their segment
+    tables; a window written twice is its latest run's; failed windows are a gap."""
+    from beam_i3d.report.charts import OTHER_LABELS, TIMELINE_COLOURS
+    from beam_i3d.report.timelines import clock
+
+    twelve = K400[200:212]
+    # 2 hours: 12 labels in runs of 60 windows, so each label covers 10 minutes
+    lecture = [twelve[k // 60] for k in range(720)]
+    older = window_rows("lecture", lecture, probabilities=[0.01] * 720,
+                        run_id="20250101T000000Z-older")[5]
+    run = tmp_path / "run"
+    made = windowed_dataset(run, {"lecture": lecture, "mid": [A] * 30 + [B] * 30,
+                                  "short": [C, C, D, D, C, C], "tiny": [A, A]},
+                            failed={"lecture": (100, 101)}, extra_windows=[older])
+    out = tmp_path / "out"
+    assert cli.main(["report", str(run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("lecture (gs://videos/lecture.mp4): 0:00.0-2:00:00.0, "
+                              "718/720 windows scored, 12 segments")
+    assert ("windows: 786 scored of 788 planned over 4 manifest row(s); failures: "
+            "2 window(s), 1 manifest row(s)") in printed
+    assert "accuracy" not in printed and "clips:" not in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w[:40] for w in summary["warnings"]] == ["1 row(s) appear more than once in the sh"]
+    assert summary["windows"] == {"files": 3, "scored": 786, "planned": 788,
+                                  "rows_planned": 4, "window_failures": 2, "row_failures": 1}
+    shown = summary["timelines"]["shown"]
+    assert [t["clip_id"] for t in shown] == ["lecture", "mid", "short"]
+    assert summary["charts"][:3] == ["timeline_1_lecture.png", "timeline_2_mid.png",
+                                     "timeline_3_short.png"]
+    windows = shown[0]["windows"]
+    assert len(windows) == 718 and [w["window_index"] for w in windows[99:101]] == [99, 102]
+    assert windows[5]["probability"] == pytest.approx(made["windows"][5]["predicted_probability"])
+
+    page = (out / "report.html").read_text()
+    assert page.index("<h2 id=timelines>Timelines</h2>") < page.index("<h2>Failures</h2>")
+    assert "<h2>Accuracy</h2>" not in page and "tiny" not in page
+    for t in shown:
+        png = (out / t["chart"]).read_bytes()
+        name = t["chart"][:-4]
+        assert f'id="chart-{name}" alt="Timeline of {t["clip_id"]}" src="data:image/png;base64,' \
+               f'{base64.b64encode(png).decode()}"' in page
+        for s in made["timelines"][t["clip_id"]]["segments"]:
+            assert (f'<td class="n">{clock(s["start_sec"])}</td><td class="n">'
+                    f'{clock(s["end_sec"])}</td><td>{s["label"]}</td>'
+                    f'<td class="n">{s["mean_probability"]:.2f}</td>') in page
+    image = png_pixels((out / "timeline_1_lecture.png").read_bytes())
+    assert image.shape == (380, 1000, 3)
+    counts = [colour_pixels(image, c).sum() for c in TIMELINE_COLOURS]
+    assert min(counts) > 1500, counts   # 9 labels in colour, 10 minutes each
+    assert shown[0]["colours"] == dict(zip(twelve[:9], TIMELINE_COLOURS))
+    assert colour_pixels(image, OTHER_LABELS).sum() > 3 * 1500   # the other 3 in grey
+    # The short video: C covers 40 s, D 20 s; in the segment strip C's share is 4/6.
+    image = png_pixels((out / "timeline_3_short.png").read_bytes())
+    c, d = band_columns(image, *(shown[2]["colours"][label] for label in (C, D)))
+    assert c.size / (c.size + d.size) == pytest.approx(4 / 6, abs=0.01)
+    assert c.min() < d.min() < d.max() < c.max()   # C, D, C
+
+
+def test_video_chooses_one_timeline_and_an_unknown_one_is_an_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    windowed_dataset(run, {"lecture": [A] * 20, "mid": [A] * 10 + [B] * 5, "tiny": [B, B]})
+    out = tmp_path / "out"
+    assert cli.main(["report", str(run), "--out", str(out), "--video", "tiny"]) == 0
+    assert capsys.readouterr().out.startswith("tiny (gs://videos/tiny.mp4): 0:00.0-0:20.0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["clip_id"] for t in summary["timelines"]["shown"]] == ["tiny"]
+    assert summary["timelines"]["chosen_by"] == "--video tiny"
+    assert sorted(p.name for p in out.glob("timeline_*.png")) == ["timeline_1_tiny.png"]
+    page = (out / "report.html").read_text()
+    assert 'id="chart-timeline_1_tiny"' in page and "lecture" not in page
+    # By video URI too.
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "o2"), "--video",
+                     "gs://videos/mid.mp4"]) == 0
+    assert capsys.readouterr().out.startswith("mid (")
+
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "o3"), "--video",
+                     "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "--video 'nope': no timeline of that clip_id, row_key or video URI in" in err
+    assert "it has 3: lecture, mid, tiny" in err
+    assert not (tmp_path / "o3").exists()
+
+
+def test_video_on_a_run_without_timelines_is_an_error(known_run, tmp_path, capsys):
+    assert cli.main(["report", str(known_run), "--out", str(tmp_path / "o"), "--video",
+                     "a1"]) == 1
+    assert "holds no timelines; --video applies to the output of a windowed run" in \
+        capsys.readouterr().err
+    summary = build_report(str(known_run), str(tmp_path / "o"))
+    assert "timelines" not in summary and "windows" not in summary
+    assert "Timelines" not in (tmp_path / "o" / "report.html").read_text()
 
 
 # --- Remote ----------------------------------------------------------------------------

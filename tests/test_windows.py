@@ -339,14 +339,74 @@ def test_two_stream_overlapping_windows_equal_their_clips(flow_checkpoint, tmp_p
     assert timeline["windows_scored"] == 4 and timeline["segments"][-1]["end_sec"] == 1.6
 
 
-def test_report_prints_the_timeline(windowed_run, capsys):
+def test_report_prints_the_timeline(windowed_run, tmp_path, capsys):
     _, out = windowed_run
     capsys.readouterr()
-    assert main(["report", str(out), "--video", "long"]) == 0
+    assert main(["report", str(out), "--video", "long", "--out", str(tmp_path / "one")]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].startswith("long (") and "9/9 windows scored, 2 segments" in text[0]
     assert "0:00.0" in text[1] and "playing cricket" in text[1]
     assert text[2].rstrip().endswith("windows)") and "0:17.5" in text[2]
-    assert main(["report", str(out)]) == 0  # the longest videos: long, then part
-    shown = [l for l in capsys.readouterr().out.splitlines() if not l.startswith(" ")]
-    assert [l.split(" ")[0] for l in shown] == ["long", "part"]
+    assert text[3] == f"beam-i3d report for {out}"
+    assert main(["report", str(out), "--out", str(tmp_path / "all")]) == 0  # the longest
+    text = capsys.readouterr().out.splitlines()
+    heads = [l.split(" ")[0] for l in text[:text.index(f"beam-i3d report for {out}")]
+             if not l.startswith(" ")]
+    assert heads == ["long", "part"]
+    assert ("windows: 11 scored of 11 planned over 2 manifest row(s); failures: 0 window(s), "
+            "3 manifest row(s)") in text
+
+
+def test_report_html_charts_the_timeline(windowed_run, tmp_path, capsys):
+    """The HTML report of the windowed run: a Timelines section with the chosen video's
+    chart (bands in its labels' colours, the label change where the timeline puts it)
+    and its segments; --video shows that video only; an unknown one is an error."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from beam_i3d.report.timelines import clock
+
+    _, out = windowed_run
+    report = tmp_path / "report"
+    assert main(["report", str(out), "--video", "long", "--out", str(report)]) == 0
+    page = (report / "report.html").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    (shown,) = summary["timelines"]["shown"]
+    assert shown["clip_id"] == "long" and shown["chart"] == "timeline_1_long.png"
+    assert sorted(p.name for p in report.glob("timeline_*.png")) == ["timeline_1_long.png"]
+    assert "part" not in {t["clip_id"] for t in summary["timelines"]["shown"]}
+    assert "<h2 id=timelines>Timelines</h2>" in page and "<h3>part</h3>" not in page
+    png = (report / "timeline_1_long.png").read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
+    timeline = {t["row_key"]: t for t in read_rows(out / "timelines")}["long"]
+    for s in timeline["segments"]:
+        assert (f'<td class="n">{clock(s["start_sec"])}</td><td class="n">'
+                f'{clock(s["end_sec"])}</td><td>{s["label"]}</td>') in page
+    # The per-window points are the windows' top-1 probabilities.
+    windows = sorted((w for w in read_rows(out / "windows") if w["clip_id"] == "long"),
+                     key=lambda w: w["window_index"])
+    assert [w["probability"] for w in shown["windows"]] == pytest.approx(
+        [w["predicted_probability"] for w in windows])
+    # The chart: two labels, two band colours; in the segment strip the first label's
+    # share is the first segment's share of the video (its end: 10.0 s of 17.48).
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    assert image.shape == (380, 1000, 3)
+    first, second = (shown["colours"][s["label"]] for s in timeline["segments"])
+    assert first != second
+    masks = [np.abs(image - [int(c[i:i + 2], 16) for i in (1, 3, 5)]).max(axis=2) <= 2
+             for c in (first, second)]
+    row = int(np.argmax(masks[0].sum(axis=1) + masks[1].sum(axis=1)))
+    cols = np.flatnonzero(masks[0][row] | masks[1][row])
+    strip = max(np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1), key=len)
+    a, b = (np.intersect1d(np.flatnonzero(m[row]), strip) for m in masks)
+    share = timeline["segments"][0]["end_sec"] / timeline["end_sec"]
+    assert a.size / strip.size == pytest.approx(share, abs=0.01)
+    assert a.max() < b.min()
+
+    capsys.readouterr()
+    assert main(["report", str(out), "--video", "nosuch", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "--video 'nosuch': no timeline" in err and "it has 2: long, part" in err

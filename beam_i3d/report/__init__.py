@@ -6,14 +6,18 @@ one): ``report.html`` (self-contained, charts embedded), one PNG per chart and
 ``summary.json`` with every figure. Reads only the columns it needs (never logits or
 embeddings) in record batches, so memory does not grow with the number of rows.
 
+A windowed run (``score --window``) is reported in windows: for its longest videos (or
+the one ``--video`` names) the segments as text, and in the HTML a Timelines section with
+a timeline chart per video (``timeline_<n>_<clip_id>.png``) and its segment table.
+
 Modules: :mod:`.metrics` (the figures, pure), :mod:`.reader` (I/O), :mod:`.charts`
-(matplotlib, Agg), :mod:`.render` (text and HTML), :mod:`.build` (ties them together).
+(matplotlib, Agg), :mod:`.render` (text and HTML), :mod:`.timelines` (windowed runs),
+:mod:`.build` (ties them together).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,24 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
-    from beam_i3d import fileio
     from beam_i3d.report.build import build_report
     from beam_i3d.report.render import text_summary
-    from beam_i3d.report.timelines import chosen, read_timelines, timeline_text
-    from beam_i3d.job.results import list_shards
+    from beam_i3d.report.timelines import timeline_text
 
-    timelines = read_timelines(args.dir)
-    if timelines or args.video is not None:
-        shown = chosen(timelines, args.video)
-        if not shown:
-            print(f"beam-i3d report: error: no timeline of {args.video!r} in "
-                  f"{args.dir}/timelines", file=sys.stderr)
-            return 1
-        print(timeline_text(shown))
-        if not list_shards(fileio.join(args.dir, "scores")):
-            return 0  # a windowed run: its windows are not clips to summarise
-
-    summary = build_report(args.dir, args.out)
+    summary = build_report(args.dir, args.out, video=args.video)
+    if "timelines" in summary:
+        print(timeline_text(summary["timelines"]["shown"]))
     print(text_summary(summary))
     print(f"report: {summary['report_html']} ({len(summary['charts'])} charts; "
           f"all figures in summary.json)")

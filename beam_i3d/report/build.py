@@ -11,10 +11,12 @@ from typing import Sequence
 from beam_i3d import __version__, fileio
 from beam_i3d.errors import OutputError, ReportError
 from beam_i3d.report import reader
-from beam_i3d.report.charts import draw_charts
+from beam_i3d.report.charts import draw_charts, draw_timeline_charts
 from beam_i3d.report.metrics import ErrorCounts, ScoreCounts, Vocabulary
 from beam_i3d.report.render import html_report
-from beam_i3d.job.results import settle
+from beam_i3d.report.timelines import timelines_summary
+from beam_i3d.job.results import read_plans, settle
+from beam_i3d.job.windows import parse_window_key
 from model.labels import label_map
 
 
@@ -81,20 +83,30 @@ def _write(out_dir: str, name: str, data: bytes) -> str:
     return path
 
 
-def compute_summary(run_dir: str) -> dict:
-    """All the report's figures for the run in ``run_dir`` (see :mod:`metrics`)."""
+def compute_summary(run_dir: str, video: str | None = None) -> dict:
+    """All the report's figures for the run in ``run_dir`` (see :mod:`metrics`).
+
+    A windowed run (``score --window``: ``windows/`` or ``plans/``, no scores) is counted
+    in windows (``summary["windows"]``) and its timelines are shown (``timelines``: the
+    longest videos, or ``video``); scores figures are then empty, as it has no clips."""
     run_dir = run_dir.rstrip("/") or "/"
     scores_files = reader.part_files(fileio.join(run_dir, "scores"))
     errors_files = reader.part_files(fileio.join(run_dir, "errors"))
-    if scores_files is None and errors_files is None:
+    windows_files = reader.part_files(fileio.join(run_dir, "windows"))
+    windowed = not scores_files and (
+        windows_files is not None or reader.part_files(fileio.join(run_dir, "plans")) is not None)
+    if scores_files is None and errors_files is None and not windowed:
         raise ReportError(f"{run_dir} has neither scores/ nor errors/: is it the output "
                           "directory of a beam-i3d run?")
     warnings = [f"{run_dir} has no {name}/ directory; read as an empty {name} output"
                 for name, files in (("scores", scores_files), ("errors", errors_files))
-                if files is None]
+                if files is None and not (windowed and name == "scores")]
     scores_files, errors_files = scores_files or [], errors_files or []
+    windows_files = (windows_files or []) if windowed else []
+    timelines = timelines_summary(run_dir, video)  # first: an unknown --video fails early
 
-    per_file = {path: reader.file_metadata(path) for path in scores_files + errors_files}
+    per_file = {path: reader.file_metadata(path)
+                for path in scores_files + windows_files + errors_files}
     metadata, disagreements = compare_metadata(per_file)
     for d in disagreements:
         shown = "; ".join(f"{v['value']!r} in {len(v['files'])} file(s)" for v in d["values"])
@@ -102,21 +114,22 @@ def compute_summary(run_dir: str) -> dict:
     sizes = label_map_sizes(per_file)
     names, label_warnings = known_label_names(sizes)
     warnings += label_warnings
-    if not names and scores_files:
+    if not names and (scores_files or windows_files):
         warnings.append("the run metadata names no label map; labels are not checked "
                         "against one")
 
     # One row per manifest row: shards written twice by retried work, and errors that a
     # later run scored, are left out (beam_i3d.job.results).
     try:
-        settled = settle(run_dir)
+        settled = settle(run_dir, "windows" if windowed else "scores")
     except OutputError as e:
         raise ReportError(str(e)) from e
     if settled.repeated:
         warnings.append(f"{settled.repeated:,} row(s) appear more than once in the shards "
                         "(retried work or retried errors); each is counted once")
     scores = ScoreCounts(Vocabulary(names))
-    for batch in reader.iter_batches(scores_files, reader.SCORES_COLUMNS, settled.keep):
+    for batch in reader.iter_batches(scores_files, reader.SCORES_COLUMNS,
+                                     None if windowed else settled.keep):
         scores.add(batch["label"], batch["predicted_label"], batch["top_k"],
                    batch["predicted_probability"], batch["num_frames"])
     errors = ErrorCounts()
@@ -137,7 +150,7 @@ def compute_summary(run_dir: str) -> dict:
     note = scores_summary["accuracy"]["top5_note"]
     if note and scores_summary["labelled"]:
         warnings.append(f"top-5 accuracy {note}")
-    return {
+    summary = {
         "run_dir": run_dir,
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "report_version": __version__,
@@ -148,16 +161,28 @@ def compute_summary(run_dir: str) -> dict:
         "errors": errors_summary,
         "warnings": warnings,
     }
+    if windowed:
+        planned = read_plans(run_dir)
+        window_failures = sum(parse_window_key(key) is not None for key in settled.errors)
+        summary["windows"] = {
+            "files": len(windows_files), "scored": len(settled.scores),
+            "planned": sum(planned.values()), "rows_planned": len(planned),
+            "window_failures": window_failures,
+            "row_failures": len(settled.errors) - window_failures}
+    if timelines is not None:
+        summary["timelines"] = timelines
+    return summary
 
 
-def build_report(run_dir: str, out_dir: str | None = None) -> dict:
+def build_report(run_dir: str, out_dir: str | None = None, video: str | None = None) -> dict:
     """Write ``report.html``, one PNG per chart and ``summary.json`` for the run in
     ``run_dir`` (local or a Beam FileSystems URI) into ``out_dir`` (default
     :func:`default_out_dir`); return the summary, with ``out_dir``, ``files`` (all paths
-    written) and ``report_html`` (the page's path) added."""
-    summary = compute_summary(run_dir)
+    written) and ``report_html`` (the page's path) added. A windowed run's page has a
+    timeline chart per shown video (the longest, or ``video``)."""
+    summary = compute_summary(run_dir, video)
     out_dir = out_dir or default_out_dir(run_dir)
-    charts = draw_charts(summary)
+    charts = {**draw_timeline_charts(summary), **draw_charts(summary)}
     summary["charts"] = [f"{name}.png" for name in charts]
     summary["out_dir"] = out_dir
     files = [_write(out_dir, f"{name}.png", png) for name, png in charts.items()]

@@ -15,7 +15,9 @@ matplotlib.use("Agg")  # headless, whatever the user's matplotlibrc says
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator  # noqa: E402
 
 BLUE, ORANGE, GREY, GREEN, RED = "#1f77b4", "#ff7f0e", "#b0b0b0", "#2ca02c", "#d62728"
 STAGE_COLOURS = {"manifest": GREY, "decode": ORANGE, "inference": RED}
@@ -179,6 +181,132 @@ CHARTS: dict[str, tuple[str, Callable[[dict], bytes | None]]] = {
     "calibration": ("Calibration", calibration_chart),
     "num_frames": ("Distribution of num_frames", num_frames_chart),
 }
+
+
+# --- Timelines of windowed runs ----------------------------------------------------------
+
+# One colour per label, the labels longest on screen first; tab10 without its grey, which
+# is left for the labels beyond these ("other labels").
+TIMELINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                    "#e377c2", "#bcbd22", "#17becf")
+OTHER_LABELS = GREY
+CLOCK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800,
+               3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def label_colours(segments: list[dict]) -> dict[str, str]:
+    """The colour of each of the (at most 9) labels that cover the most time, longest
+    first (ties: the first to appear); other labels are drawn in grey."""
+    covered: dict[str, float] = {}
+    for s in segments:
+        covered[s["label"]] = covered.get(s["label"], 0.0) + s["end_sec"] - s["start_sec"]
+    ranked = sorted(covered, key=lambda label: -covered[label])  # stable: first seen wins
+    return dict(zip(ranked, TIMELINE_COLOURS))
+
+
+def clock_step(span: float) -> float:
+    """Seconds between time ticks: the first of :data:`CLOCK_STEPS` giving at most ~10."""
+    return next((s for s in CLOCK_STEPS if span / s <= 10), CLOCK_STEPS[-1])
+
+
+def clock_tick(seconds: float, step: float, hours: bool) -> str:
+    """``m:ss`` (``h:mm:ss`` for a span of an hour or more; tenths under 1-s steps)."""
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if step < 1:
+        tenths = int(round(seconds * 10))
+        whole, frac = divmod(tenths, 10)
+        tail = f".{frac}"
+    else:
+        whole, tail = int(round(seconds)), ""
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    if hours:
+        return f"{sign}{h:d}:{m:02d}:{s:02d}{tail}"
+    return f"{sign}{h * 60 + m:d}:{s:02d}{tail}"
+
+
+def timeline_chart(entry: dict) -> bytes:
+    """One video's timeline (an entry of the summary's ``timelines.shown``): a strip of
+    its segments coloured by top-1 label, and under it, on the same time axis, each
+    segment's mean top-1 probability (a band of the label's colour up to it) and each
+    window's top-1 probability (a point at the window's middle, in its label's colour;
+    the line breaks where windows are missing)."""
+    segments, windows = entry["segments"], entry["windows"]
+    colours = entry["colours"]
+    start, end = entry["start_sec"], max(entry["end_sec"], entry["start_sec"] + 1e-3)
+    fig = _figure(10, 3.8)
+    strip, ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 4])
+    for s in segments:
+        colour = colours.get(s["label"], OTHER_LABELS)
+        width = s["end_sec"] - s["start_sec"]
+        strip.broken_barh([(s["start_sec"], width)], (0, 1), facecolors=colour)
+        ax.bar(s["start_sec"], s["mean_probability"], width=width, align="edge",
+               color=colour, alpha=0.3, linewidth=0)
+        ax.hlines(s["mean_probability"], s["start_sec"], s["end_sec"], colors=colour,
+                  linewidth=2)
+    if windows:
+        xs, ys = [], []
+        for previous, w in zip([None] + windows[:-1], windows):
+            if previous is not None and w["window_index"] != previous["window_index"] + 1:
+                xs.append(float("nan"))
+                ys.append(float("nan"))
+            xs.append((w["start_sec"] + w["end_sec"]) / 2)
+            ys.append(w["probability"])
+        ax.plot(xs, ys, color="#333333", linewidth=0.8, zorder=3)
+        if len(windows) <= 400:
+            ax.scatter([(w["start_sec"] + w["end_sec"]) / 2 for w in windows],
+                       [w["probability"] for w in windows],
+                       c=[colours.get(w["label"], OTHER_LABELS) for w in windows],
+                       s=16, edgecolors="#333333", linewidths=0.5, zorder=4)
+    step = clock_step(end - start)
+    hours = end >= 3600
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock_tick(x, step, hours)))
+    ax.set_xlim(start, end)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1 probability")
+    ax.set_xlabel("time in the video (h:mm:ss)" if hours else "time in the video (m:ss)")
+    ax.grid(axis="y", color="#e4e4e4", linewidth=0.6)
+    ax.set_axisbelow(True)
+    strip.set_ylim(0, 1)
+    strip.set_yticks([])
+    strip.set_ylabel("top-1", fontsize=8)
+    strip.tick_params(axis="x", labelbottom=False)
+    strip.set_title(f"{entry['clip_id']}: {len(segments)} segment(s), "
+                    f"{entry['windows_scored']}/{entry['num_windows']} windows scored",
+                    fontsize=10)
+    handles = [Patch(color=c, label=label) for label, c in colours.items()]
+    others = len({s["label"] for s in segments} - set(colours))
+    if others:
+        handles.append(Patch(color=OTHER_LABELS, label=f"{others} other label(s)"))
+    handles.append(Line2D([], [], color="#555555", linewidth=2, label="segment mean p"))
+    if windows:
+        handles.append(Line2D([], [], color="#333333", linewidth=0.8, marker="o",
+                              markersize=4, markerfacecolor="white", label="window top-1 p"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def timeline_chart_name(position: int, clip_id: str) -> str:
+    """File stem of the ``position``-th (from 1) timeline chart: ``timeline_1_<clip_id>``
+    with characters other than letters, digits, ``.``, ``_`` and ``-`` replaced."""
+    import re
+
+    return f"timeline_{position}_" + re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id)[:60]
+
+
+def draw_timeline_charts(summary: dict) -> dict[str, bytes]:
+    """PNG bytes of the timeline chart of each shown video, by file stem, in order; each
+    entry of ``summary["timelines"]["shown"]`` gets its ``colours`` and ``chart``."""
+    drawn = {}
+    timelines = summary.get("timelines") or {"shown": []}
+    for position, entry in enumerate(timelines["shown"], 1):
+        entry["colours"] = label_colours(entry["segments"])
+        name = timeline_chart_name(position, entry["clip_id"])
+        entry["chart"] = f"{name}.png"
+        drawn[name] = timeline_chart(entry)
+    return drawn
 
 
 def draw_charts(summary: dict) -> dict[str, bytes]:

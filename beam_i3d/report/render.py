@@ -11,6 +11,7 @@ import html
 import json
 
 from beam_i3d.report.charts import CHARTS
+from beam_i3d.report.timelines import clock
 
 METADATA_ORDER = ("version", "schema_version", "streams", "rgb_checkpoint", "flow_checkpoint",
                   "label_map", "num_classes", "recipe")
@@ -31,12 +32,23 @@ def ordered_metadata(metadata: dict[str, str]) -> list[tuple[str, str]]:
     return known + sorted((k, v) for k, v in metadata.items() if k not in METADATA_ORDER)
 
 
+def windows_line(summary: dict) -> str:
+    """A windowed run's outcome: windows scored of those planned, and what failed."""
+    w = summary["windows"]
+    return (f"windows: {w['scored']:,} scored of {w['planned']:,} planned over "
+            f"{w['rows_planned']:,} manifest row(s); failures: {w['window_failures']:,} "
+            f"window(s), {w['row_failures']:,} manifest row(s)")
+
+
 def outcome_lines(summary: dict) -> list[str]:
-    """Clips scored and failed, and the failures by stage and by type."""
+    """Clips (windows) scored and failed, and the failures by stage and by type."""
     scored, failed = summary["scores"]["clips"], summary["errors"]["failures"]
     total = scored + failed
-    lines = [f"clips: {scored:,} scored, {failed:,} failed"
-             + (f" ({percent(failed / total)} of {total:,} failed)" if total else "")]
+    if "windows" in summary:
+        lines = [windows_line(summary)]
+    else:
+        lines = [f"clips: {scored:,} scored, {failed:,} failed"
+                 + (f" ({percent(failed / total)} of {total:,} failed)" if total else "")]
     if failed:
         lines.append("failures by stage: " + ", ".join(
             f"{stage} {n:,}" for stage, n in summary["errors"]["by_stage"].items()))
@@ -76,6 +88,9 @@ def text_summary(summary: dict) -> str:
     if run:
         lines.append("run: " + ", ".join(run))
     lines += outcome_lines(summary)
+    if "windows" in summary:  # no clips: the windows are in the timelines (and windows/)
+        lines += [f"warning: {w}" for w in summary["warnings"]]
+        return "\n".join(lines)
     lines += accuracy_lines(summary)
     if s["most_confused"]:
         lines.append("most confused (true -> predicted): " + ", ".join(
@@ -132,11 +147,11 @@ def _table(headers: list[str], rows: list[list], numeric: set[int] = frozenset()
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(name: str, charts: dict[str, bytes]) -> str:
+def _img(name: str, charts: dict[str, bytes], alt: str | None = None) -> str:
     if name not in charts:
         return ""
     data = base64.b64encode(charts[name]).decode("ascii")
-    return (f'<img id="chart-{name}" alt="{_e(CHARTS[name][0])}" '
+    return (f'<img id="chart-{name}" alt="{_e(alt or CHARTS[name][0])}" '
             f'src="data:image/png;base64,{data}">')
 
 
@@ -218,6 +233,31 @@ def _predictions_section(summary: dict, charts: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
+def _timelines_section(summary: dict, charts: dict[str, bytes]) -> str:
+    t = summary["timelines"]
+    parts = ["<h2 id=timelines>Timelines</h2>",
+             f"<p>{t['videos']:,} video(s) have a timeline; shown: {_e(t['chosen_by'])} "
+             "(<code>beam-i3d report DIR --video CLIP</code> shows another). Each window is "
+             "scored as a clip; a segment is a run of windows with the same top-1 label.</p>"]
+    for entry in t["shown"]:
+        parts.append(f"<h3>{_e(entry['clip_id'])}</h3>")
+        parts.append(f"<p class=sub>{_e(entry['video_uri'])} &middot; "
+                     f"{_e(clock(entry['start_sec']))}&ndash;{_e(clock(entry['end_sec']))} "
+                     f"&middot; {entry['windows_scored']:,} of {entry['num_windows']:,} "
+                     f"windows scored &middot; {len(entry['segments']):,} segment(s)"
+                     + (f" &middot; manifest label {_e(entry['label'])}" if entry["label"]
+                        else "") + "</p>")
+        name = entry["chart"][:-len(".png")]
+        parts.append(_img(name, charts, f"Timeline of {entry['clip_id']}"))
+        rows = [[clock(s["start_sec"]), clock(s["end_sec"]), s["label"],
+                 f"{s['mean_probability']:.2f}", f"{s['num_windows']:,}",
+                 f"{s['first_window']}\u2013{s['last_window']}"] for s in entry["segments"]]
+        parts.append('<div class="scroll">' + _table(
+            ["start", "end", "top-1 label", "mean p", "windows", "window indices"], rows,
+            {0, 1, 3, 4}) + "</div>")
+    return "".join(parts)
+
+
 def _metadata_section(summary: dict) -> str:
     parts = ["<h2>Run metadata</h2>"]
     meta = summary["metadata"]
@@ -244,14 +284,27 @@ def html_report(summary: dict, charts: dict[str, bytes]) -> str:
     s, e = summary["scores"], summary["errors"]
     acc = s["accuracy"]
     total = s["clips"] + e["failures"]
-    cards = [_card(f"{s['clips']:,}", "clips scored"),
-             _card(f"{e['failures']:,}", "clips failed"
-                   + (f" ({percent(e['failures'] / total)})" if total else "")),
-             _card(f"{s['labelled']:,}", "scored clips with a label")]
-    if s["labelled"]:
-        cards += [_card(percent(acc["top1"]), "top-1 accuracy"),
-                  _card(percent(acc["top5"]), "top-5 accuracy"),
-                  _card(percent(acc["mean_per_class_top1"]), "mean per-class top-1")]
+    timelines = _timelines_section(summary, charts) if "timelines" in summary else ""
+    if "windows" in summary:  # a windowed run: its windows are not clips
+        w = summary["windows"]
+        cards = [_card(f"{w['scored']:,}", f"windows scored of {w['planned']:,} planned"),
+                 _card(f"{w['rows_planned']:,}", "manifest rows planned"),
+                 _card(f"{summary.get('timelines', {}).get('videos', 0):,}",
+                       "videos with a timeline"),
+                 _card(f"{e['failures']:,}", f"failures ({w['window_failures']:,} windows, "
+                                             f"{w['row_failures']:,} rows)")]
+        body = [timelines, _failures_section(summary, charts)]
+    else:
+        cards = [_card(f"{s['clips']:,}", "clips scored"),
+                 _card(f"{e['failures']:,}", "clips failed"
+                       + (f" ({percent(e['failures'] / total)})" if total else "")),
+                 _card(f"{s['labelled']:,}", "scored clips with a label")]
+        if s["labelled"]:
+            cards += [_card(percent(acc["top1"]), "top-1 accuracy"),
+                      _card(percent(acc["top5"]), "top-5 accuracy"),
+                      _card(percent(acc["mean_per_class_top1"]), "mean per-class top-1")]
+        body = [_failures_section(summary, charts), _accuracy_section(summary, charts),
+                _predictions_section(summary, charts), timelines]
     warnings = "".join(f"<p class=warn>{_e(w)}</p>" for w in summary["warnings"])
     return "".join([
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
@@ -262,9 +315,7 @@ def html_report(summary: dict, charts: dict[str, bytes]) -> str:
         f"by beam-i3d {_e(summary['report_version'])}</p>",
         warnings,
         '<div class="cards">', *cards, "</div>",
-        _failures_section(summary, charts),
-        _accuracy_section(summary, charts),
-        _predictions_section(summary, charts),
+        *body,
         _metadata_section(summary),
         "</body></html>\n",
     ])

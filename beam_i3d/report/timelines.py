@@ -1,12 +1,16 @@
-"""The timelines of a windowed run (``score --window``) as text: for the longest videos
-(or one chosen with ``report --video``), the segments where the top-1 label stays the
-same, in time order."""
+"""The timelines of a windowed run (``score --window``): for the longest videos (or one
+chosen with ``report --video``), the segments where the top-1 label stays the same, in
+time order, as text, and the figures the report's timeline charts are drawn from (the
+segments and each window's top-1 label and probability, from ``DIR/windows``)."""
 
 from __future__ import annotations
 
 from beam_i3d import fileio
+from beam_i3d.errors import ReportError
 
 LONGEST = 3  # videos shown without --video
+WINDOW_COLUMNS = ("row_key", "run_id", "window_index", "window_start_sec", "window_end_sec",
+                  "predicted_label", "predicted_probability")
 
 
 def read_timelines(run_dir: str) -> list[dict]:
@@ -32,12 +36,85 @@ def clock(seconds: float) -> str:
     return f"{hours:d}:{minutes:02d}:{rest / 10:04.1f}" if hours else text
 
 
+def longest_first(timelines: list[dict]) -> list[dict]:
+    return sorted(timelines, key=lambda t: (-(t["end_sec"] - t["start_sec"]), t["row_key"]))
+
+
 def chosen(timelines: list[dict], video: str | None) -> list[dict]:
     """The timelines of ``video`` (a clip_id, row_key or video URI), else the longest."""
     if video is not None:
         return [t for t in timelines if video in (t["clip_id"], t["row_key"], t["video_uri"])]
-    return sorted(timelines, key=lambda t: (-(t["end_sec"] - t["start_sec"]), t["row_key"])
-                  )[:LONGEST]
+    return longest_first(timelines)[:LONGEST]
+
+
+def choose(run_dir: str, timelines: list[dict], video: str | None) -> list[dict]:
+    """:func:`chosen`, where a ``video`` that has no timeline is a :class:`ReportError`
+    saying which videos do (the longest first)."""
+    shown = chosen(timelines, video)
+    if video is None or shown:
+        return shown
+    where = fileio.join(run_dir, "timelines")
+    if not timelines:
+        raise ReportError(f"--video {video!r}: {where} holds no timelines; --video "
+                          "applies to the output of a windowed run (score --window)")
+    names = [t["clip_id"] for t in longest_first(timelines)]
+    listed = ", ".join(names[:10]) + (f" and {len(names) - 10:,} more" if len(names) > 10
+                                      else "")
+    raise ReportError(f"--video {video!r}: no timeline of that clip_id, row_key or "
+                      f"video URI in {where}; it has {len(names):,}: {listed}")
+
+
+def read_windows(run_dir: str, row_keys) -> dict[str, list[dict]]:
+    """The scored windows of the rows ``row_keys`` from ``DIR/windows``, by row key, in
+    window order: ``window_index``, ``start_sec``, ``end_sec``, ``label`` (top-1),
+    ``probability``. Reads only those columns; a window written more than once (retried
+    work, a resumed run) is its latest run's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from beam_i3d.job.results import list_shards, read_columns
+
+    wanted = pa.array(sorted(set(row_keys)), pa.string())
+    best: dict[str, dict] = {}
+    for path in list_shards(fileio.join(run_dir, "windows")):
+        table = read_columns(path, WINDOW_COLUMNS)
+        if table.num_rows == 0 or set(WINDOW_COLUMNS) - set(table.column_names):
+            continue
+        rows = pc.replace_substring_regex(table.column("row_key"), r"@w(0|[1-9][0-9]*)$", "")
+        table = table.append_column("_row", rows).filter(pc.is_in(rows, value_set=wanted))
+        for w in table.to_pylist():
+            held = best.get(w["row_key"])
+            if held is None or w["run_id"] > held["run_id"]:
+                best[w["row_key"]] = w
+    out: dict[str, list[dict]] = {key: [] for key in wanted.to_pylist()}
+    for w in sorted(best.values(), key=lambda w: w["window_index"]):
+        out[w["_row"]].append({"window_index": w["window_index"],
+                               "start_sec": w["window_start_sec"],
+                               "end_sec": w["window_end_sec"],
+                               "label": w["predicted_label"],
+                               "probability": float(w["predicted_probability"])})
+    return out
+
+
+def timelines_summary(run_dir: str, video: str | None = None) -> dict | None:
+    """The report's ``timelines`` figures: how many videos have one, how the shown ones
+    were chosen, and each shown timeline with its segments and its windows (see
+    :func:`read_windows`); None for a run without timelines (and no ``video`` asked)."""
+    timelines = read_timelines(run_dir)
+    if not timelines and video is None:
+        return None
+    shown = choose(run_dir, timelines, video)
+    windows = read_windows(run_dir, [t["row_key"] for t in shown])
+    return {
+        "videos": len(timelines),
+        "chosen_by": f"--video {video}" if video is not None else
+                     f"the {min(LONGEST, len(timelines))} longest",
+        "shown": [{**{k: t[k] for k in ("clip_id", "row_key", "video_uri", "label",
+                                        "num_windows", "windows_scored", "start_sec",
+                                        "end_sec", "run_id")},
+                   "segments": t["segments"], "windows": windows[t["row_key"]]}
+                  for t in shown],
+    }
 
 
 def timeline_text(timelines: list[dict]) -> str:
