@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Mutation testing (mutmut) of the modules that decide counts and numbers.
+
+Too slow for CI; run it by hand from the repository root with the project's virtualenv:
+
+    .venv/bin/python scripts/mutation.py                 # every module below
+    .venv/bin/python scripts/mutation.py job/row_keys    # some of them
+
+For each module, a copy of the committed tree (``git archive HEAD``, so uncommitted
+edits are not measured) goes to a temporary directory; mutmut mutates that module only
+and runs the module's tests (``MODULES``) against each mutant. Prints, per module, the
+mutants killed / all (timeouts count as killed: the mutant made a test hang), the score,
+and every surviving mutant as a diff (``--quiet``: names only). Exit status 1 when a
+module is under ``--target`` (default 0.85).
+
+The figures last measured are in tests/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module (under beam_i3d/) -> the test files that are meant to catch its mutants.
+MODULES: dict[str, list[str]] = {
+    "job/row_keys": ["tests/test_verify.py", "tests/test_manifest.py", "tests/test_routing.py"],
+    "job/manifest": ["tests/test_manifest.py", "tests/test_routing.py"],
+    "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
+    "job/results": ["tests/test_verify.py"],
+    "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
+    "job/windows": ["tests/test_windows.py"],
+    "fvd/distance": ["tests/test_fvd_core.py"],
+    "fvd/stats_files": ["tests/test_fvd_core.py"],
+    "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
+}
+ALSO_COPY = ["model/", "schemas/", "setup.py", "pytest.ini", "tests/"]
+# mutmut's statuses (mutmut.stats.status_by_exit_code) that count as caught: a test
+# failed, or the mutant made the tests hang. "survived" and "no tests" (no selected test
+# reaches the mutated function) count against the module.
+CAUGHT = {"killed", "timeout"}
+
+
+def committed_tree(dest: Path) -> None:
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def run_module(module: str, tests: list[str], children: int, quiet: bool) -> tuple[int, int]:
+    source = f"beam_i3d/{module}.py"
+    work = Path(tempfile.mkdtemp(prefix="beam-i3d-mutation-"))
+    try:
+        committed_tree(work)
+        shared = ROOT.parent / "shared"
+        if shared.exists() and not (work.parent / "shared").exists():
+            os.symlink(shared, work.parent / "shared")
+        (work / "setup.cfg").write_text(
+            "[mutmut]\nsource_paths=beam_i3d/\n"
+            f"only_mutate={source}\n"
+            "pytest_add_cli_args_test_selection=" + "\n    ".join(tests) + "\n"
+            "also_copy=" + "\n    ".join(ALSO_COPY) + "\n")
+        env = dict(os.environ, BEAM_I3D_HYPOTHESIS_PROFILE="mutation",
+                   TF_CPP_MIN_LOG_LEVEL="2")
+        mutmut = [sys.executable, "-m", "mutmut"]
+        started = time.monotonic()
+        run = subprocess.run(mutmut + ["run", "--max-children", str(children)], cwd=work,
+                             env=env, capture_output=True, text=True)
+        meta_path = work / "mutants" / f"{source}.meta"
+        if not meta_path.exists():
+            print(f"{module}: mutmut did not run (exit {run.returncode}):\n"
+                  f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+            return 0, 0
+        from mutmut.stats import status_by_exit_code
+
+        codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+        status = {k: status_by_exit_code[c] for k, c in codes.items()}
+        killed = sorted(k for k in codes if status[k] in CAUGHT)
+        survived = sorted(k for k in codes if status[k] not in CAUGHT)
+        total = len(codes)
+        score = len(killed) / total if total else 1.0
+        print(f"{module}: {len(killed)}/{total} killed ({score:.0%}), "
+              f"{time.monotonic() - started:.0f} s; tests: {' '.join(tests)}")
+        for name in survived:
+            print(f"  {status[name]}: {name}")
+            if not quiet:
+                shown = subprocess.run(mutmut + ["show", name], cwd=work, env=env,
+                                       capture_output=True, text=True).stdout
+                print("    " + "\n    ".join(shown.strip().splitlines()[1:]))
+        return len(killed), total
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"of: {', '.join(MODULES)}")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2,
+                        help="mutants tested at once")
+    parser.add_argument("--target", type=float, default=0.85)
+    parser.add_argument("--quiet", action="store_true", help="survivors' names only")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; choose from {list(MODULES)}")
+    below = []
+    for module in args.modules or list(MODULES):
+        killed, total = run_module(module, MODULES[module], args.children, args.quiet)
+        if not total or killed / total < args.target:
+            below.append(module)
+    print(f"under {args.target:.0%}: {', '.join(below) if below else 'none'}")
+    return 1 if below else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
