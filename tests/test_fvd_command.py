@@ -52,6 +52,7 @@ def test_black_white_figure(black_white_run, capsys):
     assert (record["protocol"], record["frames"], record["weights"]) == (
         "original", 30, "rgb_scratch")
     assert record["counts"]["fake"] == {"manifest_rows": 4, "counted": 2, "failed": 2,
+                                        "not_selected": 0,
                                         "error_types": {"TooFewFrames": 1,
                                                         "VideoNotFound": 1}}
 

@@ -150,13 +150,29 @@ def test_stats_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("protocol", "styleganv"), ("frames", 128),
+                                         ("subsample", 8), ("resize", "kinetics_crop"),
                                          ("weights", "rgb_imagenet"),
+                                         ("features", "mixed_5c"),
                                          ("covariance", "biased")])
 def test_mismatch_refused(field, value):
     a, b = make_stats(0), make_stats(1, **{field: value})
     with pytest.raises(StatsError, match=field):
         check_compatible(a, b)
     check_compatible(a, make_stats(1))
+
+
+def test_stats_written_before_the_new_fields(tmp_path):
+    # A file of the first version (no subsample, resize or clip_start) reads as
+    # consecutive frames, its protocol's resize and first frames.
+    stats = make_stats(protocol="styleganv", covariance="biased")
+    save_npz(stats, str(tmp_path / "new.npz"))
+    with np.load(tmp_path / "new.npz", allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k not in ("subsample", "resize", "clip_start")}
+        assert str(z["resize"]) == "torch_linear" and int(z["subsample"]) == 1
+    np.savez(tmp_path / "old.npz", **old)
+    back = load_npz((tmp_path / "old.npz").read_bytes(), "old.npz")
+    assert back.identity() == stats.identity()
+    assert (back.subsample, back.resize, back.clip_start) == (1, "torch_linear", "first")
 
 
 def test_not_stats_refused():

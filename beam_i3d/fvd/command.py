@@ -17,12 +17,31 @@ import sys
 from beam_i3d.cli import UsageExit
 from beam_i3d.cli.options import positive
 
-PROTOCOLS = ("original",)
+PROTOCOLS = ("original", "styleganv")
 # What the statistics of each protocol are computed by (recorded in every output).
 WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (README, Weights)
 FEATURES = "logits_mean"  # RGB/inception_i3d/Mean: 400-d logits averaged over time
-COVARIANCE = {"original": "unbiased"}
+# --features NAME -> the model output taken (see model/export.py)
+FEATURE_OUTPUTS = {"logits_mean": "rgb_logits", "mixed_5c": "rgb_embedding"}
+COVARIANCE = {"original": "unbiased", "styleganv": "biased"}
+# --resize NAME -> clips.RESIZES; each protocol's own is in clips.PROTOCOL_RESIZE
+RESIZE_NAMES = {"tf1": "tf1_bilinear", "torch": "torch_linear", "kinetics": "kinetics_crop"}
 MIN_CLIPS = 2
+# StyleGAN-V (src/metrics/metric_main.py): fvd2048_16f, fvd2048_128f and
+# fvd2048_128f_subsample8f take the first 2048 clips of each set; (frames, subsample) ->
+# the metric's name. Other frame counts or steps are --nonstandard under styleganv.
+STYLEGANV_CLIPS = 2048
+STYLEGANV_METRICS = {(16, 1): "fvd2048_16f", (128, 1): "fvd2048_128f",
+                     (16, 8): "fvd2048_128f_subsample8f"}
+# What styleganv does that could not be read or reproduced (README, Protocols); recorded
+# in fvd.json's "unverified".
+STYLEGANV_UNVERIFIED = [
+    "resize: StyleGAN-V resizes inside its TorchScript detector (resize=True), whose code "
+    "was not available; PyTorch's linear interpolation to 224x224 (align_corners=False, "
+    "no antialiasing, time untouched) is assumed",
+    "real clip starts: StyleGAN-V draws them with Python's random in its data-loader "
+    "workers; ours are uniform over the same range but seeded (--seed), not the same draws",
+]
 
 
 def frames_argument(text: str) -> int:
@@ -53,9 +72,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="writes DIR/fvd.json, DIR/stats/{real,fake}.npz, DIR/clips/ and DIR/errors/")
     add("--protocol", choices=PROTOCOLS, default="original",
         help="original (default): google-research frechet_video_distance: first N frames, "
-             "TF1 bilinear resize to 224x224, unbiased covariance")
+             "TF1 bilinear resize to 224x224, unbiased covariance; styleganv: StyleGAN-V's "
+             "fvd2048_*: the first 2048 clips of each set, real clips from a random "
+             "start, PyTorch bilinear resize (assumed: see the README), biased "
+             "covariance")
     add("--frames", type=frames_argument, default=16, metavar="N",
-        help="frames per clip: the first N (default 16, at least 9)")
+        help="frames per clip (default 16, at least 9); styleganv: 16 or 128")
+    add("--subsample", type=positive(int), default=1, metavar="K",
+        help="take every K-th frame (styleganv: 8 with --frames 16 is "
+             "fvd2048_128f_subsample8f); a clip needs N*K frames (default 1)")
+    add("--seed", type=int, default=None, metavar="S",
+        help="styleganv: seed of the real clips' random starts (default 0)")
+    add("--nonstandard", action="store_true",
+        help="allow what departs from the protocol (--checkpoint, --features, --resize, "
+             "other frames or steps); the outputs record it")
+    add("--checkpoint", default="default", metavar="SPEC",
+        help="RGB weights, as score's --rgb-checkpoint (default: the bundled rgb_scratch; "
+             "other weights need --nonstandard)")
+    add("--features", choices=sorted(FEATURE_OUTPUTS), default=FEATURES,
+        help="logits_mean (default): the logits averaged over time; mixed_5c: Mixed_5c "
+             "averaged over time and space, 1024-d (needs --nonstandard)")
+    add("--resize", choices=sorted(RESIZE_NAMES), default=None,
+        help="tf1 (original's), torch (styleganv's) or kinetics (score's short side 256 + "
+             "centre crop); another than the protocol's needs --nonstandard")
     add("--video-template", metavar="TEMPLATE",
         help="build each video URI from the manifest row's columns (as for score)")
     add("--batch-size", type=positive(int), default=8, help="most clips a batch (default: 8)")
@@ -106,9 +145,100 @@ def _limits(args):
                         max_aspect_ratio=args.max_aspect_ratio)
 
 
-def identity_of(args) -> dict:
-    return {"protocol": args.protocol, "frames": args.frames, "weights": WEIGHTS,
-            "features": FEATURES, "covariance": COVARIANCE[args.protocol]}
+def resize_of(args) -> str:
+    from beam_i3d.fvd.clips import PROTOCOL_RESIZE
+
+    return RESIZE_NAMES[args.resize] if args.resize else PROTOCOL_RESIZE[args.protocol]
+
+
+def deviations(args) -> list[str]:
+    """What the arguments change from the protocol (each needs --nonstandard)."""
+    from beam_i3d.fvd.clips import PROTOCOL_RESIZE
+
+    found = []
+    if args.checkpoint != "default":
+        found.append(f"--checkpoint {args.checkpoint}")
+    if args.features != FEATURES:
+        found.append(f"--features {args.features}")
+    if resize_of(args) != PROTOCOL_RESIZE[args.protocol]:
+        found.append(f"--resize {args.resize}")
+    if args.protocol == "original" and args.subsample != 1:
+        found.append(f"--subsample {args.subsample}")
+    if args.protocol == "styleganv" and (args.frames, args.subsample) not in STYLEGANV_METRICS:
+        found.append(f"--frames {args.frames} --subsample {args.subsample} (StyleGAN-V "
+                     "defines 16, 128, and 16 every 8)")
+    return found
+
+
+def check_arguments(args) -> list[str]:
+    """Usage errors (exit 2, one line); returns the deviations allowed by --nonstandard."""
+    prog = "beam-i3d fvd"
+    if args.seed is not None and args.protocol != "styleganv":
+        raise UsageExit(f"{prog}: error: --seed is for styleganv's random clip starts; the "
+                        f"{args.protocol} protocol takes the first frames")
+    found = deviations(args)
+    if found and not args.nonstandard:
+        raise UsageExit(f"{prog}: error: {'; '.join(found)}: not the {args.protocol} "
+                        "protocol; pass --nonstandard to compute it anyway (the outputs "
+                        "record it)")
+    return found
+
+
+def weights_identity(spec: str) -> str:
+    """``rgb_scratch`` for the default weights (and any checkpoint holding exactly its
+    tensors); otherwise ``tensors-sha256:<16 hex>``, a digest of the RGB stream's
+    tensors as the checkpoint's ``.index`` records them (name without the scope, dtype,
+    size, CRC32C), so the same weights at two paths have one identity."""
+    if spec == "default":
+        return WEIGHTS
+    digest = _tensor_digest(spec)
+    return WEIGHTS if digest == _tensor_digest("default") else f"tensors-sha256:{digest[:16]}"
+
+
+def _tensor_digest(spec: str) -> str:
+    import hashlib
+
+    from model.checkpoint_index import read_index
+    from model.weights import _check_layout, _open_reader, expected_variables, local_checkpoint
+
+    with local_checkpoint(spec, index_only=True) as prefix:
+        layout = _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
+                               "rgb", spec)
+        with open(prefix + ".index", "rb") as f:
+            entries = read_index(f.read())
+    lines = []
+    for name in sorted(expected_variables(layout.in_channels, layout.num_classes)):
+        e = entries[layout.scope + name]
+        lines.append(f"{name}\t{e.dtype}\t{e.size}\t{e.crc32c}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def identity_of(args, weights: str = WEIGHTS) -> dict:
+    return {"protocol": args.protocol, "frames": args.frames, "subsample": args.subsample,
+            "resize": resize_of(args), "weights": weights, "features": args.features,
+            "covariance": COVARIANCE[args.protocol]}
+
+
+def clip_specs(args) -> dict:
+    """side -> clips.ClipSpec: styleganv's real clips start at a seeded random frame
+    (StyleGAN-V's load_n_consecutive_random_offset), its fake clips and every clip of
+    the original protocol at frame 0."""
+    from beam_i3d.fvd.clips import ClipSpec
+
+    seed = 0 if args.seed is None else args.seed
+    resize = resize_of(args)
+    return {side: ClipSpec(frames=args.frames, subsample=args.subsample, resize=resize,
+                           seed=seed,
+                           start="random" if (args.protocol == "styleganv"
+                                              and side == "real") else "first")
+            for side in ("real", "fake")}
+
+
+def metric_name(args) -> str | None:
+    """StyleGAN-V's name of the metric computed, when it is one of its three."""
+    if args.protocol != "styleganv" or deviations(args):
+        return None
+    return STYLEGANV_METRICS[(args.frames, args.subsample)]
 
 
 OUTPUTS = ("clips", "errors", "stats", "fvd.json")
@@ -161,8 +291,11 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from model import default_weights
 
     prog = "beam-i3d fvd"
-    identity = identity_of(args)
+    found = check_arguments(args)
     output = check_output_location(args.output)
+    identity = identity_of(args, weights_identity(args.checkpoint) if not (
+        args.dry_run and not fileio.is_local(args.checkpoint)) else args.checkpoint)
+    specs_by_side = clip_specs(args)
     specs = {"real": args.real, "fake": args.fake}
     if args.fake is None:
         if is_stats_spec(args.real):
@@ -179,8 +312,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             given[side] = read_stats(spec, **identity)
             if given[side].assumed:
                 print(f"{prog}: warning: {spec} records no protocol; taken as protocol "
-                      f"{args.protocol}, {args.frames} frames, weights {WEIGHTS}",
-                      file=sys.stderr)
+                      f"{args.protocol}, {args.frames} frames, weights "
+                      f"{identity['weights']}", file=sys.stderr)
         else:
             manifests[side] = spec
     # Refuse mismatched statistics before any work.
@@ -194,7 +327,11 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
 
     options = FvdOptions(
         output=output, manifests=manifests, protocol=args.protocol, frames=args.frames,
-        identity=identity, video_template=args.video_template, batch_size=args.batch_size,
+        identity=identity, specs=specs_by_side,
+        max_clips=STYLEGANV_CLIPS if args.protocol == "styleganv" else None,
+        checkpoint=args.checkpoint, feature=FEATURE_OUTPUTS[args.features],
+        clip_starts={s: specs_by_side[s].describe_start() for s in specs_by_side},
+        video_template=args.video_template, batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
         allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
         limits=_limits(args), shard_rows=args.shard_rows,
@@ -204,7 +341,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         pipeline_options = PipelineOptions(extra_args)
         refuse_local_paths(specs, manifests, output, args.video_template, pipeline_options)
         before_launch(_LaunchView(options, next(iter(manifests.values()))), pipeline_options)
-        default_weights.default_checkpoint()
+        if args.checkpoint == "default":
+            default_weights.default_checkpoint()
         for side, manifest in manifests.items():
             if args.dry_run and not fileio.is_local(manifest):
                 print(f"dry run: not reading remote manifest {manifest}", file=sys.stderr)
@@ -256,6 +394,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.error_types.items()))
             print(f"{prog}: {side}: {c.manifest_rows:,} manifest rows: {c.counted:,} "
                   f"counted, {c.failed:,} failed" + (f" ({kinds})" if kinds else "")
+                  + (f", {c.not_selected:,} not selected (beyond the first "
+                     f"{options.max_clips:,} eligible)" if c.not_selected else "")
                   + f"; missing {len(c.missing):,}", file=sys.stderr)
             stats[side] = read_stats(stats_path(output, side), **identity)
             if stats[side].n != c.counted:
@@ -271,12 +411,12 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             return status
         for side in manifests:
             c = counts[side]
-            rate = c.failed / c.manifest_rows if c.manifest_rows else 0.0
+            rate = c.failure_rate
             if c.failed:
                 print(f"{prog}: warning: {c.failed:,} {side} clips failed and are not in "
                       f"the FVD (see {fileio.join(output, 'errors')})", file=sys.stderr)
             if args.max_error_rate is not None and rate > args.max_error_rate:
-                print(f"{prog}: error: {c.failed:,} of {c.manifest_rows:,} {side} rows "
+                print(f"{prog}: error: {c.failed:,} of {c.tried:,} {side} rows "
                       f"failed ({rate:.1%}), over --max-error-rate {args.max_error_rate:g}",
                       file=sys.stderr)
                 status = EXIT_ERROR_RATE
@@ -289,9 +429,11 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             return EXIT_ERROR_RATE
     if status != EXIT_OK:
         return status
+    about = _about(args, found, options, stats)
     if "fake" not in specs:  # reference statistics only
-        record = {"fvd": None, "n_real": stats["real"].n, "n_fake": None, **identity,
-                  "feature_dim": stats["real"].moments.dim, "real": specs["real"],
+        record = {"fvd": None, "n_real": stats["real"].n, "n_fake": None,
+                  **stats["real"].identity(), "feature_dim": stats["real"].moments.dim,
+                  **about, "real": specs["real"],
                   "fake": None, "run_id": options.run_id,
                   "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": [],
                   "counts": _counts_record(counts)}
@@ -301,24 +443,45 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         return status
     check_compatible(stats["real"], stats["fake"])
     value, warnings = compute(stats["real"], stats["fake"])
+    if args.protocol == "styleganv":
+        for side in ("real", "fake"):
+            if stats[side].n < STYLEGANV_CLIPS:
+                warnings.append(f"the {side} set has {stats[side].n:,} clips; StyleGAN-V's "
+                                f"fvd2048_* take {STYLEGANV_CLIPS:,} a side")
     for w in warnings:
         print(f"{prog}: warning: {w}", file=sys.stderr)
     record = {
         "fvd": value, "n_real": stats["real"].n, "n_fake": stats["fake"].n,
-        **identity, "feature_dim": stats["real"].moments.dim,
+        **stats["real"].identity(), "feature_dim": stats["real"].moments.dim, **about,
         "real": specs["real"], "fake": specs["fake"], "run_id": options.run_id,
         "version": __import__("beam_i3d").__version__, "allow_tf32": args.allow_tf32, "warnings": warnings,
         "counts": _counts_record(counts),
     }
     _write_text(fileio.join(output, "fvd.json"), json.dumps(record, indent=2) + "\n")
-    print(f"FVD {value:.4f} ({args.protocol}, {args.frames} frames, "
-          f"n_real {stats['real'].n}, n_fake {stats['fake'].n})")
+    name = about["metric"] or args.protocol
+    print(f"FVD {value:.4f} ({name}, {args.frames} frames"
+          + (f" every {args.subsample}" if args.subsample != 1 else "")
+          + (", nonstandard" if found else "")
+          + f", n_real {stats['real'].n}, n_fake {stats['fake'].n})")
     return status
+
+
+def _about(args, found, options, stats) -> dict:
+    """What fvd.json records besides the statistics' identity."""
+    return {
+        "metric": metric_name(args),
+        "nonstandard": bool(found), "deviations": found,
+        "checkpoint": args.checkpoint,
+        "clip_start": {s: stats[s].clip_start for s in stats},
+        "max_clips": options.max_clips,
+        "unverified": list(STYLEGANV_UNVERIFIED) if args.protocol == "styleganv" else [],
+    }
 
 
 def _counts_record(counts) -> dict:
     return {s: {"manifest_rows": c.manifest_rows, "counted": c.counted, "failed": c.failed,
-                "error_types": c.error_types} for s, c in counts.items()}
+                "not_selected": c.not_selected, "error_types": c.error_types}
+            for s, c in counts.items()}
 
 
 def compute(real, fake) -> tuple[float, list[str]]:
@@ -373,10 +536,10 @@ class _LaunchView:
     """What :func:`beam_i3d.job.launch.before_launch` looks at, for the fvd options."""
 
     streams = ("rgb",)
-    rgb_checkpoint = "default"
     flow_checkpoint = None
 
     def __init__(self, options, manifest: str):
         self.manifest = manifest
         self.output = options.output
         self.video_template = options.video_template
+        self.rgb_checkpoint = options.checkpoint

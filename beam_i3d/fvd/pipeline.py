@@ -3,11 +3,20 @@
 For each side (``real``, ``fake``) given as a manifest::
 
     read manifests -> parse rows -> drop repeats -> Reshuffle
+      [-> count frames -> the first ``max_clips`` eligible rows (``styleganv``)]
       -> read + preprocess (the protocol's frames) -> RunInference(I3DModelHandler)
-      -> the 400-d time-averaged logits -> CombineGlobally(MomentsCombineFn)
+      -> the features (time-averaged logits) -> CombineGlobally(MomentsCombineFn)
       -> DIR/stats/<side>.npz
     each clip counted ------------------------------> DIR/clips/*.parquet
-    every failure on the way -----------------------> DIR/errors/*.parquet
+    every failure on the way, and each row -------> DIR/errors/*.parquet
+      not selected (error_type NotSelected)
+
+The selection (``max_clips``, StyleGAN-V's 2048): every row's frames are counted
+(:func:`beam_i3d.fvd.clips.count_frames`: array headers and directory listings are not
+decoded; videos are), the rows with at least the protocol's frames are eligible, and the
+``max_clips`` eligible rows first in manifest order (manifest file, then row) are taken:
+``Top.Smallest`` over their ``(manifest, row)`` positions, a side input of at most
+``max_clips`` small tuples. Only those are read and scored.
 
 Features never meet in one place: each worker folds its clips into a
 :class:`beam_i3d.fvd.Moments` (count, mean, centred sum of outer products, float64) and
@@ -42,8 +51,10 @@ CLIPS_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("video_uri", pa.string(), nullable=False),
     pa.field("frames", pa.int32(), nullable=False),
+    pa.field("start_frame", pa.int32()),  # the first frame taken (0 unless a random start)
     pa.field("run_id", pa.string(), nullable=False),
 ])
+NOT_SELECTED = "NotSelected"  # error_type of a row beyond the protocol's max_clips
 FVD_ERRORS_SCHEMA = pa.schema(
     [pa.field("side", pa.string(), nullable=False)] + list(ERRORS_SCHEMA))
 
@@ -55,6 +66,11 @@ class FvdOptions:
     protocol: str = "original"
     frames: int = 16
     identity: dict = dataclasses.field(default_factory=dict)  # stats identity fields
+    specs: dict = dataclasses.field(default_factory=dict)  # side -> clips.ClipSpec
+    max_clips: int | None = None  # take the first max_clips eligible rows (styleganv)
+    checkpoint: str = "default"  # RGB weights spec, as score's --rgb-checkpoint
+    feature: str = "rgb_logits"  # the model output taken as the feature vector
+    clip_starts: dict = dataclasses.field(default_factory=dict)  # side -> description
     video_template: str | None = None
     batch_size: int = 8
     max_batch_frames: int = 2000
@@ -80,6 +96,11 @@ class FvdOptions:
         return ScoreOptions(manifest=self.manifests[side], output=self.output,
                             video_template=self.video_template, ignore_times=True)
 
+    def spec(self, side: str):
+        from beam_i3d.fvd.clips import ClipSpec
+
+        return self.specs.get(side) or ClipSpec(frames=self.frames)
+
 
 class MomentsCombineFn(beam.CombineFn):
     """Feature vectors -> their :class:`~beam_i3d.fvd.Moments` (float64), merged exactly
@@ -98,31 +119,102 @@ class MomentsCombineFn(beam.CombineFn):
         return accumulator
 
 
-class ReadFvdClip(beam.DoFn):
-    """ClipRequest -> ClipExample (the protocol's float32 frames); failures -> errors."""
+class CountFvdFrames(beam.DoFn):
+    """ClipRequest -> ``(request, frame count)`` of the clips with at least the protocol's
+    frames; the others (and unreadable ones) -> errors."""
 
     ERRORS = "errors"
 
-    def __init__(self, side: str, protocol: str, frames: int, limits):
+    def __init__(self, side: str, spec, limits):
         self._side = side
-        self._protocol = protocol
-        self._frames = frames
+        self._spec = spec
+        self._limits = limits
+        self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
+
+    def process(self, request):
+        from beam_i3d.errors import TooFewFrames
+        from beam_i3d.fvd.clips import count_frames
+        from beam_i3d.job.pipeline import request_error
+
+        spec = self._spec
+        try:
+            # A first-frames side only needs to know that there are enough frames.
+            at_most = spec.needed if spec.start == "first" else None
+            total = count_frames(request.video_uri, self._limits, at_most)
+            if total < spec.needed:
+                raise TooFewFrames(request.video_uri, f"has {total} frames; the protocol "
+                                   f"takes {spec.needed} ({spec.frames} every "
+                                   f"{spec.subsample})")
+        except Exception as e:  # noqa: BLE001: one clip's error row, the job goes on
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+            return
+        yield request, total
+
+
+class ChooseFirst(beam.DoFn):
+    """``(request, count)`` -> the same if its manifest position is among the chosen
+    (side input: the ``max_clips`` smallest positions), else a NotSelected row."""
+
+    NOT_CHOSEN = "not_chosen"
+
+    def __init__(self, max_clips: int):
+        self._max_clips = max_clips
+        self._chosen = None
+        self._chosen_from = None
+
+    def process(self, element, chosen):
+        request, _ = element
+        if self._chosen_from is not chosen:
+            self._chosen, self._chosen_from = set(chosen), chosen
+        if tuple(request.order) in self._chosen:
+            yield element
+            return
+        yield beam.pvalue.TaggedOutput(self.NOT_CHOSEN, {
+            "clip_id": request.clip_id, "video_uri": request.video_uri, "stage": "select",
+            "error_type": NOT_SELECTED,
+            "message": (f"{request.video_uri}: not among the first {self._max_clips:,} "
+                        "eligible clips in manifest order (the protocol takes those)"),
+            "source": request.source, "row_key": request.row_key})
+
+
+def _position(element):
+    return tuple(element[0].order)
+
+
+class ReadFvdClip(beam.DoFn):
+    """ClipRequest, or ``(request, frame count)`` -> ClipExample (the protocol's float32
+    frames); failures -> errors."""
+
+    ERRORS = "errors"
+
+    def __init__(self, side: str, spec, limits):
+        self._side = side
+        self._spec = spec
         self._limits = limits
         self._read = Metrics.counter(NAMESPACE, f"fvd_{side}_clips_read")
         self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
 
-    def process(self, request):
+    def process(self, element):
         from beam_i3d.fvd.clips import read_clip
         from beam_i3d.job.pipeline import request_error
 
+        request, total = element if isinstance(element, tuple) else (element, None)
         try:
-            rgb = read_clip(request.video_uri, self._protocol, self._frames, self._limits)
+            rgb, start = read_clip(request.video_uri, self._spec, self._limits, total=total,
+                                   key=request.row_key)
         except Exception as e:  # noqa: BLE001: one clip's error row, the job goes on
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
             return
         self._read.inc()
-        yield ClipExample(request=request, num_frames=int(rgb.shape[0]), rgb=rgb)
+        yield FvdClipExample(request=request, num_frames=int(rgb.shape[0]), rgb=rgb,
+                             start_frame=start)
+
+
+@dataclasses.dataclass
+class FvdClipExample(ClipExample):
+    start_frame: int = 0
 
 
 class ToFeature(beam.DoFn):
@@ -146,7 +238,8 @@ class ToFeature(beam.DoFn):
         yield np.asarray(result.inference[self._feature], np.float64)
         yield beam.pvalue.TaggedOutput(self.CLIPS, {
             "row_key": request.row_key, "clip_id": request.clip_id,
-            "video_uri": request.video_uri, "frames": int(result.example.num_frames)})
+            "video_uri": request.video_uri, "frames": int(result.example.num_frames),
+            "start_frame": int(getattr(result.example, "start_frame", 0))})
 
 
 class StampRecords(beam.DoFn):
@@ -162,10 +255,11 @@ class StampRecords(beam.DoFn):
                               self._schema)
 
 
-def write_side_stats(moments: Moments, path: str, identity: dict) -> str:
+def write_side_stats(moments: Moments, path: str, identity: dict,
+                     clip_start: str = "first") -> str:
     from beam_i3d.fvd.stats_files import FeatureSetStats, save_npz
 
-    save_npz(FeatureSetStats(moments, source=path, **identity), path)
+    save_npz(FeatureSetStats(moments, source=path, clip_start=clip_start, **identity), path)
     return path
 
 
@@ -179,23 +273,39 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
 
     from beam_i3d.job.pipeline import ReadClipRequests, inference_errors
 
+    spec = options.spec(side)
     requests, manifest_errors, _ = (
         pipeline | f"{side}/Manifests" >> ReadClipRequests(options.score_options(side)))
-    read = (requests
-            | f"{side}/Reshuffle" >> beam.Reshuffle()
-            | f"{side}/Read" >> beam.ParDo(ReadFvdClip(
-                side, options.protocol, options.frames, options.limits)).with_outputs(
-                    ReadFvdClip.ERRORS, main="clips"))
+    shuffled = requests | f"{side}/Reshuffle" >> beam.Reshuffle()
+    side_errors = [manifest_errors]
+    if options.max_clips is not None:
+        counted = shuffled | f"{side}/CountFrames" >> beam.ParDo(CountFvdFrames(
+            side, spec, options.limits)).with_outputs(CountFvdFrames.ERRORS, main="eligible")
+        chosen = (counted.eligible
+                  | f"{side}/Positions" >> beam.Map(_position)
+                  | f"{side}/FirstEligible" >> beam.combiners.Top.Smallest(options.max_clips))
+        selected = counted.eligible | f"{side}/Choose" >> beam.ParDo(
+            ChooseFirst(options.max_clips), beam.pvalue.AsSingleton(chosen)).with_outputs(
+                ChooseFirst.NOT_CHOSEN, main="chosen")
+        to_read = selected.chosen
+        side_errors += [counted.errors, selected.not_chosen]
+    else:
+        to_read = shuffled
+    read = (to_read
+            | f"{side}/Read" >> beam.ParDo(ReadFvdClip(side, spec, options.limits)
+                                          ).with_outputs(ReadFvdClip.ERRORS, main="clips"))
     predictions, dead = (read.clips
                          | f"{side}/I3D" >> RunInference(handler).with_exception_handling())
-    features = predictions | f"{side}/Features" >> beam.ParDo(ToFeature()).with_outputs(
-        ToFeature.CLIPS, ToFeature.ERRORS, main="features")
+    features = predictions | f"{side}/Features" >> beam.ParDo(
+        ToFeature(options.feature)).with_outputs(ToFeature.CLIPS, ToFeature.ERRORS,
+                                                 main="features")
     _ = (features.features
          | f"{side}/Moments" >> beam.CombineGlobally(MomentsCombineFn())
          | f"{side}/WriteStats" >> beam.Map(write_side_stats, stats_path(options.output, side),
-                                            options.identity))
+                                            options.identity,
+                                            options.clip_starts.get(side, "first")))
     failed = dead.failed_inferences | f"{side}/FailedBatches" >> beam.FlatMap(inference_errors)
-    errors = ((manifest_errors, read.errors, features.errors, failed)
+    errors = ((*side_errors, read.errors, features.errors, failed)
               | f"{side}/Errors" >> beam.Flatten()
               | f"{side}/StampErrors" >> beam.ParDo(
                   StampRecords(side, FVD_ERRORS_SCHEMA, options.run_id)))
@@ -208,7 +318,7 @@ def build_pipeline(pipeline, options: FvdOptions) -> None:
     from beam_i3d.job.shards import WriteShards
 
     handler = I3DModelHandler(
-        "default", None, max_batch_size=options.batch_size,
+        options.checkpoint, None, max_batch_size=options.batch_size,
         max_batch_frames=options.max_batch_frames, model_copies=options.model_copies,
         allow_tf32=options.allow_tf32, require_gpu=options.require_gpu)
     outcomes = {"clips": [], "errors": []}
@@ -236,10 +346,20 @@ class SideCounts:
     failed: int
     missing: list  # ExpectedRow
     error_types: dict
+    not_selected: int = 0  # eligible rows beyond the protocol's max_clips (not failures)
 
     @property
     def ok(self) -> bool:
         return not self.missing
+
+    @property
+    def tried(self) -> int:
+        """Rows counted or failed: the not selected ones were never tried."""
+        return self.manifest_rows - self.not_selected
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.tried if self.tried else 0.0
 
 
 def read_outcomes(output: str, kind: str, run_id: str) -> list[dict]:
@@ -266,11 +386,13 @@ def reconcile(options: FvdOptions) -> dict[str, SideCounts]:
     for side, manifest in options.manifests.items():
         expected = expected_rows(manifest, options.manifest_options)
         counted = {r["row_key"] for r in clips if r["side"] == side}
-        failed = {r["row_key"]: r["error_type"] for r in errors
-                  if r["side"] == side and r["row_key"] not in counted}
-        missing = [e for e in expected if e.row_key not in counted and e.row_key not in failed]
+        settled = {r["row_key"]: r["error_type"] for r in errors
+                   if r["side"] == side and r["row_key"] not in counted}
+        missing = [e for e in expected if e.row_key not in counted and e.row_key not in settled]
+        failed = {k: t for k, t in settled.items() if t != NOT_SELECTED}
         types: dict[str, int] = {}
         for t in failed.values():
             types[t] = types.get(t, 0) + 1
-        out[side] = SideCounts(side, len(expected), len(counted), len(failed), missing, types)
+        out[side] = SideCounts(side, len(expected), len(counted), len(failed), missing, types,
+                               not_selected=len(settled) - len(failed))
     return out

@@ -3,15 +3,18 @@
 A statistics file holds one set's moments and what they were computed by, so that a
 dataset's reference statistics are computed once (e.g. on Dataflow) and compared with
 many generated sets later. Two sets are compared only if they were computed the same
-way: :func:`check_compatible` refuses statistics whose protocol, frame count, weights,
-features or covariance differ.
+way: :func:`check_compatible` refuses statistics whose protocol, frame count, frame
+step (``subsample``), resize, weights, features or covariance differ.
 
 ``.npz`` keys (numpy only, read with ``allow_pickle=False``): ``n``; ``mu`` [D];
 ``sigma`` [D,D] (the protocol's covariance); ``feature_sum`` [D] (sum x);
 ``outer_sum`` [D,D] (sum x x^T, StyleGAN-V's ``raw_cov``); ``centred_sum`` [D,D]
-(sum (x-mu)(x-mu)^T, the exact state the statistics merge from); and as 0-d strings
-``protocol``, ``frames`` (an int), ``weights``, ``features``, ``covariance``,
-``format`` (``beam-i3d-fvd-stats/1``).
+(sum (x-mu)(x-mu)^T, the exact state the statistics merge from); and as 0-d values
+``protocol``, ``frames`` and ``subsample`` (ints), ``resize``, ``weights``,
+``features``, ``covariance``, ``clip_start`` (recorded, not compared: ``first`` or
+``random (seed S)``) and ``format`` (``beam-i3d-fvd-stats/1``). Files written before
+``subsample``, ``resize`` and ``clip_start`` existed read as 1, the protocol's resize
+and ``first``.
 
 StyleGAN-V and cd-fvd save their ``FeatureStats`` as a pickle of the object's
 ``__dict__``: ``num_items``, ``num_features``, ``raw_mean`` (the *sum* of the features,
@@ -35,10 +38,12 @@ from typing import Any
 import numpy as np
 
 from beam_i3d.errors import ConfigurationError
+from beam_i3d.fvd.clips import PROTOCOL_RESIZE
 from beam_i3d.fvd.distance import Moments
 
 FORMAT = "beam-i3d-fvd-stats/1"
-IDENTITY_FIELDS = ("protocol", "frames", "weights", "features", "covariance")
+IDENTITY_FIELDS = ("protocol", "frames", "subsample", "resize", "weights", "features",
+                   "covariance")
 
 
 class StatsError(ConfigurationError):
@@ -57,6 +62,13 @@ class FeatureSetStats:
     covariance: str
     source: str = ""       # where it was read from (messages)
     assumed: bool = False  # identity taken from the command line (a foreign pickle)
+    subsample: int = 1     # every subsample-th frame
+    resize: str | None = None  # None: the protocol's own
+    clip_start: str = "first"  # recorded only: "first" or "random (seed S)"
+
+    def __post_init__(self):
+        if self.resize is None:
+            self.resize = PROTOCOL_RESIZE.get(self.protocol, "")
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY_FIELDS}
@@ -96,8 +108,10 @@ def save_npz(stats: FeatureSetStats, path: str) -> None:
         "n": np.int64(m.n), "mu": mu, "sigma": sigma,
         "feature_sum": feature_sum, "outer_sum": outer_sum, "centred_sum": m2,
         "protocol": np.str_(stats.protocol), "frames": np.int64(stats.frames),
+        "subsample": np.int64(stats.subsample), "resize": np.str_(stats.resize),
         "weights": np.str_(stats.weights), "features": np.str_(stats.features),
-        "covariance": np.str_(stats.covariance), "format": np.str_(FORMAT),
+        "covariance": np.str_(stats.covariance), "clip_start": np.str_(stats.clip_start),
+        "format": np.str_(FORMAT),
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -113,10 +127,14 @@ def load_npz(data: bytes, source: str = "") -> FeatureSetStats:
             n = int(z["n"])
             moments = Moments(n, np.asarray(z["mu"], np.float64),
                               np.asarray(z["centred_sum"], np.float64)) if n else Moments()
+            files = set(z.files)
             return FeatureSetStats(
                 moments, protocol=str(z["protocol"]), frames=int(z["frames"]),
                 weights=str(z["weights"]), features=str(z["features"]),
-                covariance=str(z["covariance"]), source=source)
+                covariance=str(z["covariance"]), source=source,
+                subsample=int(z["subsample"]) if "subsample" in files else 1,
+                resize=str(z["resize"]) if "resize" in files else None,
+                clip_start=str(z["clip_start"]) if "clip_start" in files else "first")
     except StatsError:
         raise
     except Exception as e:  # noqa: BLE001: any malformed file
@@ -187,7 +205,8 @@ def is_stats_spec(spec: str) -> bool:
 
 
 def read_stats(spec: str, protocol: str, frames: int, weights: str, features: str,
-               covariance: str) -> FeatureSetStats:
+               covariance: str, subsample: int = 1, resize: str | None = None
+               ) -> FeatureSetStats:
     """A statistics SPEC: our ``.npz`` or a ``FeatureStats`` pickle (whose identity is
     the one given, marked as assumed)."""
     data = _read_bytes(spec)
@@ -195,7 +214,8 @@ def read_stats(spec: str, protocol: str, frames: int, weights: str, features: st
         return load_npz(data, spec)
     moments = load_feature_stats_pickle(data, spec)
     return FeatureSetStats(moments, protocol, frames, weights, features, covariance,
-                           source=spec, assumed=True)
+                           source=spec, assumed=True, subsample=subsample, resize=resize,
+                           clip_start="unknown (a FeatureStats pickle)")
 
 
 def _read_bytes(path: str) -> bytes:
