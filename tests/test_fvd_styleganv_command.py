@@ -145,6 +145,13 @@ def test_styleganv_statistics_refused_against_original(styleganv_run, tmp_path, 
     assert len(err) == 1 and "refusing to compare" in err[0]
     for field in ("protocol", "resize", "covariance"):
         assert field in err[0]
+    # ... nor taken for what the command line does not say they are ...
+    capsys.readouterr()
+    assert main(["fvd", "--real", str(out / "stats" / "real.npz"), "--fake",
+                 str(out / "stats" / "real.npz"), "--output", str(tmp_path / "o2")]
+                ) == EXIT_CONFIGURATION
+    err = capsys.readouterr().err
+    assert "the command line's options" in err and "protocol 'styleganv' vs 'original'" in err
     # ... and the styleganv statistics against themselves: 0.
     assert main(["fvd", "--real", str(out / "stats" / "real.npz"), "--fake",
                  str(out / "stats" / "real.npz"), "--output", str(tmp_path / "self"),

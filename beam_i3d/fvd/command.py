@@ -324,6 +324,9 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
                for s in specs}
     if len(planned) == 2:
         check_compatible(planned["real"], planned["fake"])
+    for side in given:  # and statistics computed otherwise than the command line says
+        check_compatible(given[side], FeatureSetStats(
+            Moments(), source="the command line's options", **identity))
 
     options = FvdOptions(
         output=output, manifests=manifests, protocol=args.protocol, frames=args.frames,
