@@ -119,9 +119,9 @@ class MomentsCombineFn(beam.CombineFn):
         return accumulator
 
 
-class CountFvdFrames(beam.DoFn):
-    """ClipRequest -> ``(request, frame count)`` of the clips with at least the protocol's
-    frames; the others (and unreadable ones) -> errors."""
+class _FvdSideDoFn(beam.DoFn):
+    """What the DoFns reading one side's clips share: the side, its protocol spec, the
+    decode limits, and the side's read-error counter."""
 
     ERRORS = "errors"
 
@@ -130,6 +130,11 @@ class CountFvdFrames(beam.DoFn):
         self._spec = spec
         self._limits = limits
         self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
+
+
+class CountFvdFrames(_FvdSideDoFn):
+    """ClipRequest -> ``(request, frame count)`` of the clips with at least the protocol's
+    frames; the others (and unreadable ones) -> errors."""
 
     def process(self, request):
         from beam_i3d.errors import TooFewFrames
@@ -182,18 +187,13 @@ def _position(element):
     return tuple(element[0].order)
 
 
-class ReadFvdClip(beam.DoFn):
+class ReadFvdClip(_FvdSideDoFn):
     """ClipRequest, or ``(request, frame count)`` -> ClipExample (the protocol's float32
     frames); failures -> errors."""
 
-    ERRORS = "errors"
-
     def __init__(self, side: str, spec, limits):
-        self._side = side
-        self._spec = spec
-        self._limits = limits
+        super().__init__(side, spec, limits)
         self._read = Metrics.counter(NAMESPACE, f"fvd_{side}_clips_read")
-        self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
 
     def process(self, element):
         from beam_i3d.fvd.clips import read_clip
