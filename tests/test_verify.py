@@ -249,7 +249,7 @@ def test_a_windowed_output_must_settle_every_planned_window(tmp_path, capsys):
     """Rows with a plan are expected as their windows (``R@w<k>``); a row without one
     (its video could not be probed) as itself, by one error."""
     manifest = write_csv(tmp_path / "m.csv", [
-        {"clip_id": c, "video_uri": f"/v/{c}.mp4"} for c in ("long", "short", "broken")])
+        {"clip_id": c, "video_uri": f"/v/{c}.mp4"} for c in ("long", "broken", "short")])
     out = tmp_path / "out"
     write_rows(out, "plans", [plan("long", 3, "r1"), plan("short", 1, "r1")], "r1")
     write_rows(out, "plans", [plan("long", 2, "r0")], "r0")  # an older run's plan
@@ -259,8 +259,8 @@ def test_a_windowed_output_must_settle_every_planned_window(tmp_path, capsys):
     expected = expected_rows(manifest, ManifestOptions())
     assert [(r.row_key, r.source) for r in expected_windows(expected, read_plans(str(out)))] == [
         ("long@w0", f"{manifest}:2 window 0"), ("long@w1", f"{manifest}:2 window 1"),
-        ("long@w2", f"{manifest}:2 window 2"), ("short@w0", f"{manifest}:3 window 0"),
-        ("broken", f"{manifest}:4")]
+        ("long@w2", f"{manifest}:2 window 2"), ("broken", f"{manifest}:3"),
+        ("short@w0", f"{manifest}:4 window 0")]
     assert is_windowed(str(out)) and not is_windowed(str(tmp_path / "nothing"))
     result = reconcile_output(expected, str(out), "r1", skipped=2)
     assert [m.row_key for m in result.missing] == ["long@w1", "long@w2"]
@@ -283,6 +283,33 @@ def test_a_windowed_output_must_settle_every_planned_window(tmp_path, capsys):
     (out / "plans" / shard_name("r0", "w", 0)).unlink()
     assert is_windowed(str(out))
     assert reconcile_output(expected, str(out)).what == "windows (and rows without windows)"
+    # only plans, no windows (every window failed): windowed too
+    plans_only = tmp_path / "plans_only"
+    write_rows(plans_only, "plans", [plan("short", 1, "r1")], "r1")
+    assert is_windowed(str(plans_only))
+
+
+def test_verify_run_writes_to_the_stream_it_is_given(tmp_path, capsys):
+    import argparse
+    import io
+
+    from beam_i3d.job import verify
+
+    manifest = write_csv(tmp_path / "m.csv", [{"clip_id": "a", "video_uri": "/v/a.mp4"}])
+    out = tmp_path / "out"
+    write_shard(out, "scores", [score("a", "r1")], "r1")
+    args = argparse.Namespace(manifest=manifest, output=str(out), video_template=None,
+                              ignore_times=False)
+    for output, code, last in ((out, EXIT_OK, f"verify: OK: every manifest row is settled "
+                                               f"exactly once in {out}"),
+                               (tmp_path / "empty", EXIT_RECONCILIATION,
+                                f"verify: FAILED: 1 of 1 manifest rows are in neither "
+                                f"{tmp_path / 'empty'}/scores nor {tmp_path / 'empty'}/errors")):
+        stream = io.StringIO()
+        args.output = str(output)
+        assert verify.run(args, [], stream=stream) == code
+        assert stream.getvalue().splitlines()[-1] == last
+        assert capsys.readouterr().out == ""
 
 
 def test_verify_command_prints_to_stdout_and_reads_rows_as_score_does(tmp_path, capsys):
