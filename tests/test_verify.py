@@ -296,17 +296,18 @@ def test_verify_run_writes_to_the_stream_it_is_given(tmp_path, capsys):
     from beam_i3d.job import verify
 
     manifest = write_csv(tmp_path / "m.csv", [{"clip_id": "a", "video_uri": "/v/a.mp4"}])
-    out = tmp_path / "out"
+    out = tmp_path / "run_X"  # only the trailing slashes of an output are dropped
     write_shard(out, "scores", [score("a", "r1")], "r1")
+    (tmp_path / "run_").mkdir()
     args = argparse.Namespace(manifest=manifest, output=str(out), video_template=None,
                               ignore_times=False)
     for output, code, last in ((out, EXIT_OK, f"verify: OK: every manifest row is settled "
-                                               f"exactly once in {out}"),
+                                               f"exactly once in {out}//"),
                                (tmp_path / "empty", EXIT_RECONCILIATION,
                                 f"verify: FAILED: 1 of 1 manifest rows are in neither "
-                                f"{tmp_path / 'empty'}/scores nor {tmp_path / 'empty'}/errors")):
+                                f"{tmp_path / 'empty'}///scores nor {tmp_path / 'empty'}///errors")):
         stream = io.StringIO()
-        args.output = str(output)
+        args.output = str(output) + "//"
         assert verify.run(args, [], stream=stream) == code
         assert stream.getvalue().splitlines()[-1] == last
         assert capsys.readouterr().out == ""
