@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_i3d.job.manifest import ManifestOptions
-from beam_i3d.job.pipeline import ReadClipRequests, ScoreOptions
+from beam_i3d.job.pipeline import ScoreOptions
+from beam_i3d.job.routing import ReadClipRequests
 from beam_i3d.job.verify import expected_rows
 
 COLUMNS = ["clip_id", "video_uri", "start_sec", "end_sec", "label"]

@@ -90,7 +90,7 @@ class FvdOptions:
         return ManifestOptions(self.video_template, ignore_times=True)
 
     def score_options(self, side: str):
-        """What :class:`beam_i3d.job.pipeline.ReadClipRequests` needs for one side."""
+        """What :class:`beam_i3d.job.routing.ReadClipRequests` needs for one side."""
         from beam_i3d.job.pipeline import ScoreOptions
 
         return ScoreOptions(manifest=self.manifests[side], output=self.output,
@@ -271,7 +271,8 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
     """Add one side's branch; returns its (clip outcome rows, error rows)."""
     from apache_beam.ml.inference.base import RunInference
 
-    from beam_i3d.job.pipeline import ReadClipRequests, inference_errors
+    from beam_i3d.job.pipeline import inference_errors
+    from beam_i3d.job.routing import ReadClipRequests
 
     spec = options.spec(side)
     requests, manifest_errors, _ = (
