@@ -39,6 +39,7 @@ MODULES: dict[str, list[str]] = {
     "job/row_keys": ["tests/test_verify.py", "tests/test_manifest.py", "tests/test_routing.py"],
     "job/manifest": ["tests/test_manifest.py", "tests/test_routing.py"],
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
+    "job/routing": ["tests/test_routing.py"],
     "job/results": ["tests/test_verify.py"],
     "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
     "job/windows": ["tests/test_windows.py"],

@@ -195,3 +195,158 @@ def test_every_random_row_is_routed_exactly_once(tmp_path_factory, files):
         if (rows := sorted(g for g in generated if g[2] == clip_id)) and rows[0][3])
     assert sorted(keys) == sorted(r.row_key for r in expected_rows(str(d / "f*"),
                                                                    ManifestOptions()))
+
+
+# --- the routing's steps, called directly --------------------------------------------------
+# (the DoFns' own logic, exactly; the tests above run them on a real runner)
+
+from apache_beam.io.filesystem import FileMetadata  # noqa: E402
+from apache_beam.pvalue import TaggedOutput  # noqa: E402
+
+from beam_i3d.errors import CorruptVideo, DecodeTimeout  # noqa: E402
+from beam_i3d.job.routing import (DoneKeys, ParseManifestFile, SettleEachKey,  # noqa: E402
+                                  done_keys_in_parquet, error_record)
+from beam_i3d.job.row_keys import keyed_rows  # noqa: E402
+
+
+def readable(path) -> beam.io.fileio.ReadableFile:
+    return beam.io.fileio.ReadableFile(FileMetadata(str(path), os.path.getsize(path)))
+
+
+def test_error_record_keeps_our_messages_and_names_the_clip_in_others():
+    ours = error_record("decode", CorruptVideo("/v/a.mp4", "broken header"), "a", "/v/a.mp4",
+                        "m.csv:2", "a")
+    assert ours == {"clip_id": "a", "video_uri": "/v/a.mp4", "stage": "decode",
+                    "error_type": "CorruptVideo", "message": "/v/a.mp4: broken header",
+                    "source": "m.csv:2", "row_key": "a"}
+    other = error_record("inference", KeyError("logits"), "b", "/v/b.mp4")
+    assert (other["error_type"], other["message"]) == (
+        "KeyError", "/v/b.mp4: unexpected KeyError: 'logits'")
+    assert (other["source"], other["row_key"]) == (None, None)
+    no_uri = error_record("decode", RuntimeError(), "c")
+    assert no_uri["message"] == "c: unexpected RuntimeError: RuntimeError"
+    crossed = CorruptVideo("/v/d.mp4", "crashed")
+    crossed.error_type = "DecoderCrashed"  # the original class, from a child process
+    assert error_record("decode", crossed, "d")["error_type"] == "DecoderCrashed"
+
+
+def test_parse_manifest_file_yields_keyed_rows_or_one_error(tmp_path):
+    write_manifest(str(tmp_path / "m.csv"), [{"clip_id": "a", "video_uri": "/v/a.mp4"},
+                                              {"clip_id": "b", "video_uri": ""}])
+    parse = ParseManifestFile(ManifestOptions())
+    out = list(parse.process(readable(tmp_path / "m.csv")))
+    assert [(identity, row.source, row.request is not None) for identity, row in out] == [
+        ("a", f"{tmp_path / 'm.csv'}:2", True), ("b", f"{tmp_path / 'm.csv'}:3", False)]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 truncated")
+    (tagged,) = parse.process(readable(tmp_path / "bad.parquet"))
+    bad = str(tmp_path / "bad.parquet")
+    assert isinstance(tagged, TaggedOutput) and tagged.tag == ParseManifestFile.ERRORS
+    record = tagged.value
+    assert (record["stage"], record["error_type"], record["row_key"], record["source"],
+            record["clip_id"], record["video_uri"]) == (
+        "manifest", "ManifestError", f"manifest-file:{bad}", bad, None, None)
+    assert record["message"].startswith(f"{bad}: cannot read manifest: ArrowInvalid: ")
+    (tmp_path / "m.txt").write_text("clip_id\n")  # our own ManifestError, kept as it is
+    (tagged,) = parse.process(readable(tmp_path / "m.txt"))
+    assert tagged.value["message"] == (
+        f"{tmp_path / 'm.txt'}: unknown manifest format; name it .csv, .jsonl (.ndjson, "
+        ".json) or .parquet (.pq)")
+
+
+def test_done_keys_are_settled_keys_under_each_identity_and_transient_errors_retry(tmp_path):
+    import pyarrow as pa
+    from beam_i3d.job.shards import shard_name, write_table_atomically
+    from schemas import ERRORS_SCHEMA, SCORES_SCHEMA
+
+    def shard(kind, keys, **columns):
+        schema = SCORES_SCHEMA if kind == "scores" else ERRORS_SCHEMA
+        rows = [{"row_key": k, "clip_id": k.split("#")[0], "run_id": "r1",
+                 **{c: v[i] for c, v in columns.items()}} for i, k in enumerate(keys)]
+        table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type)
+                          for f in schema})
+        path = tmp_path / kind / shard_name("r1", "w", 0)
+        write_table_atomically(table, str(path))
+        return path
+
+    scores = shard("scores", ["a", "x#repeat2"])
+    assert list(done_keys_in_parquet(readable(scores))) == [
+        ("a", "a"), ("x#repeat2", "x#repeat2"), ("x", "x#repeat2")]
+    errors = shard("errors", ["t", "c", "m"], error_type=["DecodeTimeout", "CorruptVideo",
+                                                          "ManifestError"],
+                   stage=["decode", "decode", "manifest"])
+    assert [k for _, k in done_keys_in_parquet(readable(errors))] == ["t", "c", "m"]
+    assert [k for _, k in done_keys_in_parquet(readable(errors), True)] == ["c", "m"]
+    assert DecodeTimeout.transient and not CorruptVideo.transient
+
+
+def test_done_keys_reads_scores_windows_and_errors_of_the_output(tmp_path):
+    import pyarrow as pa
+    from apache_beam.testing.util import assert_that, equal_to
+    from beam_i3d.job.shards import shard_name, write_table_atomically
+    from schemas import SCHEMAS
+
+    for kind, key in (("scores", "s"), ("windows", "w@w0"), ("errors", "e"),
+                      ("plans", "p"), ("timelines", "t")):
+        schema = SCHEMAS[kind]
+        table = pa.table({f.name: pa.array([key if f.name == "row_key" else None], f.type)
+                          for f in schema})
+        write_table_atomically(table, str(tmp_path / "out" / kind / shard_name("r", "w", 0)))
+    with BeamPipeline() as p:
+        done = p | DoneKeys(str(tmp_path / "out"))
+        assert_that(done, equal_to([("s", "s"), ("w@w0", "w@w0"), ("e", "e")]))
+    with BeamPipeline() as p:  # an output that holds nothing yet
+        assert_that(p | DoneKeys(str(tmp_path / "empty")), equal_to([]))
+
+
+def keyed(tmp_path, rows, name="m.csv"):
+    path = tmp_path / name
+    write_manifest(str(path), rows)
+    return list(keyed_rows(str(path), path.read_bytes(), ManifestOptions()))
+
+
+def test_settle_each_key_scores_the_first_row_and_reports_each_repeat(tmp_path):
+    rows = keyed(tmp_path, [{"clip_id": "x", "video_uri": "/v/x1.mp4"},
+                            {"clip_id": "x", "video_uri": "/v/x2.mp4"},
+                            {"clip_id": "x", "video_uri": "/v/x3.mp4"}])
+    m = tmp_path / "m.csv"
+    out = list(SettleEachKey().process(("x", {"rows": list(reversed(rows)), "done": []})))
+    assert out[0].row_key == "x" and out[0].video_uri == "/v/x1.mp4"
+    assert all(isinstance(o, TaggedOutput) and o.tag == SettleEachKey.ERRORS for o in out[1:])
+    assert [o.value for o in out[1:]] == [
+        {"clip_id": "x", "video_uri": f"/v/x{n}.mp4", "stage": "manifest",
+         "error_type": "DuplicateClip",
+         "message": f"{m}:{n + 1}: clip 'x' repeats {m}:2, which is scored instead",
+         "source": f"{m}:{n + 1}", "row_key": f"x#repeat{n - 1}"} for n in (2, 3)]
+    # resuming: the first and the second repeat are settled already; only the first
+    # repeat's key is new
+    out = list(SettleEachKey().process(("x", {"rows": rows, "done": ["x", "x#repeat2"]})))
+    assert [(o.tag, o.value["row_key"]) for o in out] == [
+        (SettleEachKey.ERRORS, "x#repeat1")]
+    assert list(SettleEachKey().process(("x", {"rows": [], "done": ["x"]}))) == []
+
+
+def test_settle_each_key_reports_a_bad_first_row_and_its_repeats(tmp_path):
+    rows = keyed(tmp_path, [{"clip_id": "y", "video_uri": "/v/y.mp4", "start_sec": 3,
+                             "end_sec": 1},
+                            {"clip_id": "y", "video_uri": "/v/y2.mp4"},
+                            {"clip_id": None, "video_uri": None, "label": "lost"},
+                            {"clip_id": None, "video_uri": None, "label": "lost"}])
+    m = tmp_path / "m.csv"
+    out = list(SettleEachKey().process(("y", {"rows": rows[:2], "done": []})))
+    assert [o.tag for o in out] == [SettleEachKey.ERRORS] * 2
+    first, repeat = (o.value for o in out)
+    assert (first["row_key"], first["error_type"], first["clip_id"], first["video_uri"],
+            first["source"]) == ("y", "ManifestError", "y", "/v/y.mp4", f"{m}:2")
+    assert first["message"].startswith(f"{m}:2: ")
+    assert (repeat["row_key"], repeat["error_type"], repeat["video_uri"]) == (
+        "y#repeat1", "DuplicateClip", "/v/y2.mp4")
+    assert repeat["message"] == f"{m}:3: clip 'y' repeats {m}:2, which is reported instead"
+    # two rows without a URI or clip_id and the same content: one identity, no clip
+    # named, and the repeat's clip_id and URI stay empty too
+    identity = rows[2].identity
+    assert identity == rows[3].identity and identity.startswith("manifest-row:")
+    out = [o.value for o in SettleEachKey().process((identity, {"rows": rows[2:],
+                                                                "done": []}))]
+    assert [(o["row_key"], o["error_type"], o["clip_id"], o["video_uri"]) for o in out] == [
+        (identity, "ManifestError", None, None),
+        (f"{identity}#repeat1", "DuplicateClip", None, None)]
