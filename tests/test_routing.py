@@ -350,3 +350,55 @@ def test_settle_each_key_reports_a_bad_first_row_and_its_repeats(tmp_path):
     assert [(o["row_key"], o["error_type"], o["clip_id"], o["video_uri"]) for o in out] == [
         (identity, "ManifestError", None, None),
         (f"{identity}#repeat1", "DuplicateClip", None, None)]
+
+
+def test_resuming_skips_settled_rows_retries_transient_errors_and_counts(tmp_path):
+    """--skip-existing on a real runner: rows the output settles are skipped (and
+    counted), transient errors are requested again with --retry-errors only, repeats
+    are counted; the counters are the job's documented Beam metrics."""
+    import pyarrow as pa
+    from apache_beam.metrics.metric import MetricsFilter
+    from beam_i3d.job.progress import NAMESPACE
+    from beam_i3d.job.shards import shard_name, write_table_atomically
+    from schemas import SCHEMAS
+
+    out = tmp_path / "out"
+    for kind, rows in (("scores", [("a", None, None)]),
+                       ("errors", [("t", "DecodeTimeout", "decode"),
+                                   ("c", "CorruptVideo", "decode")])):
+        schema = SCHEMAS[kind]
+        values = {"row_key": [r[0] for r in rows], "clip_id": [r[0] for r in rows],
+                  "error_type": [r[1] for r in rows], "stage": [r[2] for r in rows],
+                  "run_id": ["r0"] * len(rows)}
+        table = pa.table({f.name: pa.array(values.get(f.name, [None] * len(rows)), f.type)
+                          for f in schema})
+        write_table_atomically(table, str(out / kind / shard_name("r0", "w", 0)))
+    manifest = tmp_path / "m.csv"
+    write_manifest(str(manifest), [{"clip_id": c, "video_uri": f"/v/{c}.mp4"}
+                                   for c in ("a", "t", "c", "d", "d")])
+
+    def run(**options):
+        opts = ScoreOptions(manifest=str(manifest), output=str(out), **options)
+        _COLLECTED.clear()
+        p = BeamPipeline()
+        requests, errors, done = p | ReadClipRequests(opts)
+        requests | "KeepRequests" >> beam.Map(lambda r: _keep(r.row_key, "requests"))
+        errors | "KeepErrors" >> beam.Map(lambda e: _keep(e["row_key"], "errors"))
+        if done is not None:
+            done | "KeepDone" >> beam.Map(lambda d: _keep(d[1], "done"))
+        result = p.run()
+        result.wait_until_finish()
+        counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+            MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+        return ({k: sorted(v) for k, v in _COLLECTED.items()}, done is None, counters)
+
+    got, no_done, counters = run(skip_existing=True, retry_errors=True)
+    assert got == {"requests": ["d", "t"], "errors": ["d#repeat1"],
+                   "done": ["a", "c"]} and not no_done
+    assert counters == {"manifest_rows": 5, "rows_skipped_existing": 2, "clips_repeated": 1}
+    got, no_done, counters = run(skip_existing=True)
+    assert got == {"requests": ["d"], "errors": ["d#repeat1"], "done": ["a", "c", "t"]}
+    assert counters["rows_skipped_existing"] == 3
+    got, no_done, counters = run()
+    assert got == {"requests": ["a", "c", "d", "t"], "errors": ["d#repeat1"]} and no_done
+    assert counters == {"manifest_rows": 5, "clips_repeated": 1}
