@@ -41,7 +41,7 @@ MODULES: dict[str, list[str]] = {
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
     "job/results": ["tests/test_verify.py"],
     "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
-    "job/windows": ["tests/test_windows.py"],
+    "job/windows": ["tests/test_window_plan.py"],
     "fvd/distance": ["tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
