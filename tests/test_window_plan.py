@@ -181,13 +181,16 @@ def test_cut_windows_slices_each_window_from_the_span():
 
 def test_cut_windows_shortens_a_window_past_the_decoded_end_and_refuses_an_empty_one():
     windows = [Window(0, Fraction(1), Fraction(2)), Window(1, Fraction(37, 25), Fraction(62, 25)),
-               Window(2, Fraction(2), Fraction(3)), Window(3, Fraction(11, 5), Fraction(3))]
+               Window(2, Fraction(2), Fraction(3)), Window(3, Fraction(11, 5), Fraction(3)),
+               Window(4, Fraction(49, 25), Fraction(3))]
     span = numbered_span(1, 25, gray=False)  # frames of [1 s, 2 s)
-    full, short, empty, beyond = cut_windows(span, windows)
+    full, short, empty, beyond, last = cut_windows(span, windows)
     assert frame_numbers(full) == list(range(25)) and full.gray is None
     assert full.end_sec == 2.0
     assert frame_numbers(short) == list(range(12, 25)) and short.gray is None
     assert (short.start_sec, short.end_sec) == (1.48, 2.0)
+    assert frame_numbers(last) == [24]  # the span's last frame alone
+    assert (last.start_sec, last.end_sec) == (1.96, 2.0)
     assert isinstance(empty, EmptyClip) and isinstance(beyond, EmptyClip)
     assert str(empty) == ("/videos/v.mp4: window 2 [2 s, 3 s): no frames; the video's "
                           "frames end at 2.000 s")
