@@ -157,6 +157,7 @@ def test_load_npz_reads_each_missing_new_field_as_its_default(tmp_path):
         buffer = io.BytesIO()
         np.savez(buffer, **{k: v for k, v in full.items() if k != missing})
         back = load_npz(buffer.getvalue())
+        assert back.source == ""  # no source given: none recorded
         found = {f: getattr(back, f) for f in ("subsample", "resize", "clip_start")}
         assert found == {"subsample": 4, "resize": "kinetics_crop",
                          "clip_start": "random (seed 9)", field: default}
