@@ -42,7 +42,7 @@ MODULES: dict[str, list[str]] = {
     "job/results": ["tests/test_verify.py"],
     "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
     "job/windows": ["tests/test_window_plan.py"],
-    "fvd/distance": ["tests/test_fvd_core.py"],
+    "fvd/distance": ["tests/test_fvd_distance.py", "tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_stats_files.py", "tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode_limits.py", "tests/test_decode.py", "tests/test_resize.py"],
 }
