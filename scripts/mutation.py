@@ -42,10 +42,10 @@ MODULES: dict[str, list[str]] = {
     "job/routing": ["tests/test_routing.py"],
     "job/results": ["tests/test_verify.py"],
     "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
-    "job/windows": ["tests/test_windows.py"],
-    "fvd/distance": ["tests/test_fvd_core.py"],
-    "fvd/stats_files": ["tests/test_fvd_core.py"],
-    "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
+    "job/windows": ["tests/test_window_plan.py"],
+    "fvd/distance": ["tests/test_fvd_distance.py", "tests/test_fvd_core.py"],
+    "fvd/stats_files": ["tests/test_fvd_stats_files.py", "tests/test_fvd_core.py"],
+    "media/recipe": ["tests/test_decode_limits.py", "tests/test_decode.py", "tests/test_resize.py"],
 }
 ALSO_COPY = ["model/", "schemas/", "setup.py", "pytest.ini", "tests/"]
 # mutmut's statuses (mutmut.stats.status_by_exit_code) that count as caught: a test
