@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module (under beam_i3d/) -> the test files that are meant to catch its mutants.
 MODULES: dict[str, list[str]] = {
-    "job/row_keys": ["tests/test_verify.py", "tests/test_manifest.py", "tests/test_routing.py"],
+    "job/row_keys": ["tests/test_row_keys.py", "tests/test_verify.py", "tests/test_manifest.py", "tests/test_routing.py"],
     "job/manifest": ["tests/test_manifest.py", "tests/test_routing.py"],
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
     "job/routing": ["tests/test_routing.py"],

@@ -14,6 +14,7 @@ from beam_i3d.errors import ManifestError
 from beam_i3d.job.manifest import (
     ManifestOptions,
     derive_clip_id,
+    error_row_identity,
     manifest_format,
     parse_row,
     read_rows,
@@ -225,3 +226,79 @@ def test_csv_that_cannot_be_parsed_names_the_line():
     huge = b'"' + b"x" * 200_000 + b'"'  # over csv.field_size_limit()
     with pytest.raises(ManifestError, match=r"m.csv:3: not valid CSV: field larger than"):
         list(read_rows("m.csv", b"video_uri\na.mp4\n" + huge + b"\n"))
+
+
+# --- Exact messages, ids and places (what a user reads in the errors output) ------------
+
+
+def test_messages_name_the_problem_exactly():
+    def message(row, options=PLAIN):
+        with pytest.raises(ManifestError) as info:
+            parse_row(row, "m:1", options)
+        return str(info.value)
+
+    assert message({"label": "x"}) == (
+        "no video URI: the row needs one of the columns video_uri, path, video "
+        "(or use --video-template)")
+    assert message({"video_uri": "a.mp4", "end_sec": "soon"}) == (
+        "end time 'soon' is not a number of seconds")
+    assert message({"video_uri": "a.mp4", "end_sec": "-2"}) == (
+        "end time '-2' must be a finite number >= 0")
+    assert message({"t": [1]}, ManifestOptions(video_template="{t:03d}")) == (
+        "--video-template {:03d} needs a number, got [1]")
+    with pytest.raises(ManifestError) as info:
+        manifest_format("clips.txt")
+    assert str(info.value) == ("clips.txt: unknown manifest format; name it .csv, .jsonl "
+                               "(.ndjson, .json) or .parquet (.pq)")
+
+
+def test_a_json_row_that_is_not_an_object_does_not_end_the_file():
+    rows = list(read_rows("m.jsonl", b'[1, 2]\n"text"\n{"video_uri": "a.mp4"}\n'))
+    assert rows == [(1, {"__error__": "a JSON Lines row must be an object"}),
+                    (2, {"__error__": "a JSON Lines row must be an object"}),
+                    (3, {"video_uri": "a.mp4"})]
+
+
+def test_derived_clip_ids_are_pinned():
+    # Stored in outputs and matched by later runs: sha256("uri|start|end")[:12], with
+    # times as repr(float) and a missing time as nothing.
+    assert derive_clip_id("gs://b/d/v.mp4", None, None) == "v.mp4#177d3e3578c2"
+    assert derive_clip_id("gs://b/d/v.mp4", None, 2) == "v.mp4#15199fef5811"
+    # A trailing slash is not the name.
+    assert derive_clip_id("gs://b/BOX/", 1.5, None) == "BOX#0635d8cfd980"
+    timed = parse_row({"video_uri": "gs://b/d/v.mp4", "end_sec": "2"}, "m:1", PLAIN)
+    assert timed.clip_id == "v.mp4#15199fef5811"
+
+
+def test_requests_carry_their_source_and_order():
+    request = parse_row({"video_uri": "a.mp4"}, "gs://b/m.csv:7", PLAIN, order=("gs://b/m.csv", 7))
+    assert (request.source, request.order) == ("gs://b/m.csv:7", ("gs://b/m.csv", 7))
+    assert parse_row({"video_uri": "a.mp4"}, "m:1", PLAIN).order == ("", 0)
+
+
+def test_utf8_errors_count_lines_from_the_start_of_the_file():
+    data = b"\nvideo_uri\na\xff.mp4\nb.mp4\nc.mp4\n"  # a blank first line; the byte on line 3
+    with pytest.raises(ManifestError) as info:
+        list(read_rows("m.csv", data))
+    assert str(info.value) == ("m.csv: not valid UTF-8 text: byte 0xff at offset 12 (line 3); "
+                               "save the manifest as UTF-8")
+    with pytest.raises(ManifestError) as info:
+        list(read_rows("m.csv", b"\xfe\xff" + "video_uri\na.mp4\n".encode("utf-16-be")))
+    assert str(info.value) == "m.csv: the file is UTF-16 text; save the manifest as UTF-8"
+
+
+def test_templates_the_general_formatter_handles():
+    # A conversion or an index in a field goes through str.format's own parsing.
+    assert template_uri("/v/{t!s}_{u[0]}.mp4", {"t": "ab", "u": "xyz"}) == "/v/ab_x.mp4"
+    with pytest.raises(ManifestError) as info:
+        template_uri("/v/{t", {"t": "1"})
+    assert str(info.value) == ("--video-template cannot format this row: "
+                               "expected '}' before end of string")
+
+
+def test_error_row_identity():
+    options = ManifestOptions()
+    assert error_row_identity({"clip_id": "c", "path": " /v/a.mp4", "start_sec": "x"},
+                              options) == ("c", " /v/a.mp4")
+    assert error_row_identity({"clip_id": "", "video_uri": " "}, options) == (None, None)
+    assert error_row_identity({"clip_id": 7, "video": 3}, options) == ("7", "3")
