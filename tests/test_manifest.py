@@ -14,7 +14,6 @@ from beam_i3d.errors import ManifestError
 from beam_i3d.job.manifest import (
     ManifestOptions,
     derive_clip_id,
-    error_row_identity,
     manifest_format,
     parse_row,
     read_rows,
@@ -295,10 +294,3 @@ def test_templates_the_general_formatter_handles():
     assert str(info.value) == ("--video-template cannot format this row: "
                                "expected '}' before end of string")
 
-
-def test_error_row_identity():
-    options = ManifestOptions()
-    assert error_row_identity({"clip_id": "c", "path": " /v/a.mp4", "start_sec": "x"},
-                              options) == ("c", " /v/a.mp4")
-    assert error_row_identity({"clip_id": "", "video_uri": " "}, options) == (None, None)
-    assert error_row_identity({"clip_id": 7, "video": 3}, options) == ("7", "3")

@@ -370,12 +370,3 @@ def parse_row(row: Mapping[str, Any], source: str, options: ManifestOptions,
         source=source,
         order=order,
     )
-
-
-def error_row_identity(row: Mapping[str, Any], options: ManifestOptions
-                       ) -> tuple[str | None, str | None]:
-    """Best-effort (clip_id, video_uri) of a row that failed to parse, for its error."""
-    uri = _first(row, URI_COLUMNS)
-    clip_id = row.get("clip_id")
-    return (str(clip_id) if clip_id not in (None, "") else None,
-            str(uri) if uri is not None else None)
