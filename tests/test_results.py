@@ -210,6 +210,19 @@ def test_key_columns_of_each_kind_of_shard(tmp_path):
         ("b", "DecodeTimeout", "decode"), ("c", "OutOfMemory", "inference")]
 
 
+def test_a_file_without_either_key_column_has_no_keyed_rows(tmp_path):
+    """Neither row_key nor clip_id (a version-1 error file written without a clip_id
+    column): its rows are read and counted, but settle no key."""
+    out = tmp_path / "out"
+    shard(out / "errors" / "v1.parquet", pa.schema([("stage", pa.string()),
+                                                    ("error_type", pa.string())]),
+          [{"stage": "manifest", "error_type": "BadRow"}])
+    settled = settle(str(out))
+    assert (settled.errors, settled.rows["errors"]) == ({}, 0)
+    assert settled.keep[str(out / "errors" / "v1.parquet")].tolist() == [False]
+    assert list(read_key_columns(str(out / "errors" / "v1.parquet"))) == []
+
+
 def plan(key, run, windows):
     return {"row_key": key, "run_id": run, "num_windows": windows, "clip_id": key,
             "range_start_sec": 0.0, "range_end_sec": 1.0, "window_sec": 1.0,

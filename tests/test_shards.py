@@ -159,6 +159,9 @@ def test_write_shards_in_a_pipeline_counts_its_shards(tmp_path):
     files = written(tmp_path / "scores")
     assert sorted(k for _, keys in files for k in keys) == list("abcde")
     assert all(f.startswith("run1-") and len(keys) <= 2 for f, keys in files)
+    # Written with the schema given (int32, its metadata), not one inferred from rows.
+    assert {pq.read_schema(tmp_path / "scores" / f) == SCHEMA for f, _ in files} == {True}
+    assert pq.read_schema(tmp_path / "scores" / files[0][0]).metadata == SCHEMA.metadata
     counters = result.metrics().query(MetricsFilter().with_name("shards_written"))["counters"]
     assert [(c.key.metric.namespace, c.committed) for c in counters] == [
         ("beam_i3d", len(files))]
