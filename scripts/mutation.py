@@ -41,6 +41,7 @@ MODULES: dict[str, list[str]] = {
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
     "job/results": ["tests/test_results.py", "tests/test_verify.py"],
     "job/shards": ["tests/test_shards.py", "tests/test_verify.py", "tests/test_progress.py"],
+    "job/outputs": ["tests/test_outputs.py"],
     "job/windows": ["tests/test_windows.py"],
     "fvd/distance": ["tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_core.py"],
