@@ -22,6 +22,8 @@ def test_an_empty_output_is_refused(output):
     assert refused(output) == ("--output is empty (an unset variable in a script?); name "
                                "the directory to write to")
     assert refused(output, "--out").startswith("--out is empty")
+    with pytest.raises(OutputError, match=r"^--output is empty \("):
+        check_output_location(output)  # the option named by default
 
 
 @pytest.mark.parametrize("output", [" /tmp/x", "/tmp/x ", "gs://b/r\n"])
@@ -65,6 +67,7 @@ def test_usable_local_outputs_come_back_without_trailing_slashes(tmp_path, monke
     assert check_output_location(f"file://{tmp_path}/new/") == f"file://{tmp_path}/new"
     monkeypatch.chdir(tmp_path)
     assert check_output_location("rel/run/") == "rel/run"
+    assert check_output_location("runX/") == "runX"  # only slashes are stripped
     assert os.listdir(tmp_path) == []  # the probe directory is gone, nothing was made
 
 
@@ -84,22 +87,31 @@ def test_unusable_remote_outputs(output, message):
 
 def test_usable_remote_outputs_come_back_without_trailing_slashes():
     assert check_output_location("gs://b/runs/r1//") == "gs://b/runs/r1"
+    assert check_output_location("gs://b/X/") == "gs://b/X"  # only slashes are stripped
+    assert check_output_location("gs://b/odd://name") == "gs://b/odd://name"
 
 
 def test_probe_of_a_remote_output(gcs_emulator):
     from apache_beam.io.filesystems import FileSystems
 
     base = "gs://test-bucket/outputs-test"
-    with FileSystems.create(f"{base}/a-file") as f:
-        f.write(b"x")
-    with FileSystems.create(f"{base}/run-old") as f:
-        f.write(b"x")
+    for name in ("a-file", "a-fileX", "run-old"):
+        with FileSystems.create(f"{base}/{name}") as f:
+            f.write(b"x")
     with pytest.raises(OutputError) as e:
         probe_remote_output(f"{base}/a-file", "--out")
     assert str(e.value) == f"--out {base}/a-file is an existing object (a file), not a directory"
+    with pytest.raises(OutputError) as e:
+        probe_remote_output(f"{base}/a-fileX")
+    assert str(e.value) == (f"--output {base}/a-fileX is an existing object (a file), not "
+                            "a directory")
     # An object whose name only starts with the output's is no obstacle; the probe
     # object is written under the output and deleted.
     probe_remote_output(f"{base}/run")
     left = sorted(m.path for m in FileSystems.match([f"{base}/**"])[0].metadata_list)
-    assert left == [f"{base}/a-file", f"{base}/run-old"]
+    assert left == [f"{base}/a-file", f"{base}/a-fileX", f"{base}/run-old"]
+    # The probe object goes to the output's bucket: one that does not exist fails it.
+    with pytest.raises(Exception) as e:
+        probe_remote_output("gs://no-such-bucket-beam-i3d/run")
+    assert not isinstance(e.value, OutputError)
     assert PROBE_PREFIX == ".beam-i3d-write-probe-"
