@@ -91,7 +91,7 @@ def test_usable_remote_outputs_come_back_without_trailing_slashes():
     assert check_output_location("gs://b/odd://name") == "gs://b/odd://name"
 
 
-def test_probe_of_a_remote_output(gcs_emulator):
+def test_probe_of_a_remote_output(gcs_emulator, tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
 
     base = "gs://test-bucket/outputs-test"
@@ -110,8 +110,11 @@ def test_probe_of_a_remote_output(gcs_emulator):
     probe_remote_output(f"{base}/run")
     left = sorted(m.path for m in FileSystems.match([f"{base}/**"])[0].metadata_list)
     assert left == [f"{base}/a-file", f"{base}/a-fileX", f"{base}/run-old"]
-    # The probe object goes to the output's bucket: one that does not exist fails it.
-    with pytest.raises(Exception) as e:
-        probe_remote_output("gs://no-such-bucket-beam-i3d/run")
-    assert not isinstance(e.value, OutputError)
+    # The probe is an object under the output, not a local file: it works from a
+    # working directory that no longer exists.
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()
+    probe_remote_output(f"{base}/run2")
+    assert len(FileSystems.match([f"{base}/**"])[0].metadata_list) == 3
     assert PROBE_PREFIX == ".beam-i3d-write-probe-"
