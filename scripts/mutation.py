@@ -36,12 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module (under beam_i3d/) -> the test files that are meant to catch its mutants.
 MODULES: dict[str, list[str]] = {
-    "job/row_keys": ["tests/test_row_keys.py", "tests/test_verify.py", "tests/test_manifest.py", "tests/test_routing.py"],
+    "job/row_keys": ["tests/test_row_keys.py", "tests/test_verify.py", "tests/test_manifest.py",
+                     "tests/test_routing.py"],
     "job/manifest": ["tests/test_manifest.py", "tests/test_routing.py"],
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
     "job/routing": ["tests/test_routing.py"],
-    "job/results": ["tests/test_verify.py"],
-    "job/shards": ["tests/test_verify.py", "tests/test_progress.py"],
+    "job/results": ["tests/test_results.py", "tests/test_verify.py"],
+    "job/shards": ["tests/test_shards.py", "tests/test_verify.py", "tests/test_progress.py"],
+    "job/outputs": ["tests/test_outputs.py"],
     "job/windows": ["tests/test_window_plan.py"],
     "fvd/distance": ["tests/test_fvd_distance.py", "tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_stats_files.py", "tests/test_fvd_core.py"],
