@@ -45,6 +45,8 @@ MODULES: dict[str, list[str]] = {
     "fvd/distance": ["tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
+    "job/inference": ["tests/test_inference.py"],
+    "media/preprocess": ["tests/test_preprocess.py", "tests/test_decode.py"],
 }
 ALSO_COPY = ["model/", "schemas/", "setup.py", "pytest.ini", "tests/"]
 # mutmut's statuses (mutmut.stats.status_by_exit_code) that count as caught: a test
