@@ -46,7 +46,8 @@ MODULES: dict[str, list[str]] = {
     "fvd/stats_files": ["tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
     "job/inference": ["tests/test_batch_plan.py", "tests/test_inference.py"],
-    "media/preprocess": ["tests/test_preprocess.py", "tests/test_decode.py"],
+    "media/preprocess": ["tests/test_clip_tensors.py", "tests/test_preprocess.py",
+                         "tests/test_decode.py"],
 }
 ALSO_COPY = ["model/", "schemas/", "setup.py", "pytest.ini", "tests/"]
 # Modules whose tests run TensorFlow. By default mutmut runs the unmutated tests in its
