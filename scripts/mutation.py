@@ -45,7 +45,8 @@ MODULES: dict[str, list[str]] = {
     "fvd/distance": ["tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode.py", "tests/test_resize.py"],
-    "job/inference": ["tests/test_batch_plan.py", "tests/test_inference.py"],
+    "job/inference": ["tests/test_batch_plan.py", "tests/test_inference_model.py",
+                      "tests/test_inference.py"],
     "media/preprocess": ["tests/test_clip_tensors.py", "tests/test_preprocess.py",
                          "tests/test_decode.py"],
 }

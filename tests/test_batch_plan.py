@@ -145,3 +145,17 @@ def test_num_bytes_counts_every_stream_of_every_clip():
     batch = [example(9, 8, np.float32), example(10)]
     # rgb 9*2*2*3 + flow 8*2*2*2*4 bytes, then rgb 10*2*2*3.
     assert handler.get_num_bytes(batch) == 108 + 256 + 120
+
+
+def test_beams_resource_warning_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    # Beam's RunInference warns on the root logger on every batch when `resource` is
+    # missing (apache_beam.ml.inference.base._get_current_process_memory_in_bytes).
+    with caplog.at_level(logging.WARNING):
+        logging.warning("Resource module is not available for current platform, "
+                        "memory usage cannot be fetched.")
+        logging.warning("Resource use is high")
+        logging.getLogger("beam_i3d.job.inference").warning("a forward of 3 clips failed")
+    assert [r.getMessage() for r in caplog.records] == ["Resource use is high",
+                                                       "a forward of 3 clips failed"]
