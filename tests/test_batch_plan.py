@@ -133,6 +133,17 @@ def test_handler_settings():
     assert handler.get_metrics_namespace() == "beam_i3d"
 
 
+def test_handler_defaults():
+    # What a library user gets from I3DModelHandler(): the RGB stream with the default
+    # weights, 8 clips a batch, 2000 frames a forward, one model per process.
+    handler = I3DModelHandler()
+    assert (handler.rgb_checkpoint, handler.flow_checkpoint, handler.max_batch_frames) == (
+        "default", None, 2000)
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 8}
+    assert not handler.share_model_across_processes()
+    assert (handler.allow_tf32, handler.require_gpu) == (False, False)
+
+
 @pytest.mark.parametrize("size,frames", [(0, 10), (4, 0), (-1, -1)])
 def test_handler_refuses_empty_batches(size, frames):
     with pytest.raises(ValueError) as info:
