@@ -60,6 +60,11 @@ def test_loading_passes_the_settings_before_the_weights(tf32_restored):
     with pytest.raises(CheckpointNotFound) as info:
         I3DModelHandler("/no/such/rgb_ckpt", None).load_model()
     assert "/no/such/rgb_ckpt" in str(info.value)
+    # ClipScorer's own defaults: TF32 off, no GPU required (a CPU machine gets this far).
+    tf.config.experimental.enable_tensor_float_32_execution(True)
+    with pytest.raises(ValueError, match="give at least one of rgb_checkpoint"):
+        ClipScorer(None, None)
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
 
 
 @pytest.mark.skipif(not NO_GPU, reason="a machine without a GPU")
@@ -91,15 +96,46 @@ def test_uint8_clips_score_as_their_unit_range_floats(scorer):
     assert as_levels["logits"].shape == (1, 400) and scorer.num_classes == 400
 
 
+class Recording:
+    """The real model, recording the clips of every forward asked of it; a forward that
+    holds the ``poison`` clip fails as a device kernel does."""
+
+    def __init__(self, scorer, poison: np.ndarray | None = None):
+        self.scorer, self.poison = scorer, poison
+        self.calls: list[int] = []
+
+    def score(self, inputs):
+        rgb = inputs["rgb"]
+        self.calls.append(len(rgb))
+        if self.poison is not None and any(np.array_equal(x, self.poison) for x in rgb):
+            raise tf.errors.InternalError(None, None, "device kernel failed\n  [[{{node x}}]]")
+        return self.scorer.score(inputs)
+
+
 def test_a_failed_forward_does_not_stop_the_forwards_after_it(handler, scorer):
     batch = [clip("short", 5, 2), clip("a", 9, 3), clip("b", 10, 4)]  # three shapes
-    results = handler.run_inference(batch, scorer)
-    assert [r.example for r in results] == batch
+    device = Recording(scorer)
+    results = handler.run_inference(batch, device)
+    assert device.calls == [1, 1, 1]  # a single clip that fails is not tried again
+    assert [r.example is b for r, b in zip(results, batch)] == [True] * 3
     assert results[0].inference == InferenceFailure(
         "InvalidArgumentError", results[0].inference.message)
     assert "at least 9 frames" in results[0].inference.message
     for i in (1, 2):
         alone = scorer.score({"rgb": batch[i].rgb[None]})
         assert sorted(results[i].inference) == sorted(alone)
+        np.testing.assert_allclose(results[i].inference["logits"], alone["logits"][0],
+                                   rtol=0, atol=1e-4)
+
+
+def test_a_retried_clip_that_fails_keeps_its_example(handler, scorer):
+    batch = [clip(f"r{i}", 9, 60 + i) for i in range(3)]  # one shape: one forward of 3
+    device = Recording(scorer, poison=batch[2].rgb)
+    results = handler.run_inference(batch, device)
+    assert device.calls == [3, 1, 1, 1]
+    assert [r.example is b for r, b in zip(results, batch)] == [True] * 3
+    assert results[2].inference == InferenceFailure("InternalError", "device kernel failed")
+    for i in (0, 1):
+        alone = scorer.score({"rgb": batch[i].rgb[None]})
         np.testing.assert_allclose(results[i].inference["logits"], alone["logits"][0],
                                    rtol=0, atol=1e-4)
