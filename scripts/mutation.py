@@ -48,8 +48,18 @@ MODULES: dict[str, list[str]] = {
     "fvd/distance": ["tests/test_fvd_distance.py", "tests/test_fvd_core.py"],
     "fvd/stats_files": ["tests/test_fvd_stats_files.py", "tests/test_fvd_core.py"],
     "media/recipe": ["tests/test_decode_limits.py", "tests/test_decode.py", "tests/test_resize.py"],
+    "job/inference": ["tests/test_batch_plan.py", "tests/test_inference_model.py",
+                      "tests/test_inference.py"],
+    "media/preprocess": ["tests/test_clip_tensors.py", "tests/test_preprocess.py",
+                         "tests/test_decode.py"],
 }
 ALSO_COPY = ["model/", "schemas/", "setup.py", "pytest.ini", "tests/"]
+# Modules whose tests run TensorFlow. By default mutmut runs the unmutated tests in its
+# own process and forks each mutant's run from it; once that process has run a TF graph
+# (a model forward), a forked child's first forward blocks forever, and mutmut's wall
+# clock limit then counts the mutant as a timeout, i.e. caught. For these, mutmut's
+# fork server runs every test in a child of a process that has only imported modules.
+FORKSERVER = {"job/inference", "media/preprocess"}
 # mutmut's statuses (mutmut.stats.status_by_exit_code) that count as caught: a test
 # failed, or the mutant made the tests hang. "survived" and "no tests" (no selected test
 # reaches the mutated function) count against the module.
@@ -92,7 +102,8 @@ def run_module(module: str, tests: list[str], children: int, quiet: bool
             "[mutmut]\nsource_paths=beam_i3d/\n"
             f"only_mutate={source}\n"
             "pytest_add_cli_args_test_selection=" + "\n    ".join(tests) + "\n"
-            "also_copy=" + "\n    ".join(ALSO_COPY) + "\n")
+            "also_copy=" + "\n    ".join(ALSO_COPY) + "\n"
+            + ("process_isolation=forkserver\n" if module in FORKSERVER else ""))
         env = dict(os.environ, BEAM_I3D_HYPOTHESIS_PROFILE="mutation",
                    TF_CPP_MIN_LOG_LEVEL="2")
         mutmut = [sys.executable, "-m", "mutmut"]
