@@ -294,3 +294,19 @@ def test_templates_the_general_formatter_handles():
     assert str(info.value) == ("--video-template cannot format this row: "
                                "expected '}' before end of string")
 
+
+def test_csv_with_old_mac_line_ends_reads_each_line():
+    # Lines ended by a lone CR ("CSV (Macintosh)" exports) are lines too, numbered as such.
+    data = b"video_uri,label\ra.mp4,x\rb.mp4,y\r"
+    assert list(read_rows("m.csv", data)) == [
+        (2, {"video_uri": "a.mp4", "label": "x"}), (3, {"video_uri": "b.mp4", "label": "y"})]
+
+
+def test_a_given_clip_id_is_kept_whatever_its_text():
+    def clip_id(value):
+        return parse_row({"video_uri": "/v/a.mp4", "clip_id": value}, "m:1", PLAIN).clip_id
+
+    assert [clip_id(v) for v in ("XXXX", " c1 ", 7, "a#repeat1")] == [
+        "XXXX", "c1", "7", "a#repeat1"]
+    derived = derive_clip_id("/v/a.mp4", None, None)
+    assert [clip_id(v) for v in ("", "  ", None)] == [derived] * 3
