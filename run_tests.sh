@@ -7,4 +7,4 @@ source scripts/bootstrap.sh
 # Headless Chromium for the report's rendering test: installed when missing and possible
 # (root + apt-get); otherwise a warning here, and that test fails saying how to install it.
 scripts/ensure_chromium.sh || echo "[run_tests] warning: continuing without Chromium" >&2
-exec "$VENV_PY" -m pytest "$@"
+exec "$VENV_PY" -m pytest --durations=15 "$@"  # the slowest tests, to keep CI under 10 min
