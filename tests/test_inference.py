@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure, plan_forwards
 from beam_i3d.job.manifest import ClipRequest
 from beam_i3d.job.pipeline import ScoreClips
+from beam_i3d.media.preprocess import uint8_to_unit_range
 from model.labels import label_map
 
 
@@ -92,7 +93,8 @@ class FlakyDevice:
         if len(rgb) > self.fits:
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
         if self.poison is not None and any(np.array_equal(x, self.poison) for x in rgb):
-            raise tf.errors.InternalError(None, None, "device kernel failed")
+            # as TensorFlow words it: the cause, then the graph node it ran
+            raise tf.errors.InternalError(None, None, "device kernel failed\n  [[{{node x}}]]")
         return self.scorer.score(inputs)
 
 
@@ -114,9 +116,39 @@ def test_only_the_clip_that_fails_alone_is_a_failure(handler, scorer):
     device = FlakyDevice(scorer, fits=3, poison=batch[1].rgb)
     results = handler.run_inference(batch, device)
     assert device.calls == [3, 1, 1, 1]
+    assert [r.example is b for r, b in zip(results, batch)] == [True] * 3
     assert isinstance(results[1].inference, InferenceFailure)
     assert results[1].inference.error_type == "InternalError"
     assert "device kernel failed" in results[1].inference.message
+    assert results[1].inference == InferenceFailure("InternalError", "device kernel failed")
     for i in (0, 2):
         alone = handler.run_inference([batch[i]], scorer)[0].inference
         np.testing.assert_allclose(results[i].inference["logits"], alone["logits"], atol=1e-4)
+
+
+def test_uint8_clips_score_as_their_unit_range_floats(scorer):
+    levels = clip("u", 9, 1).rgb[None]
+    as_levels = scorer.score({"rgb": levels})
+    as_floats = scorer.score({"rgb": uint8_to_unit_range(levels)})
+    assert sorted(as_levels) == ["logits", "probabilities", "rgb_embedding", "rgb_logits"]
+    for key, value in as_levels.items():
+        assert type(value) is np.ndarray and value.dtype == np.float32, key
+        np.testing.assert_allclose(value, as_floats[key], rtol=0, atol=1e-6, err_msg=key)
+    assert as_levels["logits"].shape == (1, 400) and scorer.num_classes == 400
+
+
+
+def test_a_failed_forward_does_not_stop_the_forwards_after_it(handler, scorer):
+    batch = [clip("short", 5, 2), clip("a", 9, 3), clip("b", 10, 4)]  # three shapes
+    device = FlakyDevice(scorer, fits=3)
+    results = handler.run_inference(batch, device)
+    assert device.calls == [1, 1, 1]  # a single clip that fails is not tried again
+    assert [r.example is b for r, b in zip(results, batch)] == [True] * 3
+    assert results[0].inference == InferenceFailure(
+        "InvalidArgumentError", results[0].inference.message)
+    assert "at least 9 frames" in results[0].inference.message
+    for i in (1, 2):
+        alone = scorer.score({"rgb": batch[i].rgb[None]})
+        assert sorted(results[i].inference) == sorted(alone)
+        np.testing.assert_allclose(results[i].inference["logits"], alone["logits"][0],
+                                   rtol=0, atol=1e-4)
