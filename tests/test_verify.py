@@ -15,7 +15,7 @@ from beam_i3d.job.shards import shard_name, write_table_atomically
 from beam_i3d.job.verify import (expected_rows, expected_windows, is_windowed, reconcile,
                                   reconcile_output)
 from beam_i3d.job.windows import window_key
-from schemas import ERRORS_SCHEMA, SCHEMAS, SCORES_SCHEMA
+from schemas import SCHEMAS
 
 
 def write_csv(path, rows, fields=("clip_id", "video_uri", "start_sec", "end_sec")):
@@ -41,7 +41,7 @@ def error(key, run, error_type="CorruptVideo", stage="decode"):
 
 
 def write_shard(out, kind, rows, run, writer="w", seq=0):
-    schema = SCORES_SCHEMA if kind == "scores" else ERRORS_SCHEMA
+    schema = SCHEMAS[kind]
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows],
                                  schema=schema)
     write_table_atomically(table, str(out / kind / shard_name(run, writer, seq)))
@@ -166,13 +166,6 @@ def window_score(row_key, k, run, num_windows):
     return record
 
 
-def write_rows(out, kind, rows, run, writer="w"):
-    schema = SCHEMAS[kind]
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows],
-                                 schema=schema)
-    write_table_atomically(table, str(out / kind / shard_name(run, writer, 0)))
-
-
 def plan(row_key, num_windows, run):
     return {"clip_id": row_key, "video_uri": f"/v/{row_key}.mp4", "duration_sec": 30.0,
             "range_start_sec": 0.0, "range_end_sec": 30.0, "window_sec": 10.0,
@@ -251,9 +244,9 @@ def test_a_windowed_output_must_settle_every_planned_window(tmp_path, capsys):
     manifest = write_csv(tmp_path / "m.csv", [
         {"clip_id": c, "video_uri": f"/v/{c}.mp4"} for c in ("long", "broken", "short")])
     out = tmp_path / "out"
-    write_rows(out, "plans", [plan("long", 3, "r1"), plan("short", 1, "r1")], "r1")
-    write_rows(out, "plans", [plan("long", 2, "r0")], "r0")  # an older run's plan
-    write_rows(out, "windows", [window_score("long", 0, "r1", 3),
+    write_shard(out, "plans", [plan("long", 3, "r1"), plan("short", 1, "r1")], "r1")
+    write_shard(out, "plans", [plan("long", 2, "r0")], "r0")  # an older run's plan
+    write_shard(out, "windows", [window_score("long", 0, "r1", 3),
                                 window_score("short", 0, "r1", 1)], "r1")
     write_shard(out, "errors", [error("broken", "r1", "CorruptVideo")], "r1")
     expected = expected_rows(manifest, ManifestOptions())
@@ -285,7 +278,7 @@ def test_a_windowed_output_must_settle_every_planned_window(tmp_path, capsys):
     assert reconcile_output(expected, str(out)).what == "windows (and rows without windows)"
     # only plans, no windows (every window failed): windowed too
     plans_only = tmp_path / "plans_only"
-    write_rows(plans_only, "plans", [plan("short", 1, "r1")], "r1")
+    write_shard(plans_only, "plans", [plan("short", 1, "r1")], "r1")
     assert is_windowed(str(plans_only))
 
 
