@@ -207,10 +207,22 @@ from beam_i3d.errors import CorruptVideo, DecodeTimeout  # noqa: E402
 from beam_i3d.job.routing import (DoneKeys, ParseManifestFile, SettleEachKey,  # noqa: E402
                                   done_keys_in_parquet, error_record)
 from beam_i3d.job.row_keys import keyed_rows  # noqa: E402
+from beam_i3d.job.shards import shard_name, write_table_atomically  # noqa: E402
+from schemas import SCHEMAS  # noqa: E402
 
 
 def readable(path) -> beam.io.fileio.ReadableFile:
     return beam.io.fileio.ReadableFile(FileMetadata(str(path), os.path.getsize(path)))
+
+
+def write_output_shard(output, kind: str, rows: list[dict], run: str = "r1"):
+    """One shard ``output/kind/<run>-w-000000.parquet`` of the ``kind`` schema from dicts
+    (columns a dict lacks are null); returns its path."""
+    schema = SCHEMAS[kind]
+    table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema})
+    path = output / kind / shard_name(run, "w", 0)
+    write_table_atomically(table, str(path))
+    return path
 
 
 def test_error_record_keeps_our_messages_and_names_the_clip_in_others():
@@ -254,19 +266,10 @@ def test_parse_manifest_file_yields_keyed_rows_or_one_error(tmp_path):
 
 
 def test_done_keys_are_settled_keys_under_each_identity_and_transient_errors_retry(tmp_path):
-    import pyarrow as pa
-    from beam_i3d.job.shards import shard_name, write_table_atomically
-    from schemas import ERRORS_SCHEMA, SCORES_SCHEMA
-
     def shard(kind, keys, **columns):
-        schema = SCORES_SCHEMA if kind == "scores" else ERRORS_SCHEMA
-        rows = [{"row_key": k, "clip_id": k.split("#")[0], "run_id": "r1",
-                 **{c: v[i] for c, v in columns.items()}} for i, k in enumerate(keys)]
-        table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type)
-                          for f in schema})
-        path = tmp_path / kind / shard_name("r1", "w", 0)
-        write_table_atomically(table, str(path))
-        return path
+        return write_output_shard(tmp_path, kind, [
+            {"row_key": k, "clip_id": k.split("#")[0], "run_id": "r1",
+             **{c: v[i] for c, v in columns.items()}} for i, k in enumerate(keys)])
 
     scores = shard("scores", ["a", "x#repeat2"])
     assert list(done_keys_in_parquet(readable(scores))) == [
@@ -280,17 +283,11 @@ def test_done_keys_are_settled_keys_under_each_identity_and_transient_errors_ret
 
 
 def test_done_keys_reads_scores_windows_and_errors_of_the_output(tmp_path):
-    import pyarrow as pa
     from apache_beam.testing.util import assert_that, equal_to
-    from beam_i3d.job.shards import shard_name, write_table_atomically
-    from schemas import SCHEMAS
 
     for kind, key in (("scores", "s"), ("windows", "w@w0"), ("errors", "e"),
                       ("plans", "p"), ("timelines", "t")):
-        schema = SCHEMAS[kind]
-        table = pa.table({f.name: pa.array([key if f.name == "row_key" else None], f.type)
-                          for f in schema})
-        write_table_atomically(table, str(tmp_path / "out" / kind / shard_name("r", "w", 0)))
+        write_output_shard(tmp_path / "out", kind, [{"row_key": key}], run="r")
     with BeamPipeline() as p:
         done = p | DoneKeys(str(tmp_path / "out"))
         assert_that(done, equal_to([("s", "s"), ("w@w0", "w@w0"), ("e", "e")]))
@@ -356,23 +353,16 @@ def test_resuming_skips_settled_rows_retries_transient_errors_and_counts(tmp_pat
     """--skip-existing on a real runner: rows the output settles are skipped (and
     counted), transient errors are requested again with --retry-errors only, repeats
     are counted; the counters are the job's documented Beam metrics."""
-    import pyarrow as pa
     from apache_beam.metrics.metric import MetricsFilter
     from beam_i3d.job.progress import NAMESPACE
-    from beam_i3d.job.shards import shard_name, write_table_atomically
-    from schemas import SCHEMAS
 
     out = tmp_path / "out"
     for kind, rows in (("scores", [("a", None, None)]),
                        ("errors", [("t", "DecodeTimeout", "decode"),
                                    ("c", "CorruptVideo", "decode")])):
-        schema = SCHEMAS[kind]
-        values = {"row_key": [r[0] for r in rows], "clip_id": [r[0] for r in rows],
-                  "error_type": [r[1] for r in rows], "stage": [r[2] for r in rows],
-                  "run_id": ["r0"] * len(rows)}
-        table = pa.table({f.name: pa.array(values.get(f.name, [None] * len(rows)), f.type)
-                          for f in schema})
-        write_table_atomically(table, str(out / kind / shard_name("r0", "w", 0)))
+        write_output_shard(out, kind, [
+            {"row_key": key, "clip_id": key, "error_type": error_type, "stage": stage,
+             "run_id": "r0"} for key, error_type, stage in rows], run="r0")
     manifest = tmp_path / "m.csv"
     write_manifest(str(manifest), [{"clip_id": c, "video_uri": f"/v/{c}.mp4"}
                                    for c in ("a", "t", "c", "d", "d")])
