@@ -8,9 +8,10 @@
 Every manifest row ends in exactly one of the two outputs, under its ``row_key``
 (:mod:`beam_i3d.job.row_keys`), decided once per row by :mod:`beam_i3d.job.routing`;
 the shards are written while the job runs (:mod:`beam_i3d.job.shards`), so a job that
-dies keeps what it finished, and the launcher checks the counts at the end (:mod:`beam_i3d.job.verify`). The numeric work lives in
-plain functions elsewhere (``beam_i3d.media.preprocess``, ``model/``); this module holds the
-thin DoFns and composite transforms around them, and :func:`build_pipeline`.
+dies keeps what it finished, and the launcher checks the counts at the end
+(:mod:`beam_i3d.job.verify`). The numeric work lives in plain functions elsewhere
+(``beam_i3d.media.preprocess``, ``model/``); this module holds the thin DoFns and
+composite transforms around them, and :func:`build_pipeline`.
 """
 
 from __future__ import annotations
