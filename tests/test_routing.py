@@ -205,7 +205,7 @@ from apache_beam.pvalue import TaggedOutput  # noqa: E402
 
 from beam_i3d.errors import CorruptVideo, DecodeTimeout  # noqa: E402
 from beam_i3d.job.routing import (DoneKeys, ParseManifestFile, SettleEachKey,  # noqa: E402
-                                  done_keys_in_parquet, error_record)
+                                  done_keys_in_parquet)
 from beam_i3d.job.row_keys import keyed_rows  # noqa: E402
 from beam_i3d.job.shards import shard_name, write_table_atomically  # noqa: E402
 from schemas import SCHEMAS  # noqa: E402
@@ -223,23 +223,6 @@ def write_output_shard(output, kind: str, rows: list[dict], run: str = "r1"):
     path = output / kind / shard_name(run, "w", 0)
     write_table_atomically(table, str(path))
     return path
-
-
-def test_error_record_keeps_our_messages_and_names_the_clip_in_others():
-    ours = error_record("decode", CorruptVideo("/v/a.mp4", "broken header"), "a", "/v/a.mp4",
-                        "m.csv:2", "a")
-    assert ours == {"clip_id": "a", "video_uri": "/v/a.mp4", "stage": "decode",
-                    "error_type": "CorruptVideo", "message": "/v/a.mp4: broken header",
-                    "source": "m.csv:2", "row_key": "a"}
-    other = error_record("inference", KeyError("logits"), "b", "/v/b.mp4")
-    assert (other["error_type"], other["message"]) == (
-        "KeyError", "/v/b.mp4: unexpected KeyError: 'logits'")
-    assert (other["source"], other["row_key"]) == (None, None)
-    no_uri = error_record("decode", RuntimeError(), "c")
-    assert no_uri["message"] == "c: unexpected RuntimeError: RuntimeError"
-    crossed = CorruptVideo("/v/d.mp4", "crashed")
-    crossed.error_type = "DecoderCrashed"  # the original class, from a child process
-    assert error_record("decode", crossed, "d")["error_type"] == "DecoderCrashed"
 
 
 def test_parse_manifest_file_yields_keyed_rows_or_one_error(tmp_path):

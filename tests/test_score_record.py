@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from beam_i3d.job.inference import ClipExample
 from beam_i3d.job.manifest import ClipRequest
-from beam_i3d.job.pipeline import score_record
+from beam_i3d.job.records import score_record
 from model.labels import label_map
 
 LABELS = label_map(400)

@@ -42,6 +42,8 @@ from beam_i3d import fileio as bfileio
 from beam_i3d.fvd.distance import Moments, add, merge_all
 from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure
 from beam_i3d.job.progress import NAMESPACE
+from beam_i3d.job.records import (complete_record, inference_errors, inference_failure_record,
+                                   request_error)
 from schemas import ERRORS_SCHEMA
 
 SIDES = ("real", "fake")
@@ -139,7 +141,6 @@ class CountFvdFrames(_FvdSideDoFn):
     def process(self, request):
         from beam_i3d.errors import TooFewFrames
         from beam_i3d.fvd.clips import count_frames
-        from beam_i3d.job.pipeline import request_error
 
         spec = self._spec
         try:
@@ -197,7 +198,6 @@ class ReadFvdClip(_FvdSideDoFn):
 
     def process(self, element):
         from beam_i3d.fvd.clips import read_clip
-        from beam_i3d.job.pipeline import request_error
 
         request, total = element if isinstance(element, tuple) else (element, None)
         try:
@@ -228,7 +228,6 @@ class ToFeature(beam.DoFn):
         self._feature = feature
 
     def process(self, result):
-        from beam_i3d.job.pipeline import inference_failure_record
 
         request = result.example.request
         if isinstance(result.inference, InferenceFailure):
@@ -249,7 +248,6 @@ class StampRecords(beam.DoFn):
         self._run_id = run_id
 
     def process(self, record):
-        from beam_i3d.job.pipeline import complete_record
 
         yield complete_record({**record, "side": self._side, "run_id": self._run_id},
                               self._schema)
@@ -271,7 +269,6 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
     """Add one side's branch; returns its (clip outcome rows, error rows)."""
     from apache_beam.ml.inference.base import RunInference
 
-    from beam_i3d.job.pipeline import inference_errors
     from beam_i3d.job.routing import ReadClipRequests
 
     spec = options.spec(side)

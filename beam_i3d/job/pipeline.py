@@ -20,21 +20,23 @@ import dataclasses
 import datetime
 import logging
 import uuid
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from beam_i3d import __version__, fileio as bfileio
 from beam_i3d.errors import VideoError
 from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure
 from beam_i3d.job.manifest import ClipRequest, ManifestOptions
-from beam_i3d.job.routing import ReadClipRequests, error_record
+from beam_i3d.job.pooled import PoolDoFn
+from beam_i3d.job.records import (complete_record, inference_errors, inference_failure_record,
+                                   request_error, score_record)
+from beam_i3d.job.routing import ReadClipRequests
 from beam_i3d.job.shards import WriteShards
 from beam_i3d.job.progress import NAMESPACE
 from beam_i3d.media.recipe import DecodeLimits
-from beam_i3d.job.windows import WindowOptions, window_text
+from beam_i3d.job.windows import WindowOptions
 from schemas import (ERRORS_SCHEMA, PLANS_SCHEMA, SCORES_SCHEMA, TIMELINES_SCHEMA,
                      WINDOWS_SCHEMA, with_run_metadata)
 
@@ -84,172 +86,65 @@ def new_run_id() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
-def request_error(stage: str, error: BaseException, request: ClipRequest) -> dict:
-    """The errors row of a request; a window's message starts by naming the window."""
-    record = error_record(stage, error, request.clip_id, request.video_uri, request.source,
-                          request.row_key)
-    if request.window is not None:
-        record["message"] = f"{window_text(*request.window[:3])}: {record['message']}"
-    return record
-
-
-def inference_failure_record(failure: InferenceFailure, request: ClipRequest) -> dict:
-    """The errors row of a clip whose forward failed (see the model handler)."""
-    what = ("this clip" if request.window is None
-            else f"{window_text(*request.window[:3])}")
-    return {"clip_id": request.clip_id, "video_uri": request.video_uri,
-            "stage": "inference", "error_type": failure.error_type,
-            "message": f"{request.video_uri}: I3D failed on {what}: {failure.message}",
-            "source": request.source, "row_key": request.row_key}
-
-
-def complete_record(record: Mapping[str, Any], schema) -> dict:
-    """The record with every schema field (absent nullable ones as None).
-
-    Raises ValueError naming the required fields that are missing.
-    """
-    missing = [f.name for f in schema if not f.nullable and record.get(f.name) is None]
-    if missing:
-        raise ValueError(f"record for {record.get('clip_id')!r} lacks required {missing}")
-    return {f.name: record.get(f.name) for f in schema}
-
-
 # --- Decoding ----------------------------------------------------------------------------------
 
 
-class DecodeClip(beam.DoFn):
+class DecodeClip(PoolDoFn):
     """ClipRequest -> ClipExample (uint8 tensors of the requested streams); failures to
     the ``errors`` output with stage ``decode``.
 
     Clips are decoded in child processes (:class:`beam_i3d.media.decode_pool.DecodePool`,
     ``options.decode_processes`` of them, default one per CPU), so that a file that
-    crashes, hangs or exhausts FFmpeg costs only its own clip. ``process`` hands each
-    request to the pool and emits whatever has finished, waiting only while more than
-    twice ``processes`` clips are in flight (so that every child has a clip queued
-    while the parent runs inference); ``finish_bundle`` emits the rest. Every output
-    keeps its request's timestamp and window. tf flow runs in this process.
+    crashes, hangs or exhausts FFmpeg costs only its own clip; :class:`PoolDoFn` says
+    how many are in flight. tf flow runs in this process.
     """
 
-    ERRORS = "errors"
-
     def __init__(self, options: ScoreOptions):
+        super().__init__(options)
         self._streams = tuple(options.streams)
         self._max_seconds = options.max_seconds
         self._quantize_flow = options.quantize_flow
         self._flow_backend = options.flow_backend
         self._flow_batch_pairs = options.flow_batch_pairs
         self._allow_tf32 = options.allow_tf32
-        self._limits = options.limits
-        self._processes = options.decode_processes
         self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
         self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
         self._millis = Metrics.distribution(NAMESPACE, "decode_ms")
-        self._pool = None
 
     def setup(self):
-        import os
-
-        from beam_i3d.media.decode_pool import DecodePool
-
         if "flow" in self._streams and self._flow_backend == "tf":
             # The tf flow backend runs TensorFlow (on the GPU, if any) in this process.
             from beam_i3d.job.inference import configure_tensorflow
 
             configure_tensorflow(self._allow_tf32)
-        processes = self._processes or os.cpu_count() or 1
-        self._pool = DecodePool(processes, self._limits)
-        self._max_in_flight = 2 * processes
-        self._waiting = {}  # key -> (request, timestamp, window)
-        self._next_key = 0
+        super().setup()
 
     def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        key = self._next_key
-        self._next_key += 1
-        self._waiting[key] = (request, timestamp, window)
-        try:
-            self._pool.submit(
-                key, request.video_uri, request.start_sec, request.end_sec,
-                streams=self._streams, max_seconds=self._max_seconds,
-                quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
-                flow_batch_pairs=self._flow_batch_pairs)
-        except (ValueError, TypeError) as e:  # bad arguments: this clip's error row
-            yield from self._outputs(key, e, 0.0)
-        for finished in self._pool.ready():
-            yield from self._outputs(*finished)
-        while self._pool.in_flight() > self._max_in_flight:
-            yield from self._outputs(*self._pool.next_result())
+        yield from self.submit(request, timestamp, window, lambda key: self._pool.submit(
+            key, request.video_uri, request.start_sec, request.end_sec,
+            streams=self._streams, max_seconds=self._max_seconds,
+            quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
+            flow_batch_pairs=self._flow_batch_pairs))
 
-    def finish_bundle(self):
-        for finished in self._pool.results():
-            yield from self._outputs(*finished)
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    def _outputs(self, key, result, seconds: float):
-        """The outputs of one finished clip, as WindowedValues (finish_bundle emits only
-        those) in its request's window."""
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        request, timestamp, window = self._waiting.pop(key)
+    def outputs(self, request: ClipRequest, result, seconds: float):
         if isinstance(result, BaseException):
             self._failed.inc()
             Metrics.counter(NAMESPACE, f"decode_errors_{type(result).__name__}").inc()
             if not isinstance(result, VideoError):
                 _LOG.warning("unexpected error decoding %s: %s: %s", request.video_uri,
                              type(result).__name__, result)
-            yield beam.pvalue.TaggedOutput(self.ERRORS, WindowedValue(
-                request_error("decode", result, request), timestamp, [window]))
+            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", result, request))
             return
         self._millis.update(int(seconds * 1000))
         self._clips.inc()
         self._frames.inc(result.num_frames)
-        yield WindowedValue(ClipExample(request=request, num_frames=result.num_frames,
-                                        rgb=result.rgb, flow=result.flow),
-                            timestamp, [window])
+        yield ClipExample(request=request, num_frames=result.num_frames, rgb=result.rgb,
+                          flow=result.flow)
 
 
 # --- Results -----------------------------------------------------------------------------------
-
-
-def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
-                 labels: Sequence[str], top_k: int, embeddings: bool) -> dict:
-    """One row of the scores output from a clip and its model outputs (see schemas)."""
-    logits = np.asarray(outputs["logits"], np.float32)
-    probabilities = np.asarray(outputs["probabilities"], np.float32)
-    best = np.argsort(-logits, kind="stable")[:top_k]
-    request = example.request
-    record = {
-        "clip_id": request.clip_id,
-        "video_uri": request.video_uri,
-        "start_sec": request.start_sec,
-        "end_sec": request.end_sec,
-        "label": request.label,
-        "row_key": request.row_key,
-        "num_frames": int(example.num_frames),
-        "predicted_label": labels[best[0]],
-        "predicted_index": int(best[0]),
-        "predicted_probability": float(probabilities[best[0]]),
-        "top_k": [{"label": labels[i], "index": int(i), "probability": float(probabilities[i]),
-                   "logit": float(logits[i])} for i in best],
-        "logits": logits.tolist(),
-    }
-    if request.window is not None:
-        index, start, end, count = request.window
-        record.update(window_index=index, window_start_sec=start, window_end_sec=end,
-                      num_windows=count)
-    for stream in ("rgb", "flow"):
-        if f"{stream}_logits" in outputs:
-            record[f"{stream}_logits"] = np.asarray(outputs[f"{stream}_logits"],
-                                                    np.float32).tolist()
-            if embeddings:
-                record[f"{stream}_embedding"] = np.asarray(
-                    outputs[f"{stream}_embedding"], np.float32).tolist()
-    return record
 
 
 class ToScoreRecord(beam.DoFn):
@@ -283,15 +178,6 @@ class CountRecords(beam.DoFn):
     def process(self, record):
         self._count.inc()
         yield complete_record({**record, "run_id": self._run_id}, self._schema)
-
-
-def inference_errors(failed) -> Iterable[dict]:
-    """RunInference's dead letters ``(batch, exception)`` -> one error row per clip."""
-    batch, exception = failed
-    examples = batch if isinstance(batch, (list, tuple)) else [batch]
-    for example in examples:
-        request = example.request
-        yield request_error("inference", exception, request)
 
 
 class ScoreClips(beam.PTransform):

@@ -20,31 +20,14 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio as bfileio
-from beam_i3d.errors import BeamI3DError, DuplicateClip, ManifestError, is_transient
+from beam_i3d.errors import DuplicateClip, ManifestError, is_transient
 from beam_i3d.job.manifest import ManifestOptions
 from beam_i3d.job.progress import NAMESPACE
+from beam_i3d.job.records import error_record
 from beam_i3d.job.row_keys import assign_keys, identities_of_key, keyed_rows
 
 if TYPE_CHECKING:
     from beam_i3d.job.pipeline import ScoreOptions
-
-
-def error_record(stage: str, error: BaseException, clip_id: str | None = None,
-                 video_uri: str | None = None, source: str | None = None,
-                 row_key: str | None = None) -> dict:
-    """One row of the errors output; ``error_type`` is the exception's class name
-    (or, for an error that crossed a process boundary, the original one's)."""
-    message = str(error) or type(error).__name__
-    error_type = getattr(error, "error_type", None) or type(error).__name__
-    if not isinstance(error, BeamI3DError):
-        # Not one of ours: say it was unexpected and name the clip, which the
-        # library's own message usually does not.
-        message = f"{video_uri or clip_id}: unexpected {error_type}: {message}"
-    return {"clip_id": clip_id, "video_uri": video_uri, "stage": stage,
-            "error_type": error_type, "message": message, "source": source,
-            "row_key": row_key}
-
-
 
 
 class ParseManifestFile(beam.DoFn):

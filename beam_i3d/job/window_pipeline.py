@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Sequence
 
 import apache_beam as beam
@@ -27,7 +26,9 @@ from apache_beam.metrics import Metrics
 from beam_i3d.errors import EmptyClip, UnknownDuration, VideoError
 from beam_i3d.job.inference import ClipExample
 from beam_i3d.job.manifest import ClipRequest
+from beam_i3d.job.pooled import PoolDoFn
 from beam_i3d.job.progress import NAMESPACE
+from beam_i3d.job.records import request_error
 from beam_i3d.job.windows import (
     Window,
     WindowOptions,
@@ -83,66 +84,7 @@ def plan_row(request: ClipRequest, duration, options: WindowOptions):
     return plan, items
 
 
-class _PoolDoFn(beam.DoFn):
-    """Hands elements to a DecodePool and emits what finishes (as DecodeClip does: at
-    most twice ``processes`` in flight; ``finish_bundle`` emits the rest), each output
-    in its element's window."""
-
-    ERRORS = "errors"
-
-    def __init__(self, options):
-        self._limits = options.limits
-        self._processes = options.decode_processes
-        self._pool = None
-
-    def setup(self):
-        from beam_i3d.media.decode_pool import DecodePool
-
-        processes = self._processes or os.cpu_count() or 1
-        self._pool = DecodePool(processes, self._limits)
-        self._max_in_flight = 2 * processes
-        self._waiting = {}
-        self._next_key = 0
-
-    def _submit(self, element, timestamp, window, submit):
-        key = self._next_key
-        self._next_key += 1
-        self._waiting[key] = (element, timestamp, window)
-        try:
-            submit(key)
-        except (ValueError, TypeError) as e:
-            yield from self._emit(key, e)
-        for finished in self._pool.ready():
-            yield from self._emit(finished.key, finished.result)
-        while self._pool.in_flight() > self._max_in_flight:
-            finished = self._pool.next_result()
-            yield from self._emit(finished.key, finished.result)
-
-    def finish_bundle(self):
-        for finished in self._pool.results():
-            yield from self._emit(finished.key, finished.result)
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    def _emit(self, key, result):
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        element, timestamp, window = self._waiting.pop(key)
-        for output in self.outputs(element, result):
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(
-                    output.value, timestamp, [window]))
-            else:
-                yield WindowedValue(output, timestamp, [window])
-
-    def outputs(self, element, result):
-        raise NotImplementedError
-
-
-class PlanWindows(_PoolDoFn):
+class PlanWindows(PoolDoFn):
     """ClipRequest -> ``(row_key, WorkItem)`` for each of its items, its plan record
     (``plans``); a video that cannot be probed or has no windows -> one error row."""
 
@@ -156,12 +98,10 @@ class PlanWindows(_PoolDoFn):
 
     def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        yield from self._submit(request, timestamp, window,
+        yield from self.submit(request, timestamp, window,
                                 lambda key: self._pool.submit_probe(key, request.video_uri))
 
-    def outputs(self, request, result):
-        from beam_i3d.job.pipeline import request_error
-
+    def outputs(self, request, result, seconds):
         try:
             if isinstance(result, BaseException):
                 raise result
@@ -179,7 +119,7 @@ class PlanWindows(_PoolDoFn):
             yield request.row_key, item
 
 
-class DecodeWindows(_PoolDoFn):
+class DecodeWindows(PoolDoFn):
     """WorkItem -> a ClipExample per window (decoded once per item in the decode pool);
     a failed window -> its error row; a failed item -> an error row per window."""
 
@@ -205,14 +145,12 @@ class DecodeWindows(_PoolDoFn):
 
     def process(self, item: WorkItem, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        yield from self._submit(item, timestamp, window, lambda key: self._pool.submit(
+        yield from self.submit(item, timestamp, window, lambda key: self._pool.submit(
             key, item.request.video_uri, streams=self._streams,
             quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
             flow_batch_pairs=self._flow_batch_pairs, windows=item.windows))
 
-    def outputs(self, item: WorkItem, result):
-        from beam_i3d.job.pipeline import request_error
-
+    def outputs(self, item: WorkItem, result, seconds):
         parts = [result] * len(item.windows) if isinstance(result, BaseException) else result
         for w, part in zip(item.windows, parts):
             request = window_request(item, w)

@@ -1,0 +1,83 @@
+"""The rows every step builds from what it learned about one clip (beam_i3d.job.records):
+errors rows from exceptions and failed forwards, with the window named in a windowed run,
+and records completed to their schema."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from beam_i3d.errors import CorruptVideo
+from beam_i3d.job.inference import ClipExample, InferenceFailure
+from beam_i3d.job.manifest import ClipRequest
+from beam_i3d.job.records import (complete_record, error_record, inference_errors,
+                                  inference_failure_record, request_error)
+
+CLIP = ClipRequest("a", "/v/a.mp4", None, None, None, "m.csv:2", row_key="a")
+WINDOW = ClipRequest("a", "/v/a.mp4", None, None, None, "m.csv:2", row_key="a@w3",
+                     window=(3, 30.0, 40.0, 7))
+
+
+def test_error_record_keeps_our_messages_and_names_the_clip_in_others():
+    ours = error_record("decode", CorruptVideo("/v/a.mp4", "broken header"), "a", "/v/a.mp4",
+                        "m.csv:2", "a")
+    assert ours == {"clip_id": "a", "video_uri": "/v/a.mp4", "stage": "decode",
+                    "error_type": "CorruptVideo", "message": "/v/a.mp4: broken header",
+                    "source": "m.csv:2", "row_key": "a"}
+    other = error_record("inference", KeyError("logits"), "b", "/v/b.mp4")
+    assert (other["error_type"], other["message"]) == (
+        "KeyError", "/v/b.mp4: unexpected KeyError: 'logits'")
+    assert (other["source"], other["row_key"]) == (None, None)
+    no_uri = error_record("decode", RuntimeError(), "c")
+    assert no_uri["message"] == "c: unexpected RuntimeError: RuntimeError"
+    crossed = CorruptVideo("/v/d.mp4", "crashed")
+    crossed.error_type = "DecoderCrashed"  # the original class, from a child process
+    assert error_record("decode", crossed, "d")["error_type"] == "DecoderCrashed"
+
+
+def test_request_error_names_the_window_of_a_windowed_request():
+    error = CorruptVideo("/v/a.mp4", "broken packet")
+    assert request_error("decode", error, CLIP) == {
+        "clip_id": "a", "video_uri": "/v/a.mp4", "stage": "decode",
+        "error_type": "CorruptVideo", "message": "/v/a.mp4: broken packet",
+        "source": "m.csv:2", "row_key": "a"}
+    windowed = request_error("decode", error, WINDOW)
+    assert windowed["message"] == "window 3 [30 s, 40 s): /v/a.mp4: broken packet"
+    assert (windowed["row_key"], windowed["stage"]) == ("a@w3", "decode")
+
+
+def test_inference_failure_record_says_what_failed_on_which_clip_or_window():
+    failure = InferenceFailure("ResourceExhaustedError", "OOM when allocating tensor")
+    assert inference_failure_record(failure, CLIP) == {
+        "clip_id": "a", "video_uri": "/v/a.mp4", "stage": "inference",
+        "error_type": "ResourceExhaustedError",
+        "message": "/v/a.mp4: I3D failed on this clip: OOM when allocating tensor",
+        "source": "m.csv:2", "row_key": "a"}
+    windowed = inference_failure_record(failure, WINDOW)
+    assert windowed["message"] == ("/v/a.mp4: I3D failed on window 3 [30 s, 40 s): "
+                                   "OOM when allocating tensor")
+    assert windowed["row_key"] == "a@w3"
+
+
+def test_inference_errors_give_one_row_per_clip_of_a_failed_batch():
+    other = ClipRequest("b", "/v/b.mp4", None, None, None, "m.csv:3", row_key="b")
+    batch = [ClipExample(request=CLIP, num_frames=9), ClipExample(request=other, num_frames=9)]
+    rows = list(inference_errors((batch, RuntimeError("device lost"))))
+    assert [(r["row_key"], r["stage"], r["error_type"]) for r in rows] == [
+        ("a", "inference", "RuntimeError"), ("b", "inference", "RuntimeError")]
+    assert rows[1]["message"] == "/v/b.mp4: unexpected RuntimeError: device lost"
+    # A batch of one may come as the example itself.
+    single = list(inference_errors((batch[0], RuntimeError("x"))))
+    assert [r["row_key"] for r in single] == ["a"]
+
+
+def test_complete_record_fills_nullable_fields_and_refuses_missing_required_ones():
+    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
+                        pa.field("n", pa.int32(), nullable=False),
+                        pa.field("note", pa.string())])
+    assert complete_record({"clip_id": "a", "n": 0, "extra": 1}, schema) == {
+        "clip_id": "a", "n": 0, "note": None}
+    with pytest.raises(ValueError, match=r"record for 'a' lacks required \['n'\]"):
+        complete_record({"clip_id": "a", "n": None}, schema)
+    with pytest.raises(ValueError, match=r"lacks required \['clip_id', 'n'\]"):
+        complete_record({}, schema)
