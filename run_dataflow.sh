@@ -127,8 +127,8 @@ else
 fi
 
 if [ "$COMMAND" = fvd ]; then
-  # fvd reads clips in the SDK process and runs no flow: only the model placement.
-  OURS=(--model-copies "$( [ "$GPU_TYPE" = none ] && echo 1 || echo "$GPU_COUNT" )")
+  # fvd reads clips in decoding children as score does, and runs no flow.
+  OURS=(--decode-processes "$DECODE_PROCESSES" --model-copies "$( [ "$GPU_TYPE" = none ] && echo 1 || echo "$GPU_COUNT" )")
   [ "$GPU_TYPE" = none ] || OURS+=(--require-gpu)
   FIRST=(fvd --real "$REAL")
   [ -z "${FAKE:-}" ] || FIRST+=(--fake "$FAKE")

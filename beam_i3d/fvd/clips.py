@@ -11,7 +11,10 @@ A manifest row's ``video_uri`` names one of
 
 Arrays and PNG frames are read exactly as stored: nothing is re-encoded anywhere. Only
 the frames the protocol uses are decoded (a video whose frames must be counted first,
-see :func:`count_frames`, is decoded twice).
+see :func:`count_frames`, is decoded twice). The job runs :func:`count_frames` and
+:func:`read_protocol_clip` in the decode pool's child processes
+(:meth:`beam_i3d.media.decode_pool.DecodePool.submit_call`), as ``score`` decodes its
+clips: every input here is untrusted media (FFmpeg, libpng, libjpeg, zip).
 
 Which frames (:class:`ClipSpec`): ``frames`` N frames, every ``subsample``-th (K), from
 frame ``start`` on: frames ``start, start + K, ..., start + (N-1) K``; a clip needs at
@@ -486,3 +489,19 @@ def read_clip(uri: str, spec: ClipSpec, limits=None, total: int | None = None,
     frames = read_frames_at(uri, frame_indexes(spec, start), limits,
                             needed=None if start else spec.needed)
     return preprocess(frames, spec.resize), start
+
+
+@dataclasses.dataclass
+class ProtocolClip:
+    """One clip as an ``fvd`` side takes it: ``rgb`` float32 ``[N, 224, 224, 3]`` in
+    [-1, 1] (the model's input), ``start_frame`` the first frame taken."""
+
+    rgb: np.ndarray
+    start_frame: int
+
+
+def read_protocol_clip(uri: str, limits, spec: ClipSpec, total: int | None = None,
+                       key: str = "") -> ProtocolClip:
+    """:func:`read_clip` as a decode-pool task (``function(uri, limits, *args)``)."""
+    rgb, start = read_clip(uri, spec, limits, total=total, key=key)
+    return ProtocolClip(rgb, start)

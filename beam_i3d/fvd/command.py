@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
         help="... or seconds after a shard's first row (default: 120)")
     limits = parser.add_argument_group(
-        "decode limits", "for video files, as for score (fvd decodes in the worker process: "
-        "there is no --decode-memory-mb)")
+        "decode limits", "as for score: every clip (video file, frames or array) is read "
+        "in a decoding child process")
     limits.add_argument("--max-pixels", type=positive(int), default=recipe.DEFAULT_MAX_PIXELS,
                         metavar="N")
     limits.add_argument("--max-duration", type=positive(float), metavar="SEC",
@@ -126,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=recipe.DEFAULT_DECODE_TIMEOUT_SECONDS)
     limits.add_argument("--max-aspect-ratio", type=aspect_ratio, metavar="R",
                         default=recipe.DEFAULT_MAX_ASPECT_RATIO)
+    limits.add_argument("--decode-memory-mb", type=positive(int), metavar="MB",
+                        default=recipe.DEFAULT_DECODE_MEMORY_MB,
+                        help="address-space limit of a decoding child process (default: "
+                             f"{recipe.DEFAULT_DECODE_MEMORY_MB}): DecodeOutOfMemory")
+    add("--decode-processes", type=positive(int), metavar="N",
+        help="child processes reading clips on each worker (default: the worker's CPU "
+             "count)")
     add("--dry-run", action="store_true",
         help="validate options, inputs, the output and the pipeline graph; run nothing")
 
@@ -142,7 +149,8 @@ def _limits(args):
 
     return DecodeLimits(max_pixels=args.max_pixels, max_duration_seconds=args.max_duration,
                         decode_timeout_seconds=args.decode_timeout,
-                        max_aspect_ratio=args.max_aspect_ratio)
+                        max_aspect_ratio=args.max_aspect_ratio,
+                        memory_mb=args.decode_memory_mb)
 
 
 def resize_of(args) -> str:
@@ -337,7 +345,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         video_template=args.video_template, batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
         allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
-        limits=_limits(args), shard_rows=args.shard_rows,
+        limits=_limits(args), decode_processes=args.decode_processes,
+        shard_rows=args.shard_rows,
         shard_seconds=args.shard_seconds, run_id=new_run_id())
     expected = {}
     if manifests:

@@ -11,6 +11,10 @@ For each side (``real``, ``fake``) given as a manifest::
     every failure on the way, and each row -------> DIR/errors/*.parquet
       not selected (error_type NotSelected)
 
+Counting frames and reading clips (the resize included) run in the decode pool's child
+processes (:class:`beam_i3d.job.pooled.PoolDoFn`), as ``score``'s decoding does, so that
+an input that crashes or hangs its decoder costs that row, never the worker.
+
 The selection (``max_clips``, StyleGAN-V's 2048): every row's frames are counted
 (:func:`beam_i3d.fvd.clips.count_frames`: array headers and directory listings are not
 decoded; videos are), the rows with at least the protocol's frames are eligible, and the
@@ -31,6 +35,7 @@ statistics or an error (:func:`reconcile`). The numeric work is in
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import apache_beam as beam
@@ -40,11 +45,15 @@ from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio as bfileio
 from beam_i3d.fvd.distance import Moments, add, merge_all
+from beam_i3d.errors import VideoError
 from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailure
+from beam_i3d.job.pooled import PoolDoFn
 from beam_i3d.job.progress import NAMESPACE
 from beam_i3d.job.records import (complete_record, inference_errors, inference_failure_record,
                                    request_error)
 from schemas import ERRORS_SCHEMA
+
+_LOG = logging.getLogger(__name__)
 
 SIDES = ("real", "fake")
 CLIPS_SCHEMA = pa.schema([
@@ -79,7 +88,8 @@ class FvdOptions:
     model_copies: int | None = None
     allow_tf32: bool = False
     require_gpu: bool = False
-    limits: Any = None
+    limits: Any = None  # DecodeLimits (None: the defaults)
+    decode_processes: int | None = None  # decode children per worker (None: one per CPU)
     shard_rows: int = 500
     shard_seconds: float = 120.0
     run_id: str = ""
@@ -121,39 +131,47 @@ class MomentsCombineFn(beam.CombineFn):
         return accumulator
 
 
-class _FvdSideDoFn(beam.DoFn):
+class _FvdSideDoFn(PoolDoFn):
     """What the DoFns reading one side's clips share: the side, its protocol spec, the
-    decode limits, and the side's read-error counter."""
+    decode pool (``options.limits``, ``options.decode_processes``: every input is read in
+    its children, as ``score`` decodes), and the side's read-error counter."""
 
-    ERRORS = "errors"
-
-    def __init__(self, side: str, spec, limits):
+    def __init__(self, side: str, spec, options):
+        super().__init__(options)
         self._side = side
         self._spec = spec
-        self._limits = limits
         self._failed = Metrics.counter(NAMESPACE, f"fvd_{side}_read_errors")
+
+    def error(self, request, error):
+        self._failed.inc()
+        if not isinstance(error, VideoError):
+            _LOG.warning("unexpected error reading %s: %s: %s", request.video_uri,
+                         type(error).__name__, error)
+        return beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", error, request))
 
 
 class CountFvdFrames(_FvdSideDoFn):
     """ClipRequest -> ``(request, frame count)`` of the clips with at least the protocol's
     frames; the others (and unreadable ones) -> errors."""
 
-    def process(self, request):
-        from beam_i3d.errors import TooFewFrames
+    def process(self, request, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
         from beam_i3d.fvd.clips import count_frames
 
+        # A first-frames side only needs to know that there are enough frames.
+        at_most = self._spec.needed if self._spec.start == "first" else None
+        yield from self.submit(request, timestamp, window, lambda key: self._pool.submit_call(
+            key, request.video_uri, count_frames, at_most))
+
+    def outputs(self, request, total, seconds):
+        from beam_i3d.errors import TooFewFrames
+
         spec = self._spec
-        try:
-            # A first-frames side only needs to know that there are enough frames.
-            at_most = spec.needed if spec.start == "first" else None
-            total = count_frames(request.video_uri, self._limits, at_most)
-            if total < spec.needed:
-                raise TooFewFrames(request.video_uri, f"has {total} frames; the protocol "
-                                   f"takes {spec.needed} ({spec.frames} every "
-                                   f"{spec.subsample})")
-        except Exception as e:  # noqa: BLE001: one clip's error row, the job goes on
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+        if not isinstance(total, BaseException) and total < spec.needed:
+            total = TooFewFrames(request.video_uri, f"has {total} frames; the protocol "
+                                 f"takes {spec.needed} ({spec.frames} every {spec.subsample})")
+        if isinstance(total, BaseException):
+            yield self.error(request, total)
             return
         yield request, total
 
@@ -190,26 +208,28 @@ def _position(element):
 
 class ReadFvdClip(_FvdSideDoFn):
     """ClipRequest, or ``(request, frame count)`` -> ClipExample (the protocol's float32
-    frames); failures -> errors."""
+    frames, read and resized in a decode child); failures -> errors."""
 
-    def __init__(self, side: str, spec, limits):
-        super().__init__(side, spec, limits)
+    def __init__(self, side: str, spec, options):
+        super().__init__(side, spec, options)
         self._read = Metrics.counter(NAMESPACE, f"fvd_{side}_clips_read")
 
-    def process(self, element):
-        from beam_i3d.fvd.clips import read_clip
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        from beam_i3d.fvd.clips import read_protocol_clip
 
         request, total = element if isinstance(element, tuple) else (element, None)
-        try:
-            rgb, start = read_clip(request.video_uri, self._spec, self._limits, total=total,
-                                   key=request.row_key)
-        except Exception as e:  # noqa: BLE001: one clip's error row, the job goes on
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(self.ERRORS, request_error("decode", e, request))
+        yield from self.submit(request, timestamp, window, lambda key: self._pool.submit_call(
+            key, request.video_uri, read_protocol_clip, self._spec, total, request.row_key,
+            arrays=("rgb",)))
+
+    def outputs(self, request, clip, seconds):
+        if isinstance(clip, BaseException):
+            yield self.error(request, clip)
             return
         self._read.inc()
-        yield FvdClipExample(request=request, num_frames=int(rgb.shape[0]), rgb=rgb,
-                             start_frame=start)
+        yield FvdClipExample(request=request, num_frames=int(clip.rgb.shape[0]), rgb=clip.rgb,
+                             start_frame=clip.start_frame)
 
 
 @dataclasses.dataclass
@@ -278,7 +298,7 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
     side_errors = [manifest_errors]
     if options.max_clips is not None:
         counted = shuffled | f"{side}/CountFrames" >> beam.ParDo(CountFvdFrames(
-            side, spec, options.limits)).with_outputs(CountFvdFrames.ERRORS, main="eligible")
+            side, spec, options)).with_outputs(CountFvdFrames.ERRORS, main="eligible")
         chosen = (counted.eligible
                   | f"{side}/Positions" >> beam.Map(_position)
                   | f"{side}/FirstEligible" >> beam.combiners.Top.Smallest(options.max_clips))
@@ -290,7 +310,7 @@ def build_side(pipeline, options: FvdOptions, side: str, handler: I3DModelHandle
     else:
         to_read = shuffled
     read = (to_read
-            | f"{side}/Read" >> beam.ParDo(ReadFvdClip(side, spec, options.limits)
+            | f"{side}/Read" >> beam.ParDo(ReadFvdClip(side, spec, options)
                                           ).with_outputs(ReadFvdClip.ERRORS, main="clips"))
     predictions, dead = (read.clips
                          | f"{side}/I3D" >> RunInference(handler).with_exception_handling())

@@ -8,6 +8,10 @@ child takes one clip at a time and runs :func:`beam_i3d.media.preprocess.decode_
 and, where it can, :func:`beam_i3d.media.preprocess.finish_clip`, so a clip comes back exactly
 as :func:`beam_i3d.media.preprocess.preprocess_clip` would make it in process (bit for bit).
 
+Besides clips, a child runs other work that opens untrusted media under the same rules
+(:meth:`DecodePool.submit_call`: a module-level function of the URI and the limits;
+the windowed job's duration probes, ``fvd``'s frame counts and clips).
+
 Children are started when first needed and reused. Each sets OpenCV to one thread,
 decodes with one FFmpeg thread (the pool spreads the CPUs over clips instead), and limits
 its address space to ``DecodeLimits.memory_mb`` MiB (``RLIMIT_AS``).
@@ -92,7 +96,7 @@ from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
 
 __all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
-           "clip_time_limit", "flow_time_limit"]
+           "clip_time_limit", "flow_time_limit", "probe"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -171,6 +175,13 @@ def flow_time_limit(pairs: int, height: int, width: int, grace_seconds: float = 
 # --- The child -------------------------------------------------------------------------
 
 
+def probe(uri: str, limits: DecodeLimits) -> Probed:
+    """A probe task (:meth:`DecodePool.submit_probe`), run in a child."""
+    from beam_i3d.media.video import probe_duration
+
+    return Probed(probe_duration(uri, limits))
+
+
 def _segment_name(prefix: str, seq: int, index: int) -> str:
     return f"{prefix}_{seq}_{index}"
 
@@ -219,6 +230,8 @@ def _from_shared(meta, described):
     import numpy as np
     from multiprocessing import shared_memory
 
+    if not described:
+        return meta
     arrays = {}
     try:
         for field, name, shape, dtype in described:
@@ -270,6 +283,35 @@ def _load_hook():
     return getattr(importlib.import_module(module_name), function_name)
 
 
+def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish_here,
+                     prefix):
+    """A clip's decode (and finish, where the child does it): ``(meta, described)`` of
+    :func:`_to_shared`."""
+    from beam_i3d.media.preprocess import decode_for_streams, finish_clip
+
+    streams = options["streams"]
+    clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
+                              max_seconds=options["max_seconds"], limits=limits,
+                              decode_threads=1)
+    if not finish_here:
+        return _to_shared(clip, ("rgb", "gray"), prefix, seq)
+    if "flow" in streams:
+        conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
+    value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
+                        flow_backend=options["flow_backend"],
+                        flow_batch_pairs=options["flow_batch_pairs"])
+    del clip
+    return _to_shared(value, ("rgb", "flow"), prefix, seq)
+
+
+def _call_in_child(call, uri, limits, prefix, seq):
+    """A :meth:`DecodePool.submit_call` task: ``function(uri, limits, *args)``, its
+    ``arrays`` fields moved to shared memory: ``(meta, described)``."""
+    function, args, arrays = call
+    value = function(uri, limits, *args)
+    return _to_shared(value, arrays, prefix, seq) if arrays else (value, [])
+
+
 def _child_main(conn, prefix: str, memory_mb: int) -> None:
     """A decoding child: set its limits, say it is ready, then decode the clips it is
     sent until it is sent None or the parent goes away."""
@@ -283,7 +325,7 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
 
     import cv2
 
-    from beam_i3d.media.preprocess import decode_for_streams, finish_clip
+    import beam_i3d.media.preprocess  # noqa: F401: imported once, before the first clip
 
     cv2.setNumThreads(1)
     hook = _load_hook()
@@ -299,25 +341,11 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
         try:
             if hook is not None:
                 hook(uri)
-            if options.get("probe"):
-                from beam_i3d.media.video import probe_duration
-
-                conn.send(("ok", seq, Probed(probe_duration(uri, limits)), []))
-                continue
-            streams = options["streams"]
-            clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
-                                      max_seconds=options["max_seconds"], limits=limits,
-                                      decode_threads=1)
-            if finish_here:
-                if "flow" in streams:
-                    conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
-                value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
-                                    flow_backend=options["flow_backend"],
-                                    flow_batch_pairs=options["flow_batch_pairs"])
-                meta, described = _to_shared(value, ("rgb", "flow"), prefix, seq)
+            if "call" in options:
+                meta, described = _call_in_child(options["call"], uri, limits, prefix, seq)
             else:
-                meta, described = _to_shared(clip, ("rgb", "gray"), prefix, seq)
-            del clip
+                meta, described = _decode_in_child(conn, seq, uri, start_sec, end_sec, options,
+                                                   limits, finish_here, prefix)
             reply = ("ok", seq, meta, described)
         except BaseException as e:  # noqa: BLE001: every failure goes back to the parent
             reply = ("error", seq, _describe_error(e))
@@ -449,7 +477,22 @@ class DecodePool:
         """Queue a probe of ``uri``'s declared duration (header only, no frame decoded);
         its result is a :class:`Probed` or the exception (the errors of
         :func:`beam_i3d.media.video.probe_video`)."""
-        self._queue(key, uri, None, None, {"probe": True}, True)
+        self.submit_call(key, uri, probe)
+
+    def submit_call(self, key: Hashable, uri: str, function, *args,
+                    arrays: Sequence[str] = ()) -> None:
+        """Queue ``function(uri, limits, *args)`` (limits: the pool's) in a child: other
+        work that opens untrusted media (a probe, the frame count or the frames of an
+        ``fvd`` clip), with a clip's isolation, time limit and errors (module doc).
+
+        ``function`` travels by name, so it must be a module-level function; it must not
+        import TensorFlow. Its result comes back pickled, except that the fields of a
+        dataclass result named in ``arrays`` (numpy arrays) travel in shared memory.
+        Raises RuntimeError if the pool is closed, ValueError if ``key`` is in flight or
+        ``arrays`` names more fields than a result may move."""
+        if len(arrays) > _MAX_ARRAYS:
+            raise ValueError(f"a result may move at most {_MAX_ARRAYS} arrays, got {len(arrays)}")
+        self._queue(key, uri, None, None, {"call": (function, tuple(args), tuple(arrays))}, True)
 
     def _queue(self, key, uri, start_sec, end_sec, options, finish_here) -> None:
         with self._lock:
