@@ -41,6 +41,7 @@ MODULES: dict[str, list[str]] = {
     "job/manifest": ["tests/test_manifest.py", "tests/test_routing.py"],
     "job/verify": ["tests/test_verify.py", "tests/test_routing.py"],
     "job/routing": ["tests/test_routing.py"],
+    "job/records": ["tests/test_records.py", "tests/test_score_record.py"],
     "job/results": ["tests/test_results.py", "tests/test_verify.py"],
     "job/shards": ["tests/test_shards.py", "tests/test_verify.py", "tests/test_progress.py"],
     "job/outputs": ["tests/test_outputs.py"],

@@ -81,3 +81,44 @@ def test_complete_record_fills_nullable_fields_and_refuses_missing_required_ones
         complete_record({"clip_id": "a", "n": None}, schema)
     with pytest.raises(ValueError, match=r"lacks required \['clip_id', 'n'\]"):
         complete_record({}, schema)
+
+
+def test_score_record_holds_the_request_the_streams_and_the_window():
+    import numpy as np
+
+    from beam_i3d.job.records import score_record
+
+    labels = [f"label{i}" for i in range(4)]
+    logits = np.array([0.5, 2.0, -1.0, 1.0], np.float32)
+    probabilities = np.array([0.1, 0.6, 0.05, 0.25], np.float32)
+    outputs = {"logits": logits, "probabilities": probabilities,
+               "rgb_logits": logits - 1, "rgb_embedding": np.arange(3, dtype=np.float32),
+               "flow_logits": logits + 1, "flow_embedding": np.ones(3, np.float32)}
+    request = ClipRequest("a", "/v/a.mp4", 1.5, 4.0, "juggling", "m.csv:2", row_key="a")
+    row = score_record(ClipExample(request=request, num_frames=61), outputs, labels, 2,
+                       embeddings=True)
+    assert row == {
+        "clip_id": "a", "video_uri": "/v/a.mp4", "start_sec": 1.5, "end_sec": 4.0,
+        "label": "juggling", "row_key": "a", "num_frames": 61,
+        "predicted_label": "label1", "predicted_index": 1,
+        "predicted_probability": float(np.float32(0.6)),
+        "top_k": [{"label": "label1", "index": 1, "probability": float(np.float32(0.6)),
+                   "logit": 2.0},
+                  {"label": "label3", "index": 3, "probability": 0.25, "logit": 1.0}],
+        "logits": [0.5, 2.0, -1.0, 1.0],
+        "rgb_logits": [-0.5, 1.0, -2.0, 0.0], "rgb_embedding": [0.0, 1.0, 2.0],
+        "flow_logits": [1.5, 3.0, 0.0, 2.0], "flow_embedding": [1.0, 1.0, 1.0]}
+    assert all(type(v) is float for v in row["rgb_logits"] + row["flow_embedding"])
+    # Without embeddings, and for one stream only: only what was computed is there.
+    rgb_only = {k: v for k, v in outputs.items() if not k.startswith("flow")}
+    row = score_record(ClipExample(request=WINDOW, num_frames=250), rgb_only, labels, 1,
+                       embeddings=False)
+    assert "rgb_embedding" not in row and "flow_logits" not in row
+    assert row["rgb_logits"] == [-0.5, 1.0, -2.0, 0.0]
+    assert (row["window_index"], row["window_start_sec"], row["window_end_sec"],
+            row["num_windows"]) == (3, 30.0, 40.0, 7)
+    assert (row["row_key"], row["start_sec"], row["end_sec"], row["label"]) == (
+        "a@w3", None, None, None)
+    assert [t["index"] for t in row["top_k"]] == [1]
+    plain = score_record(ClipExample(request=CLIP, num_frames=9), rgb_only, labels, 1, False)
+    assert not {"window_index", "window_start_sec", "window_end_sec", "num_windows"} & set(plain)
