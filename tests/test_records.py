@@ -122,3 +122,24 @@ def test_score_record_holds_the_request_the_streams_and_the_window():
     assert [t["index"] for t in row["top_k"]] == [1]
     plain = score_record(ClipExample(request=CLIP, num_frames=9), rgb_only, labels, 1, False)
     assert not {"window_index", "window_start_sec", "window_end_sec", "num_windows"} & set(plain)
+
+
+def test_score_record_rounds_every_output_to_float32_as_the_schema_stores_them():
+    import numpy as np
+
+    from beam_i3d.job.records import score_record
+
+    wide = np.array([0.1, 0.7, 0.3], np.float64)  # none is a float32 value
+    outputs = {"logits": wide, "probabilities": wide / 2, "rgb_logits": wide + 1,
+               "rgb_embedding": wide * 3}
+    row = score_record(ClipExample(request=CLIP, num_frames=9), outputs, ["x", "y", "z"], 3,
+                       embeddings=True)
+
+    def f32(values):
+        return [float(v) for v in np.asarray(values, np.float32)]
+
+    assert row["logits"] == f32(wide) and row["rgb_logits"] == f32(wide + 1)
+    assert row["rgb_embedding"] == f32(wide * 3)
+    assert [t["logit"] for t in row["top_k"]] == f32(wide[[1, 2, 0]])
+    assert [t["probability"] for t in row["top_k"]] == f32(wide[[1, 2, 0]] / 2)
+    assert row["predicted_probability"] == f32([0.35])[0]
