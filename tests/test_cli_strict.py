@@ -199,6 +199,17 @@ def test_score_and_preprocess_validate_the_same(capsys, option, value):
     assert option in errors[0]
 
 
+@pytest.mark.parametrize("value, message", [
+    ("1.5", "must be between 0 and 1, got 1.5"), ("-0.1", "must be between 0 and 1"),
+    ("nan", "must be between 0 and 1, got nan"), ("half", "expected a number, got 'half'")])
+def test_score_and_fvd_read_a_rate_the_same(capsys, value, message):
+    errors = [usage_error(capsys, [*argv, "--max-error-rate", value]) for argv in (
+        ["score", "--manifest", "m.csv", "--output", "o"],
+        ["fvd", "--real", "m.csv", "--output", "o"])]
+    assert errors[0].replace("score", "X") == errors[1].replace("fvd", "X")
+    assert "--max-error-rate" in errors[0] and message in errors[0]
+
+
 def test_decode_limits_and_processes_reach_score_options(tmp_path):
     from beam_i3d.media.recipe import DecodeLimits
     from beam_i3d.cli.score import options_from_args

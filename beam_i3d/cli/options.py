@@ -31,6 +31,17 @@ def positive(kind):
     return parse
 
 
+def fraction(text: str) -> float:
+    """An argparse ``type``: a number from 0 to 1 (a rate, e.g. ``--max-error-rate``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def aspect_ratio(text: str) -> float:
     """An argparse ``type``: a finite number >= 1 (long side / short side)."""
     try:

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli.options import add_clip_options, decode_limits_from_args, positive
+from beam_i3d.cli.options import (add_clip_options, decode_limits_from_args, fraction,
+                                  positive)
 
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
@@ -20,13 +21,6 @@ FLOW_CHECKPOINT_HELP = (
     "https://github.com/deepmind/kinetics-i3d/tree/master/data/checkpoints (download "
     "model.ckpt.index and model.ckpt.data-00000-of-00001 and give their directory or "
     "the prefix .../model.ckpt, local or gs://)")
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "and files that are not videos stay settled")
     add("--overwrite", action="store_true",
         help="replace what DIR holds: its scores/ and errors/ are deleted before the run")
-    add("--max-error-rate", type=_fraction, metavar="R",
+    add("--max-error-rate", type=fraction, metavar="R",
         help="exit with status 5 (after writing everything) when more than this "
              "fraction (0-1) of the manifest's rows failed; default: only when rows "
              "failed and none scored")

@@ -15,7 +15,7 @@ import json
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli.options import positive
+from beam_i3d.cli.options import fraction, positive
 
 PROTOCOLS = ("original", "styleganv")
 # What the statistics of each protocol are computed by (recorded in every output).
@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="let Ampere-or-newer GPUs use TensorFloat-32 (moves the FVD; default float32)")
     add("--require-gpu", action="store_true",
         help="fail where the model loads if TensorFlow sees no GPU there")
-    add("--max-error-rate", type=_fraction, metavar="R",
+    add("--max-error-rate", type=fraction, metavar="R",
         help="exit 5 when more than this fraction of a side's rows failed (default: "
              "report the failures and go on)")
     add("--overwrite", action="store_true",
@@ -135,13 +135,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "count)")
     add("--dry-run", action="store_true",
         help="validate options, inputs, the output and the pipeline graph; run nothing")
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def _limits(args):
