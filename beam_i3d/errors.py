@@ -107,6 +107,7 @@ class CheckpointMismatch(ModelError):
         detail: str = "",
     ):
         self.source = source
+        self.detail = detail
         self.missing = sorted(missing or [])
         self.unexpected = sorted(unexpected or [])
         self.mismatched = sorted(mismatched or [])
@@ -128,6 +129,10 @@ class CheckpointMismatch(ModelError):
                 )
             )
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # see VideoError.__reduce__
+        return type(self), (self.source, self.missing, self.unexpected, self.mismatched,
+                            self.detail), self.__dict__
 
 
 class WeightsDownloadError(ModelError):
@@ -156,6 +161,12 @@ class VideoError(BeamI3DError):
         self.uri = uri
         self.cause = cause
         super().__init__(f"{uri}: {cause}")
+
+    def __reduce__(self):
+        # Exception's own pickling passes the message alone, which this constructor does
+        # not take: pickle with (uri, cause) and the attributes (error_type included), so
+        # the error crosses processes whole (Beam between workers, multiprocessing).
+        return type(self), (self.uri, self.cause), self.__dict__
 
 
 class VideoNotFound(VideoError):
