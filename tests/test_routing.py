@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamPipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -203,7 +205,7 @@ def test_every_random_row_is_routed_exactly_once(tmp_path_factory, files):
 from apache_beam.io.filesystem import FileMetadata  # noqa: E402
 from apache_beam.pvalue import TaggedOutput  # noqa: E402
 
-from beam_i3d.errors import CorruptVideo, DecodeTimeout  # noqa: E402
+from beam_i3d.errors import CorruptVideo, DecodeTimeout, OutputError  # noqa: E402
 from beam_i3d.job.routing import (DoneKeys, ParseManifestFile, SettleEachKey,  # noqa: E402
                                   done_keys_in_parquet)
 from beam_i3d.job.row_keys import keyed_rows  # noqa: E402
@@ -257,12 +259,24 @@ def test_done_keys_are_settled_keys_under_each_identity_and_transient_errors_ret
     scores = shard("scores", ["a", "x#repeat2"])
     assert list(done_keys_in_parquet(readable(scores))) == [
         ("a", "a"), ("x#repeat2", "x#repeat2"), ("x", "x#repeat2")]
-    errors = shard("errors", ["t", "c", "m"], error_type=["DecodeTimeout", "CorruptVideo",
-                                                          "ManifestError"],
-                   stage=["decode", "decode", "manifest"])
-    assert [k for _, k in done_keys_in_parquet(readable(errors))] == ["t", "c", "m"]
-    assert [k for _, k in done_keys_in_parquet(readable(errors), True)] == ["c", "m"]
+    # "u": a manifest-stage row stays settled whatever its type (here one that would be
+    # retried at any other stage, as "k" is).
+    errors = shard("errors", ["t", "c", "m", "u", "k"],
+                   error_type=["DecodeTimeout", "CorruptVideo", "ManifestError", "KeyError",
+                               "KeyError"],
+                   stage=["decode", "decode", "manifest", "manifest", "inference"])
+    assert [k for _, k in done_keys_in_parquet(readable(errors))] == ["t", "c", "m", "u", "k"]
+    assert [k for _, k in done_keys_in_parquet(readable(errors), True)] == ["c", "m", "u"]
     assert DecodeTimeout.transient and not CorruptVideo.transient
+
+
+def test_done_keys_name_an_output_file_that_is_not_parquet(tmp_path):
+    bad = tmp_path / "errors" / "part-x.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(OutputError, match=rf"^{re.escape(str(bad))} \(18 bytes\) is not a "
+                                          "Parquet file beam-i3d wrote"):
+        list(done_keys_in_parquet(readable(bad), True))
 
 
 def test_done_keys_reads_scores_windows_and_errors_of_the_output(tmp_path):
@@ -272,10 +286,10 @@ def test_done_keys_reads_scores_windows_and_errors_of_the_output(tmp_path):
                       ("plans", "p"), ("timelines", "t")):
         write_output_shard(tmp_path / "out", kind, [{"row_key": key}], run="r")
     with BeamPipeline() as p:
-        done = p | DoneKeys(str(tmp_path / "out"))
+        done = p | DoneKeys(str(tmp_path / "out"), False)
         assert_that(done, equal_to([("s", "s"), ("w@w0", "w@w0"), ("e", "e")]))
     with BeamPipeline() as p:  # an output that holds nothing yet
-        assert_that(p | DoneKeys(str(tmp_path / "empty")), equal_to([]))
+        assert_that(p | DoneKeys(str(tmp_path / "empty"), False), equal_to([]))
 
 
 def keyed(tmp_path, rows, name="m.csv"):

@@ -78,7 +78,7 @@ class DoneKeys(beam.PTransform):
     """What the output already holds (for --skip-existing), read inside the pipeline so
     that a Kinetics-size list never travels in the job graph."""
 
-    def __init__(self, output: str, retry_errors: bool = False):
+    def __init__(self, output: str, retry_errors: bool):
         super().__init__()
         self._output = output
         self._retry_errors = retry_errors
