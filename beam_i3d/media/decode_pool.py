@@ -55,8 +55,9 @@ children, spreading its CPU work over the pool.
 
 Arrays travel in :mod:`multiprocessing.shared_memory` segments, not through the pipe:
 the child writes each array into a segment named ``bi3d<parent pid>p<pool token>c<child
-number>_<task>_<array>`` and sends names, shapes and dtypes; the parent copies the
-array out and unlinks the segment. A child that dies mid-clip may leave segments of its
+number>_<task>_<array>`` and sends names, shapes and dtypes; the parent maps the
+segment (the result's arrays are views of it, not copies) and unlinks its name at once,
+so its memory goes back when the last view of the array is dropped. A child that dies mid-clip may leave segments of its
 current task: the parent unlinks those names, and :meth:`DecodePool.close` removes any
 ``/dev/shm`` entry with the pool's prefix.
 
@@ -225,24 +226,34 @@ def _to_shared(value, fields: Sequence[str], prefix: str, seq: int):
     return dataclasses.replace(value, **{field: None for field in fields}), described
 
 
-def _from_shared(meta, described):
-    """The parent's half of :func:`_to_shared`: copy each array out, unlink its segment."""
-    import numpy as np
-    from multiprocessing import shared_memory
+def _map_segment(name: str, shape, dtype: str):
+    """The array a child left in segment ``name``, mapped into this process, not copied;
+    the name is unlinked at once, so the memory is freed when the array (its last view)
+    is. ``/dev/shm/<name>`` is the segment :mod:`multiprocessing.shared_memory` made."""
+    import mmap
 
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDWR)
+    try:
+        mapped = mmap.mmap(fd, max(1, count * dtype.itemsize))  # shared, read-write
+    finally:
+        os.close(fd)
+        _unlink_segment(name)
+    return np.frombuffer(mapped, dtype, count=count).reshape(shape)
+
+
+def _from_shared(meta, described):
+    """The parent's half of :func:`_to_shared`: map each array (no copy: the item's
+    frames are held once, in the segment the child wrote) and unlink its segment."""
     if not described:
         return meta
     arrays = {}
     try:
         for field, name, shape, dtype in described:
-            segment = shared_memory.SharedMemory(name=name)
-            try:
-                view = np.ndarray(shape, np.dtype(dtype), buffer=segment.buf)
-                arrays[field] = view.copy()
-                del view
-            finally:
-                segment.close()
-                segment.unlink()
+            arrays[field] = _map_segment(name, shape, dtype)
     finally:
         for _, name, _, _ in described:
             _unlink_segment(name)  # those not reached after a failure
