@@ -14,7 +14,9 @@ both ways). Besides the wall clock, the CPU time of the decoding children (less 
 start-up, measured on a pool that only starts) and of the collecting process: on a
 machine shared with other work the wall clock follows their load, CPU time much less.
 Peak memory: the largest ``ru_maxrss`` of a child, from a fresh pool per mode (Linux
-reports it in KiB).
+reports it in KiB), and the collecting process's own, having read every page of each
+result's frames as the model would (the results are mapped shared memory, which counts
+only once touched).
 
 The keyframes decide what a separate clip's seek costs: it decodes from the keyframe at
 or before its start. The default video is 30 fps with x264's default GOP (``--keyint
@@ -112,7 +114,7 @@ with DecodePool({processes}) as pool:
     pool.submit_probe("warm", {video!r}); list(pool.results())
     started = time.perf_counter()
     parent_started = time.process_time()
-    frames = 0; failed = 0
+    frames = 0; failed = 0; touched = 0
     if {as_items}:
         for k, item in enumerate(split_items(windows, {per_item})):
             pool.submit(k, {video!r}, windows=item)
@@ -126,6 +128,9 @@ with DecodePool({processes}) as pool:
                 failed += 1
             else:
                 frames += p.num_frames
+                # Read a byte of every page, as the model's batching reads the frames
+                # (mapped shared memory counts in ru_maxrss only once touched).
+                touched += int(p.rgb.reshape(-1)[::4096].sum() > -1)
             del p
         del parts, f
     seconds = time.perf_counter() - started

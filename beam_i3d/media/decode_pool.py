@@ -53,9 +53,10 @@ grayscale frames, and the parent runs :func:`~beam_i3d.media.preprocess.finish_c
 result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend runs in the
 children, spreading its CPU work over the pool.
 
-Arrays travel in :mod:`multiprocessing.shared_memory` segments, not through the pipe:
-the child writes each array into a segment named ``bi3d<parent pid>p<pool token>c<child
-number>_<task>_<array>`` and sends names, shapes and dtypes; the parent maps the
+Arrays travel in shared-memory segments (``/dev/shm``), not through the pipe: the child
+decodes a clip's frames straight into segments (:class:`_SegmentAllocator`) and copies
+any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
+number>_<task>_<index>``, and sends names, shapes and dtypes; the parent maps the
 segment (the result's arrays are views of it, not copies) and unlinks its name at once,
 so its memory goes back when the last view of the array is dropped. A child that dies mid-clip may leave segments of its
 current task: the parent unlinks those names, and :meth:`DecodePool.close` removes any
@@ -109,6 +110,7 @@ _START_FAILURES = 3  # children in a row that die before ready: the pool gives u
 CHILD_FLOW_BACKENDS = ("opencv",)  # flow backends run in the children (the rest: parent)
 _SHM_DIR = "/dev/shm"
 _MAX_ARRAYS = 4  # shared-memory segments one result may use
+_DECODE_SEGMENTS = 8  # segments a child's decode may write frames into, per clip
 
 
 class Finished(NamedTuple):
@@ -196,17 +198,78 @@ def _unlink_segment(name: str) -> None:
         pass
 
 
-def _to_shared(value, fields: Sequence[str], prefix: str, seq: int):
+class _SegmentAllocator:
+    """A child's ``allocate(shape, dtype)`` for :func:`beam_i3d.media.video.decode_clip`:
+    each array in a fresh shared-memory segment (named as :func:`_to_shared` names
+    them, from index ``_MAX_ARRAYS`` on), so that the decoded frames are written once,
+    where the parent maps them, instead of being copied there (which held them twice).
+    Beyond ``_DECODE_SEGMENTS`` arrays (retried seeks) they come from the heap.
+    :meth:`release` unlinks the segments not handed to the parent."""
+
+    def __init__(self, prefix: str, seq: int):
+        self._prefix, self._seq = prefix, seq
+        self._made: list = []  # (name, the whole array over its segment)
+
+    def __call__(self, shape, dtype):
+        import mmap
+
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+        if len(self._made) >= _DECODE_SEGMENTS:
+            return np.empty(shape, dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        size = max(1, count * dtype.itemsize)
+        name = _segment_name(self._prefix, self._seq, _MAX_ARRAYS + len(self._made))
+        fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mapped = mmap.mmap(fd, size)  # pages are taken as frames are written
+        except BaseException:
+            _unlink_segment(name)
+            raise
+        finally:
+            os.close(fd)
+        array = np.frombuffer(mapped, dtype, count=count).reshape(shape)
+        self._made.append((name, array))
+        return array
+
+    def segment_of(self, array) -> str | None:
+        """The segment ``array`` fills from its start (C-contiguous), if one of ours."""
+        address = array.__array_interface__["data"][0]
+        for name, whole in self._made:
+            if (array.size and array.flags.c_contiguous and array.dtype == whole.dtype
+                    and address == whole.__array_interface__["data"][0]):
+                return name
+        return None
+
+    def release(self, kept=()) -> None:
+        """Unlink every segment but those in ``kept`` (the parent maps and unlinks them)."""
+        for name, _ in self._made:
+            if name not in kept:
+                _unlink_segment(name)
+        self._made.clear()
+
+
+def _to_shared(value, fields: Sequence[str], prefix: str, seq: int,
+               allocator: _SegmentAllocator | None = None):
     """``value`` (a dataclass) with the arrays of ``fields`` moved into shared-memory
-    segments: ``(value without them, [(field, name, shape, dtype str)])``."""
+    segments: ``(value without them, [(field, name, shape, dtype str)])``. An array that
+    already fills one of ``allocator``'s segments is sent as it is (not copied); the
+    allocator's other segments are unlinked."""
     import numpy as np
     from multiprocessing import resource_tracker, shared_memory
 
-    described, created = [], []
+    described, created, kept = [], [], []
     try:
         for index, field in enumerate(fields):
             array = getattr(value, field)
             if array is None:
+                continue
+            name = allocator.segment_of(array) if allocator is not None else None
+            if name is not None:
+                kept.append(name)
+                described.append((field, name, tuple(array.shape), array.dtype.str))
                 continue
             name = _segment_name(prefix, seq, index)
             segment = shared_memory.SharedMemory(name=name, create=True, size=max(1, array.nbytes))
@@ -220,9 +283,13 @@ def _to_shared(value, fields: Sequence[str], prefix: str, seq: int):
             segment.close()
             described.append((field, name, tuple(array.shape), array.dtype.str))
     except BaseException:
-        for name in created:
+        for name in created + kept:
             _unlink_segment(name)
+        kept = []
         raise
+    finally:
+        if allocator is not None:
+            allocator.release(kept)
     return dataclasses.replace(value, **{field: None for field in fields}), described
 
 
@@ -297,22 +364,26 @@ def _load_hook():
 def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish_here,
                      prefix):
     """A clip's decode (and finish, where the child does it): ``(meta, described)`` of
-    :func:`_to_shared`."""
+    :func:`_to_shared`. The frames are decoded straight into shared memory."""
     from beam_i3d.media.preprocess import decode_for_streams, finish_clip
 
     streams = options["streams"]
-    clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
-                              max_seconds=options["max_seconds"], limits=limits,
-                              decode_threads=1)
-    if not finish_here:
-        return _to_shared(clip, ("rgb", "gray"), prefix, seq)
-    if "flow" in streams:
-        conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
-    value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
-                        flow_backend=options["flow_backend"],
-                        flow_batch_pairs=options["flow_batch_pairs"])
-    del clip
-    return _to_shared(value, ("rgb", "flow"), prefix, seq)
+    allocator = _SegmentAllocator(prefix, seq)
+    try:
+        clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
+                                  max_seconds=options["max_seconds"], limits=limits,
+                                  decode_threads=1, allocate=allocator)
+        if not finish_here:
+            return _to_shared(clip, ("rgb", "gray"), prefix, seq, allocator)
+        if "flow" in streams:
+            conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
+        value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
+                            flow_backend=options["flow_backend"],
+                            flow_batch_pairs=options["flow_batch_pairs"])
+        del clip  # its gray frames' segment, if any, is unlinked below
+        return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
+    finally:
+        allocator.release()  # what _to_shared did not reach (a failure)
 
 
 def _call_in_child(call, uri, limits, prefix, seq):
@@ -787,7 +858,7 @@ class DecodePool:
 
     def _cleanup(self, child: _Child) -> None:
         if child.task is not None:
-            for index in range(_MAX_ARRAYS):
+            for index in range(_MAX_ARRAYS + _DECODE_SEGMENTS):
                 _unlink_segment(_segment_name(child.prefix, child.task.seq, index))
         try:
             child.conn.close()

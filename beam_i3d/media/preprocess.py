@@ -90,14 +90,17 @@ def check_streams(streams: Sequence[str], flow_backend: str = DEFAULT_FLOW_BACKE
 def decode_for_streams(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
                        streams: Sequence[str] = ("rgb",),
                        max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                       limits: DecodeLimits | None = None, decode_threads: int = 0) -> DecodedClip:
+                       limits: DecodeLimits | None = None, decode_threads: int = 0,
+                       allocate=None) -> DecodedClip:
     """The decoding half of :func:`preprocess_clip`: the 25-fps frames of
     ``[start_sec, end_sec)`` that ``streams`` need (see
     :func:`beam_i3d.media.video.decode_clip`): ``rgb`` ``[T,224,224,3]`` uint8 crops always,
     and, when "flow" is in ``streams``, ``gray`` ``[T,H,W]`` uint8 whole resized frames.
-    Needs no TensorFlow. Raises VideoError subclasses for bad input."""
+    Needs no TensorFlow. Raises VideoError subclasses for bad input. ``allocate``: see
+    :func:`~beam_i3d.media.video.decode_clip`."""
     return decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
-                       keep_gray="flow" in streams, decode_threads=decode_threads)
+                       keep_gray="flow" in streams, decode_threads=decode_threads,
+                       allocate=allocate)
 
 
 def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),

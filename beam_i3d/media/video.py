@@ -183,16 +183,20 @@ class _Frames:
     held its frames twice). ``capacity``: the frames expected; the array grows (doubling)
     if more come, and the result is trimmed by a copy only when much of it went unused.
     Memory is touched as frames are written, so a capacity too large costs address space
-    only."""
+    only. ``allocate(shape, dtype)`` makes the first array (default ``numpy.empty``; the
+    decode pool's children pass shared memory, and then the result is never trimmed by a
+    copy: the pages not written cost nothing there either)."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, allocate=None):
         self.capacity = max(1, capacity)
+        self.allocate = allocate
         self.array: np.ndarray | None = None
         self.count = 0
 
     def add(self, frame: np.ndarray, times: int) -> None:
         if self.array is None:
-            self.array = np.empty((self.capacity,) + frame.shape, frame.dtype)
+            shape = (self.capacity,) + frame.shape
+            self.array = (self.allocate or np.empty)(shape, frame.dtype)
         if frame.shape != self.array.shape[1:]:
             raise ValueError(f"a frame of shape {frame.shape} among frames of shape "
                              f"{self.array.shape[1:]}")
@@ -209,7 +213,8 @@ class _Frames:
         if self.array is None:
             raise ValueError("no frame was decoded in the range")
         used = self.array[:self.count]
-        if self.count == len(self.array) or 4 * self.count >= 3 * len(self.array):
+        if (self.allocate is not None or self.count == len(self.array)
+                or 4 * self.count >= 3 * len(self.array)):
             return used
         return used.copy()
 
@@ -232,13 +237,15 @@ def _expected_frames(video: _OpenVideo, start: Fraction, stop: Fraction | None) 
 def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
                 max_seconds: float | None = DEFAULT_MAX_SECONDS,
                 limits: DecodeLimits | None = None, keep_gray: bool = False,
-                decode_threads: int = 0) -> DecodedClip:
+                decode_threads: int = 0, allocate=None) -> DecodedClip:
     """Decode ``[start_sec, end_sec)`` of the video at ``uri`` into 25-fps frames.
 
     ``start_sec`` defaults to 0 (the first frame), ``end_sec`` to the end of the video;
     at most ``max_seconds`` (None: no cap) are decoded. ``keep_gray`` also returns the
     whole resized grayscale frames (for flow). ``decode_threads``: FFmpeg decoder
-    threads (0: FFmpeg's choice). See the module doc for the sampling rule.
+    threads (0: FFmpeg's choice). ``allocate(shape, dtype)``: where the frame arrays are
+    made (default: numpy's heap; the decode pool writes them straight into shared
+    memory). See the module doc for the sampling rule.
 
     Raises (all :class:`~beam_i3d.errors.VideoError`): VideoNotFound, UnsupportedURI,
     StorageError (credentials, network, storage service; transient), NotAVideo,
@@ -257,11 +264,11 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
             # Also keeps seek offsets in FFmpeg's 64-bit range (a start of 1e15 s).
             raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of any "
                                  f"video accepted (at most {limits.max_duration_seconds:g} s long)")
-        return _decode(video, start, stop, keep_gray)
+        return _decode(video, start, stop, keep_gray, allocate)
 
 
 def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
-            keep_gray: bool) -> DecodedClip:
+            keep_gray: bool, allocate=None) -> DecodedClip:
     import av
     import cv2
 
@@ -271,7 +278,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
     for attempt, target in enumerate(attempts):
         try:
             result = _decode_from(video, start, stop, keep_gray, target,
-                                  retry_if_late=attempt < len(attempts) - 1)
+                                  retry_if_late=attempt < len(attempts) - 1,
+                                  allocate=allocate)
         except VideoError:
             raise
         except av.error.DecoderNotFoundError as e:
@@ -288,7 +296,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
 
 
 def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep_gray: bool,
-                 seek_target: Fraction | None, retry_if_late: bool) -> DecodedClip | None:
+                 seek_target: Fraction | None, retry_if_late: bool, allocate=None
+                 ) -> DecodedClip | None:
     container, stream, tb, uri = video.container, video.stream, video.time_base, video.uri
     origin_pts = video.origin_pts
     if seek_target is not None:
@@ -300,7 +309,7 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
 
     sampler = FrameSampler(start, stop)
     expected = _expected_frames(video, start, stop)
-    rgb, gray, source_times = _Frames(expected), _Frames(expected), []
+    rgb, gray, source_times = _Frames(expected, allocate), _Frames(expected, allocate), []
     sizes: dict[tuple[int, int], tuple[int, int]] = {}
     orientation: Orientation | None = None
     previous = previous_time = None
