@@ -1,6 +1,6 @@
 """``beam-i3d fvd`` against ``beam-i3d score`` on the same clips: time and peak memory.
 
-    python benchmarks/fvd_speed.py [--clips 24] [--frames 16] [--small 8]
+    python benchmarks/fvd_speed.py [--clips 24] [--frames 16] [--small 8] [--two-sets]
 
 Makes N H.264 clips of ``frames`` frames (340x256, 25 fps, textured motion; the
 clips of ``pipeline_speed.py``), then runs, each as a user runs it (a subprocess,
@@ -12,6 +12,10 @@ DirectRunner, default running mode; start-up and the model load inside its time)
    read, forwarded and folded into the moments once);
 3. the same ``fvd`` on the first ``small`` clips, to show that its peak memory does not
    grow with the number of clips.
+
+``--two-sets``: the shape of a real comparison (2048 vs 2048, scaled down): N more clips
+as the fake set; ``score`` runs on all 2N clips, ``fvd`` is ``--real A --fake B`` (N
+clips a side, both sides' statistics and the distance), the small run ``small`` a side.
 
 Prints wall time, clips/s and the peak resident memory of each run (the process tree's
 largest process, from ``wait4``'s rusage).
@@ -59,26 +63,37 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--small", type=int, default=8)
+    parser.add_argument("--two-sets", action="store_true",
+                        help="a real and a fake set of --clips each (see the module doc)")
     args = parser.parse_args()
     beam_i3d = [sys.executable, "-m", "beam_i3d"]
+    sides = 2 if args.two_sets else 1
     with tempfile.TemporaryDirectory() as tmp:
         # A little longer than the frames taken, so every clip has them all.
-        paths = make_clips(tmp, args.clips, (args.frames + 2) / 25)
-        full = manifest(tmp, paths, "all")
-        small = manifest(tmp, paths[:args.small], "small")
-        score = timed(beam_i3d + ["score", "--manifest", full, "--output",
+        paths = make_clips(tmp, sides * args.clips, (args.frames + 2) / 25)
+        real, fake = paths[:args.clips], paths[args.clips:]
+        everything = manifest(tmp, paths, "all")
+
+        def fvd_command(n: int, name: str) -> list[str]:
+            command = beam_i3d + ["fvd", "--real", manifest(tmp, real[:n], f"{name}_real"),
+                                  "--output", os.path.join(tmp, name),
+                                  "--frames", str(args.frames)]
+            if args.two_sets:
+                command += ["--fake", manifest(tmp, fake[:n], f"{name}_fake")]
+            return command
+
+        score = timed(beam_i3d + ["score", "--manifest", everything, "--output",
                                   os.path.join(tmp, "score"), "--quiet", "--no-embeddings",
                                   "--max-seconds", f"{args.frames / 25:g}"])
-        fvd = timed(beam_i3d + ["fvd", "--real", full, "--output", os.path.join(tmp, "fvd"),
-                                "--frames", str(args.frames)])
-        fvd_small = timed(beam_i3d + ["fvd", "--real", small, "--output",
-                                      os.path.join(tmp, "fvd_small"),
-                                      "--frames", str(args.frames)])
-    n = args.clips
-    print(f"machine: {os.cpu_count()} CPUs; {n} clips of {args.frames} frames, 340x256")
-    for name, clips, (seconds, rss) in (("score", n, score), ("fvd --real", n, fvd),
-                                         (f"fvd --real ({args.small} clips)", args.small,
-                                          fvd_small)):
+        fvd = timed(fvd_command(args.clips, "fvd"))
+        fvd_small = timed(fvd_command(args.small, "fvd_small"))
+    n = args.clips * sides
+    what = "--real --fake" if args.two_sets else "--real"
+    print(f"machine: {os.cpu_count()} CPUs; {n} clips of {args.frames} frames, 340x256"
+          + (f" ({args.clips} a side)" if args.two_sets else ""))
+    for name, clips, (seconds, rss) in (("score", n, score), (f"fvd {what}", n, fvd),
+                                         (f"fvd {what} ({args.small * sides} clips)",
+                                          args.small * sides, fvd_small)):
         print(f"{name}: {seconds:.1f} s, {clips / seconds:.2f} clips/s, peak RSS {rss:.0f} MiB")
     print(f"fvd / score time: {fvd[0] / score[0]:.2f} (target <= 1.10)")
 
