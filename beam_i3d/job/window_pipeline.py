@@ -135,12 +135,11 @@ class DecodeWindows(PoolDoFn):
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
 
     def setup(self):
-        if "flow" in self._streams and self._flow_backend in ("tf", "opencv"):
-            # Windows are finished (flow included) in this process.
-            if self._flow_backend == "tf":
-                from beam_i3d.job.inference import configure_tensorflow
+        if "flow" in self._streams and self._flow_backend == "tf":
+            # tf flow runs in this process (opencv flow: in the decoding children).
+            from beam_i3d.job.inference import configure_tensorflow
 
-                configure_tensorflow(self._allow_tf32)
+            configure_tensorflow(self._allow_tf32)
         super().setup()
 
     def process(self, item: WorkItem, timestamp=beam.DoFn.TimestampParam,

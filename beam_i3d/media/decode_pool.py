@@ -51,16 +51,19 @@ Flow with the ``tf`` backend (TensorFlow, maybe on the GPU) is not computed in a
 children never import TensorFlow. The child then sends back the RGB crops and the
 grayscale frames, and the parent runs :func:`~beam_i3d.media.preprocess.finish_clip` when the
 result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend runs in the
-children, spreading its CPU work over the pool.
+children, spreading its CPU work over the pool. So it does for a windowed work item: the
+child cuts the item's windows from the decoded span and computes each one's flow on its
+own frames (the limit then covers all their pairs), and sends the span's crops with the
+windows' flow; the parent cuts the windows again and finishes each with its flow.
 
 Arrays travel in shared-memory segments (``/dev/shm``), not through the pipe: the child
 decodes a clip's frames straight into segments (:class:`_SegmentAllocator`) and copies
 any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
 number>_<task>_<index>``, and sends names, shapes and dtypes; the parent maps the
 segment (the result's arrays are views of it, not copies) and unlinks its name at once,
-so its memory goes back when the last view of the array is dropped. A child that dies mid-clip may leave segments of its
-current task: the parent unlinks those names, and :meth:`DecodePool.close` removes any
-``/dev/shm`` entry with the pool's prefix.
+so its memory goes back when the last view of the array is dropped. A child that dies
+mid-clip may leave segments of its current task: the parent unlinks those names, and
+:meth:`DecodePool.close` removes any ``/dev/shm`` entry with the pool's prefix.
 
 Test-only fault hook: if the environment variable ``BEAM_I3D_TEST_DECODE_HOOK`` is
 ``module:function`` when a child starts, the child imports it and calls ``function(uri)``
@@ -130,6 +133,20 @@ class Probed:
     duration in seconds (an exact fraction), None if its container declares none."""
 
     duration: Any
+
+
+@dataclasses.dataclass
+class _FlowedSpan:
+    """A windowed item as a child sends it when it also computes the windows' flow (the
+    ``opencv`` backend): the span's RGB crops, and each window's flow (computed on that
+    window's frames only, as for a clip of its own) one after another along time. The
+    parent cuts the windows again and finishes each with its flow."""
+
+    span: Any  # the DecodedClip of the span, without its arrays
+    rgb: Any  # the span's crops, [T,224,224,3] uint8
+    flow: Any  # the windows' flow streams, concatenated (None: no window has one)
+    flow_lengths: list  # per window: the length of its flow stream (0: none)
+    errors: list  # per window: None, or the error of its flow as _describe_error gives it
 
 
 class ChildException(Exception):
@@ -373,6 +390,9 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
         clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
                                   max_seconds=options["max_seconds"], limits=limits,
                                   decode_threads=1, allocate=allocator)
+        if not finish_here and options.get("flow_in_child"):
+            return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
+                              ("rgb", "flow"), prefix, seq, allocator)
         if not finish_here:
             return _to_shared(clip, ("rgb", "gray"), prefix, seq, allocator)
         if "flow" in streams:
@@ -384,6 +404,45 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
         return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
     finally:
         allocator.release()  # what _to_shared did not reach (a failure)
+
+
+def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
+    """The flow of each window of a decoded item (the same cut as the parent's), written
+    into one array of the allocator's; the parent's hard limit is first moved to cover
+    all their pairs. Running out of memory fails the whole item (the child is replaced)."""
+    from beam_i3d.job.windows import cut_windows
+    from beam_i3d.media.preprocess import clip_flow
+
+    parts = cut_windows(span, options["windows"])
+    clips = [p for p in parts if not isinstance(p, BaseException)]
+    pairs = sum(max(1, c.num_frames - 1) for c in clips)
+    conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
+    flows, errors = [], []
+    for part in parts:
+        flow, error = None, None
+        if not isinstance(part, BaseException):
+            try:
+                flow = clip_flow(part, quantize_flow=options["quantize_flow"],
+                                 flow_backend=options["flow_backend"],
+                                 flow_batch_pairs=options["flow_batch_pairs"])
+            except Exception as e:  # noqa: BLE001: that window's result
+                if _is_out_of_memory(e):
+                    raise
+                error = _describe_error(e)
+        flows.append(flow)
+        errors.append(error)
+    lengths = [0 if f is None else len(f) for f in flows]
+    done = [f for f in flows if f is not None]
+    joined = None
+    if done:
+        joined = allocator((sum(len(f) for f in done),) + done[0].shape[1:], done[0].dtype)
+        offset = 0
+        for f in done:
+            joined[offset:offset + len(f)] = f
+            offset += len(f)
+    del parts, clips, flows, done
+    return _FlowedSpan(span=dataclasses.replace(span, rgb=None, gray=None), rgb=span.rgb,
+                       flow=joined, flow_lengths=lengths, errors=errors)
 
 
 def _call_in_child(call, uri, limits, prefix, seq):
@@ -527,8 +586,9 @@ class DecodePool:
         windowed run instead of a clip. The child decodes the span of the windows once,
         as one clip without a cap (``start_sec``, ``end_sec`` and ``max_seconds`` are
         ignored), and the parent cuts each window from it and finishes it
-        (:func:`beam_i3d.job.windows.cut_windows`, then ``finish_clip``, flow included): the
-        result is then a list with, per window, its ClipTensors or its exception."""
+        (:func:`beam_i3d.job.windows.cut_windows`, then ``finish_clip``; the ``opencv``
+        flow of each window is computed in the child, ``tf``'s here): the result is then
+        a list with, per window, its ClipTensors or its exception."""
         from beam_i3d.media.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
@@ -547,11 +607,14 @@ class DecodePool:
             item_limits = dataclasses.replace(
                 self.limits, decode_timeout_seconds=self.limits.decode_timeout_seconds * scale)
             finish_here = False  # the parent cuts the windows, then finishes each
-        if not finish_here and "flow" in streams:
+        # A child computes the flow of an item's windows where it would a clip's.
+        flow_in_child = (windows is not None and "flow" in streams
+                         and flow_backend in CHILD_FLOW_BACKENDS)
+        if not finish_here and "flow" in streams and not flow_in_child:
             check_streams(streams, flow_backend)  # the parent will need the backend
         options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
                    "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
-                   "windows": windows,
+                   "windows": windows, "flow_in_child": flow_in_child,
                    "limits": item_limits if windows is not None else None}
         self._queue(key, uri, start_sec, end_sec, options, finish_here)
 
@@ -655,31 +718,52 @@ class DecodePool:
             started = time.monotonic()
             options = task.options
 
-            def finish(clip):
+            def finish(clip, flow=None):
                 try:
                     return finish_clip(clip, streams=options["streams"],
                                        quantize_flow=options["quantize_flow"],
                                        flow_backend=options["flow_backend"],
-                                       flow_batch_pairs=options["flow_batch_pairs"])
+                                       flow_batch_pairs=options["flow_batch_pairs"], flow=flow)
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
             if options.get("windows"):
                 from beam_i3d.job.windows import cut_windows
 
+                flowed = result if isinstance(result, _FlowedSpan) else None
+                if flowed is not None:
+                    result = dataclasses.replace(flowed.span, rgb=flowed.rgb)
                 try:
                     parts = cut_windows(result, options["windows"])
                 except Exception as e:  # noqa: BLE001: the whole item's result
                     result = e
                 else:
                     del result  # the windows hold views of the span's arrays
-                    result = [p if isinstance(p, BaseException) else finish(p) for p in parts]
+                    if flowed is None:
+                        result = [p if isinstance(p, BaseException) else finish(p)
+                                  for p in parts]
+                    else:
+                        result = self._finish_flowed(task, parts, flowed, finish)
             else:
                 result = finish(result)
             seconds += time.monotonic() - started
         with self._lock:
             self._outstanding.discard(task.key)
         return Finished(task.key, result, seconds)
+
+    def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
+        """Each window of an item whose flow the child computed: its ClipTensors with its
+        part of ``flowed.flow``, or its exception (the cut's, or its flow's)."""
+        out, offset = [], 0
+        for part, length, error in zip(parts, flowed.flow_lengths, flowed.errors):
+            if isinstance(part, BaseException):
+                out.append(part)
+            elif error is not None:
+                out.append(self._rebuild_error(task, error))
+            else:
+                out.append(finish(part, flowed.flow[offset:offset + length]))
+            offset += length
+        return out
 
     def _wake(self) -> None:
         try:
@@ -889,10 +973,10 @@ class DecodePool:
                          child.number, code)
             if self._start_failures >= _START_FAILURES:
                 self._fail_pending(code)
+        error = None if task is None else self._death_error(child, task, code)
+        self._cleanup(child)  # first: its task's segments are gone when its result is out
         if task is not None:
-            error = self._death_error(child, task, code)
             self._results.put((task, error, time.monotonic() - child.began))
-        self._cleanup(child)
 
     def _fail_pending(self, code) -> None:
         with self._lock:

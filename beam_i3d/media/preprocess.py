@@ -103,29 +103,41 @@ def decode_for_streams(uri: str, start_sec: float | None = None, end_sec: float 
                        allocate=allocate)
 
 
-def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
-                quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
-                flow_batch_pairs: int | None = None) -> ClipTensors:
-    """The second half of :func:`preprocess_clip`: decoded frames (from
-    :func:`decode_for_streams` with the same ``streams``) -> ClipTensors: flow when asked
-    for (TV-L1 on ``clip.gray`` with ``flow_backend``, centre crop, quantised to uint8 or,
-    with ``quantize_flow=False``, float32 in [-1, 1]), both streams looped to at least 9
-    steps. Pure: reads nothing."""
+def clip_flow(clip: DecodedClip, *, quantize_flow: bool = True,
+              flow_backend: str = DEFAULT_FLOW_BACKEND,
+              flow_batch_pairs: int | None = None) -> np.ndarray:
+    """The flow stream of decoded frames (decoded with "flow" in the streams): TV-L1 on
+    ``clip.gray`` with ``flow_backend``, centre crop, quantised to uint8 ``[T',224,224,2]``
+    or, with ``quantize_flow=False``, float32 in [-1, 1]; looped to at least 9 steps
+    (``T' = max(T - 1, 9)``; one frame: no motion). Pure: reads nothing."""
     from beam_i3d.media import flow as flow_ops
 
+    if clip.gray is None:
+        raise ValueError("finish_clip needs the grayscale frames for flow "
+                         "(decode with 'flow' in streams)")
+    if clip.num_frames >= 2:
+        fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), axes=(1, 2))
+    else:  # one frame: no motion
+        fields = np.zeros((1,) + clip.rgb.shape[1:3] + (2,), np.float32)
+    flow = flow_ops.quantize_flow(fields) if quantize_flow else flow_ops.flow_to_unit_range(fields)
+    return loop_to_length(flow, MIN_FRAMES)
+
+
+def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
+                quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
+                flow_batch_pairs: int | None = None,
+                flow: np.ndarray | None = None) -> ClipTensors:
+    """The second half of :func:`preprocess_clip`: decoded frames (from
+    :func:`decode_for_streams` with the same ``streams``) -> ClipTensors: flow when asked
+    for (:func:`clip_flow`, unless ``flow`` gives what it returned, computed elsewhere),
+    both streams looped to at least 9 steps. Pure: reads nothing."""
     streams = tuple(streams)
     want_flow = "flow" in streams
-    flow = None
-    if want_flow:
-        if clip.gray is None:
-            raise ValueError("finish_clip needs the grayscale frames for flow "
-                             "(decode with 'flow' in streams)")
-        if clip.num_frames >= 2:
-            fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), axes=(1, 2))
-        else:  # one frame: no motion
-            fields = np.zeros((1,) + clip.rgb.shape[1:3] + (2,), np.float32)
-        flow = flow_ops.quantize_flow(fields) if quantize_flow else flow_ops.flow_to_unit_range(fields)
-        flow = loop_to_length(flow, MIN_FRAMES)
+    if not want_flow:
+        flow = None
+    elif flow is None:
+        flow = clip_flow(clip, quantize_flow=quantize_flow, flow_backend=flow_backend,
+                         flow_batch_pairs=flow_batch_pairs)
     info = clip.info
     return ClipTensors(
         rgb=loop_to_length(clip.rgb, MIN_FRAMES) if "rgb" in streams else None,
