@@ -93,7 +93,8 @@ def seek_preroll(keyframes: list[float], windows) -> float:
     return sum(gaps) / len(gaps)
 
 
-def run_mode(video: str, windows, per_item: int, processes: int, as_items: bool) -> dict:
+def run_mode(video: str, windows, per_item: int, processes: int, as_items: bool,
+             streams=("rgb",), flow_backend: str = "opencv") -> dict:
     """Decode in a subprocess of its own so that ru_maxrss of its children is this
     mode's alone."""
     code = f"""
@@ -117,10 +118,12 @@ with DecodePool({processes}) as pool:
     frames = 0; failed = 0; touched = 0
     if {as_items}:
         for k, item in enumerate(split_items(windows, {per_item})):
-            pool.submit(k, {video!r}, windows=item)
+            pool.submit(k, {video!r}, windows=item, streams={tuple(streams)!r},
+                        flow_backend={flow_backend!r})
     else:
         for w in windows:
-            pool.submit(w.index, {video!r}, float(w.start), float(w.end), max_seconds=None)
+            pool.submit(w.index, {video!r}, float(w.start), float(w.end), max_seconds=None,
+                        streams={tuple(streams)!r}, flow_backend={flow_backend!r})
     for f in pool.results():
         parts = f.result if isinstance(f.result, list) else [f.result]
         for p in parts:
@@ -166,6 +169,10 @@ def main() -> None:
                         help="25 fps, a keyframe every 250 frames: on every 10-s window start")
     parser.add_argument("--video", help="use this video instead of making one")
     parser.add_argument("--save-video", metavar="PATH", help="keep the video made here")
+    parser.add_argument("--streams", default="rgb",
+                        help="rgb (default) or rgb,flow (the flow with --flow-backend)")
+    parser.add_argument("--flow-backend", default="opencv", choices=("opencv", "tf"),
+                        help="with --streams rgb,flow (default opencv: in the children)")
     args = parser.parse_args()
     if args.aligned:
         args.fps, args.keyint = 25, 250
@@ -197,7 +204,8 @@ def main() -> None:
               f"{args.processes} decoding processes")
         results = {}
         for name, as_items in (("windowed", True), ("clips", False)):
-            r = run_mode(video, windows, per_item, args.processes, as_items)
+            r = run_mode(video, windows, per_item, args.processes, as_items,
+                         args.streams.split(","), args.flow_backend)
             results[name] = r
             print(f"{name:9s} {r['seconds']:7.1f} s  {len(windows) / r['seconds']:6.2f} windows/s  "
                   f"{r['frames'] / r['seconds']:6.0f} output frames/s  failed {r['failed']}  "
