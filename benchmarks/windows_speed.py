@@ -24,7 +24,9 @@ or before its start. The default video is 30 fps with x264's default GOP (``--ke
 fall exactly every 250 frames), which do not fall on the window starts (only every
 50 s). ``--aligned`` is the earlier set-up, 25 fps and a keyframe every 250 frames =
 every 10 s, on every start of a 10-s window: there a clip's seek costs nothing.
-``--save-video PATH`` keeps the video made, ``--video PATH`` reuses it.
+``--save-video PATH`` keeps the video made, ``--video PATH`` reuses it. ``--streams
+rgb,flow`` adds the optical flow (``--flow-backend opencv``, the default here: computed
+in the children; ``tf``: in the collecting process).
 
     python benchmarks/windows_speed.py --minutes 10 --window 10 --processes 2
     python benchmarks/windows_speed.py --minutes 10 --window 10 --processes 2 --aligned
