@@ -63,6 +63,11 @@ class OutputError(ConfigurationError):
     holds the results of a run (use --skip-existing or --overwrite)."""
 
 
+class RecipeMismatch(OutputError):
+    """The output was written by another command, or under another recipe than this
+    run's (an output is one experiment: see :mod:`beam_i3d.job.output_record`)."""
+
+
 class StorageUnreachable(ConfigurationError):
     """Storage that the manifest's videos live on cannot be read with the credentials
     at hand (checked at launch, before any work)."""

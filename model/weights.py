@@ -340,3 +340,41 @@ def load_stream(spec: str, stream: str) -> tuple[InceptionI3d, StreamWeights]:
     weights = load_stream_weights(spec, stream)
     net = InceptionI3d.from_folded(fold_batch_norm(weights), name=f"{stream}_i3d")
     return net, weights
+
+
+# --- Identity ----------------------------------------------------------------------------
+
+DEFAULT_WEIGHTS_NAME = "rgb_scratch"  # the release checkpoint the default weights are
+
+
+def tensor_digest(spec: str, stream: str) -> str:
+    """SHA-256 (hex) of a stream's tensors as the checkpoint's ``.index`` records them
+    (name without the scope, dtype, size, CRC32C): the same weights at two paths, or
+    under two scopes, have one digest. Reads the ``.index`` only."""
+    import hashlib
+
+    from model.checkpoint_index import read_index
+
+    with local_checkpoint(spec, index_only=True) as prefix:
+        layout = _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
+                               stream, spec)
+        with open(prefix + ".index", "rb") as f:
+            entries = read_index(f.read())
+    lines = []
+    for name in sorted(expected_variables(layout.in_channels, layout.num_classes)):
+        e = entries[layout.scope + name]
+        lines.append(f"{name}\t{e.dtype}\t{e.size}\t{e.crc32c}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def weights_identity(spec: str, stream: str) -> str:
+    """What a stream's weights are, whatever their path: ``rgb_scratch`` for the default
+    weights (and any RGB checkpoint holding exactly their tensors), otherwise
+    ``tensors-sha256:<16 hex>`` of :func:`tensor_digest`."""
+    if spec == DEFAULT_SPEC:
+        return DEFAULT_WEIGHTS_NAME
+    digest = tensor_digest(spec, stream)
+    if stream == "rgb" and digest == tensor_digest(DEFAULT_SPEC, "rgb"):
+        return DEFAULT_WEIGHTS_NAME
+    return f"tensors-sha256:{digest[:16]}"
+

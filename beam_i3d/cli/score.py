@@ -171,28 +171,42 @@ def options_from_args(args: argparse.Namespace):
 
 
 def check_before_launch(options, local_only: bool = False) -> int:
-    """Fail fast, on the launching machine, on what would fail every clip or fail late:
-    an unusable output location (before the model loads), unreadable or mismatched
-    checkpoints, streams of different class counts, a manifest glob that matches
-    nothing, manifests of an unknown format or not UTF-8 text, and storage (the
-    videos' buckets, a remote output) that cannot be reached with the credentials at
-    hand (see :mod:`beam_i3d.job.launch_checks`). With ``local_only``, remote inputs and
-    outputs are not read (a dry run). Returns the class count (400 where no checkpoint
-    could be read)."""
-    from beam_i3d import fileio
-    from beam_i3d.job import launch_checks
+    """Fail fast, on the launching machine, on what would fail every clip or fail late
+    (:func:`check_checkpoints`, then :func:`check_inputs`). Returns the class count."""
+    num_classes, _ = check_checkpoints(options, local_only)
+    check_inputs(options, local_only)
+    return num_classes
+
+
+def check_checkpoints(options, local_only: bool = False) -> tuple[int, tuple]:
+    """An usable output location (checked before the model loads), and checkpoints that
+    can be read and fit each other. Returns the class count (400 where no checkpoint
+    could be read) and the weights' identity by stream (``((stream, identity), ...)``,
+    :func:`model.weights.weights_identity`; remote ones are not read with
+    ``local_only``)."""
     from beam_i3d.errors import ConfigurationError, ModelError
     from beam_i3d.job.outputs import check_output_location
 
     check_output_location(options.output)
     try:
-        classes = _checkpoint_classes(options, local_only)
+        classes, weights = _checkpoint_classes(options, local_only)
     except ModelError as e:
         # Weights that cannot be read or do not fit: the run cannot start (exit 3).
         raise ConfigurationError(str(e)) from e
     if len(set(classes.values())) > 1:
         raise ConfigurationError("the streams' class counts differ: " + ", ".join(
             f"{s} {n}" for s, n in classes.items()))
+    return next(iter(classes.values()), 400), tuple(weights.items())
+
+
+def check_inputs(options, local_only: bool = False) -> None:
+    """Manifests that match, have a known format and are UTF-8 text, and storage (the
+    videos' buckets, a remote output) that can be reached with the credentials at hand
+    (see :mod:`beam_i3d.job.launch_checks`). With ``local_only``, remote inputs and
+    outputs are not read (a dry run)."""
+    from beam_i3d import fileio
+    from beam_i3d.job import launch_checks
+
     if local_only and not fileio.is_local(options.manifest):
         print(f"dry run: not reading remote manifest {options.manifest}", file=sys.stderr)
     else:
@@ -206,16 +220,16 @@ def check_before_launch(options, local_only: bool = False) -> int:
                       file=sys.stderr)
         else:
             launch_checks.check_storage(samples, options.output)
-    return next(iter(classes.values()), 400)
 
 
-def _checkpoint_classes(options, local_only: bool) -> dict[str, int]:
-    """Class count by stream of the checkpoints that can be checked here; raises
-    ModelError (unreadable, mismatched, default weights not fetched)."""
+def _checkpoint_classes(options, local_only: bool) -> tuple[dict[str, int], dict[str, str]]:
+    """Class count and weights identity by stream of the checkpoints that can be checked
+    here; raises ModelError (unreadable, mismatched, default weights not fetched)."""
     from beam_i3d import fileio
+    from beam_i3d.job.output_record import NOT_READ
     from model import default_weights
 
-    classes = {}
+    classes, weights = {}, {}
     for stream in options.streams:
         spec = getattr(options, f"{stream}_checkpoint")
         if spec == "default" and stream == "rgb":
@@ -223,14 +237,44 @@ def _checkpoint_classes(options, local_only: bool) -> dict[str, int]:
             # Skipping the read here spares the launcher TensorFlow's import (~4 s).
             default_weights.default_checkpoint()
             classes[stream] = default_weights.NUM_CLASSES
+            weights[stream] = "rgb_scratch"
             continue
         if local_only and not (spec == "default" or fileio.is_local(spec)):
             print(f"dry run: not reading remote {stream} checkpoint {spec}", file=sys.stderr)
+            weights[stream] = NOT_READ
             continue
-        from model.weights import check_stream_checkpoint
+        from model.weights import check_stream_checkpoint, weights_identity
 
         classes[stream] = check_stream_checkpoint(spec, stream).num_classes
-    return classes
+        weights[stream] = weights_identity(spec, stream)
+    return classes, weights
+
+
+def check_output_recipe(options, num_classes: int) -> dict:
+    """Refuse, before anything is written or deleted, an output that another command
+    wrote or that records another recipe (:mod:`beam_i3d.job.output_record`); returns
+    this run's recipe."""
+    from beam_i3d.job import output_record
+
+    recipe = output_record.score_recipe(options, num_classes)
+    output_record.check_output_recipe(
+        options.output, "score", recipe, overwrite=options.overwrite,
+        from_legacy=output_record.score_recipe_from_metadata)
+    return recipe
+
+
+def claim_output(options, recipe: dict, dry_run: bool) -> None:
+    """Settle what the output holds (:func:`beam_i3d.job.shards.prepare_output`: resume,
+    replace or refuse), then record this run's recipe there (not in a dry run)."""
+    from beam_i3d import __version__
+    from beam_i3d.job import output_record
+    from beam_i3d.job.shards import prepare_output
+
+    prepare_output(options.output, skip_existing=options.skip_existing,
+                   overwrite=options.overwrite, dry_run=dry_run)
+    if not dry_run:
+        output_record.write_record(options.output, output_record.OutputRecord(
+            "score", recipe, options.run_id, __version__))
 
 
 def validate_pipeline_options(pipeline_options) -> None:
@@ -319,6 +363,7 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    import dataclasses
     import logging
 
     import apache_beam as beam
@@ -330,13 +375,17 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.job.pipeline import build_pipeline
     from beam_i3d.job.progress import ShardProgress, run_with_progress
     from beam_i3d.job.remote_job import RemoteJob, refuse_no_wait, runs_in_process
-    from beam_i3d.job.shards import prepare_output
 
     options = options_from_args(args)
     if args.no_wait and not args.dry_run:
         refuse_no_wait(PipelineOptions(extra_args))
     before_launch(options, PipelineOptions(extra_args))  # e.g. no local paths on Dataflow
-    num_classes = check_before_launch(options, local_only=args.dry_run)
+    num_classes, weights = check_checkpoints(options, local_only=args.dry_run)
+    options = dataclasses.replace(options, weights=weights)
+    reads_output = not (args.dry_run and not fileio.is_local(options.output))
+    if reads_output:  # dry runs read no remote output
+        recipe = check_output_recipe(options, num_classes)
+    check_inputs(options, local_only=args.dry_run)
     pipeline_options = PipelineOptions(extra_args)
     warn_about_running_mode(pipeline_options)
     if args.dry_run:
@@ -345,9 +394,8 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
         pipeline_options.view_as(TestOptions).dry_run = True
     validate_pipeline_options(pipeline_options)
-    if not (args.dry_run and not fileio.is_local(options.output)):  # dry runs read no remote
-        prepare_output(options.output, skip_existing=options.skip_existing,
-                       overwrite=options.overwrite, dry_run=args.dry_run)
+    if reads_output:
+        claim_output(options, recipe, dry_run=args.dry_run)
     if args.dry_run:
         # Build the graph on a runner that is never started, and serialise it as a
         # runner would: catches unpicklable DoFns and bad transform wiring.

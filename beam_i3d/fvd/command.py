@@ -187,31 +187,22 @@ def check_arguments(args) -> list[str]:
 
 def weights_identity(spec: str) -> str:
     """``rgb_scratch`` for the default weights (and any checkpoint holding exactly its
-    tensors); otherwise ``tensors-sha256:<16 hex>``, a digest of the RGB stream's
-    tensors as the checkpoint's ``.index`` records them (name without the scope, dtype,
-    size, CRC32C), so the same weights at two paths have one identity."""
-    if spec == "default":
-        return WEIGHTS
-    digest = _tensor_digest(spec)
-    return WEIGHTS if digest == _tensor_digest("default") else f"tensors-sha256:{digest[:16]}"
+    tensors); otherwise ``tensors-sha256:<16 hex>`` (:func:`model.weights.weights_identity`)."""
+    from model.weights import weights_identity as identity
+
+    return identity(spec, "rgb")
 
 
-def _tensor_digest(spec: str) -> str:
-    import hashlib
-
-    from model.checkpoint_index import read_index
-    from model.weights import _check_layout, _open_reader, expected_variables, local_checkpoint
-
-    with local_checkpoint(spec, index_only=True) as prefix:
-        layout = _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
-                               "rgb", spec)
-        with open(prefix + ".index", "rb") as f:
-            entries = read_index(f.read())
-    lines = []
-    for name in sorted(expected_variables(layout.in_channels, layout.num_classes)):
-        e = entries[layout.scope + name]
-        lines.append(f"{name}\t{e.dtype}\t{e.size}\t{e.crc32c}")
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+def fvd_recipe(args, identity: dict) -> dict:
+    """What an fvd output's numbers depend on, recorded in ``DIR/recipe.json``
+    (:mod:`beam_i3d.job.output_record`): the statistics' identity, the clip starts'
+    seed, the clips taken per side, the template, TF32."""
+    return {**identity,
+            "seed": (0 if args.seed is None else args.seed) if args.protocol == "styleganv"
+            else None,
+            "max_clips": STYLEGANV_CLIPS if args.protocol == "styleganv" else None,
+            "video_template": args.video_template,
+            "allow_tf32": bool(args.allow_tf32)}
 
 
 def identity_of(args, weights: str = WEIGHTS) -> dict:
@@ -242,7 +233,6 @@ def metric_name(args) -> str | None:
     return STYLEGANV_METRICS[(args.frames, args.subsample)]
 
 
-OUTPUTS = ("clips", "errors", "stats", "fvd.json")
 
 
 def prepare_output(output: str, overwrite: bool, dry_run: bool) -> None:
@@ -252,7 +242,9 @@ def prepare_output(output: str, overwrite: bool, dry_run: bool) -> None:
     from beam_i3d import fileio
     from beam_i3d.errors import OutputError
 
-    found = [p for p in OUTPUTS if FileSystems.exists(fileio.join(output, p))]
+    from beam_i3d.job.output_record import COMMAND_FILES
+
+    found = [p for p in COMMAND_FILES["fvd"] if FileSystems.exists(fileio.join(output, p))]
     if not found:
         return
     if not overwrite:
@@ -291,11 +283,19 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.job.verify import expected_rows
     from model import default_weights
 
+    from beam_i3d.job import output_record
+
     prog = "beam-i3d fvd"
     found = check_arguments(args)
     output = check_output_location(args.output)
-    identity = identity_of(args, weights_identity(args.checkpoint) if not (
-        args.dry_run and not fileio.is_local(args.checkpoint)) else args.checkpoint)
+    weights_read = not (args.dry_run and not fileio.is_local(args.checkpoint))
+    identity = identity_of(args, weights_identity(args.checkpoint) if weights_read
+                           else args.checkpoint)
+    recipe = fvd_recipe(args, identity if weights_read
+                        else {**identity, "weights": output_record.NOT_READ})
+    reads_output = not (args.dry_run and not fileio.is_local(output))  # dry: no remote
+    if reads_output:  # before anything is read, written or deleted
+        output_record.check_output_recipe(output, "fvd", recipe, overwrite=args.overwrite)
     specs_by_side = clip_specs(args)
     specs = {"real": args.real, "fake": args.fake}
     if args.fake is None:
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         max_clips=STYLEGANV_CLIPS if args.protocol == "styleganv" else None,
         checkpoint=args.checkpoint, feature=FEATURE_OUTPUTS[args.features],
         clip_starts={s: specs_by_side[s].describe_start() for s in specs_by_side},
-        video_template=args.video_template, batch_size=args.batch_size,
+        video_template=args.video_template, recipe=recipe, batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
         allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
         limits=_limits(args), decode_processes=args.decode_processes,
@@ -365,8 +365,11 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
             # Beam's own dry-run flag: its option checks then skip their GCS look-ups.
             pipeline_options.view_as(TestOptions).dry_run = True
         validate_pipeline_options(pipeline_options)
-    if not (args.dry_run and not fileio.is_local(output)):  # dry runs read no remote
+    if reads_output:
         prepare_output(output, args.overwrite, args.dry_run)
+        if not args.dry_run:
+            output_record.write_record(output, output_record.OutputRecord(
+                "fvd", recipe, options.run_id, __import__("beam_i3d").__version__))
     if args.dry_run:
         if manifests:
             pipeline = beam.Pipeline(runner="DirectRunner", options=pipeline_options)

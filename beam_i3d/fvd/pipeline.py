@@ -83,6 +83,7 @@ class FvdOptions:
     feature: str = "rgb_logits"  # the model output taken as the feature vector
     clip_starts: dict = dataclasses.field(default_factory=dict)  # side -> description
     video_template: str | None = None
+    recipe: dict = dataclasses.field(default_factory=dict)  # the output's recorded recipe
     batch_size: int = 8
     max_batch_frames: int = 2000
     model_copies: int | None = None
@@ -345,11 +346,16 @@ def build_pipeline(pipeline, options: FvdOptions) -> None:
             clips, errors = build_side(pipeline, options, side, handler)
             outcomes["clips"].append(clips)
             outcomes["errors"].append(errors)
+    from beam_i3d.job.output_record import METADATA_KEY
+    from schemas import with_run_metadata
+
+    metadata = {"run_id": options.run_id, METADATA_KEY: options.recipe}
     for name, schema in (("clips", CLIPS_SCHEMA), ("errors", FVD_ERRORS_SCHEMA)):
         _ = (outcomes[name]
              | f"All{name.title()}" >> beam.Flatten()
              | f"Write{name.title()}" >> WriteShards(
-                 bfileio.join(options.output, name), schema, options.run_id,
+                 bfileio.join(options.output, name), with_run_metadata(schema, metadata),
+                 options.run_id,
                  options.shard_rows, options.shard_seconds))
 
 

@@ -73,6 +73,9 @@ class ScoreOptions:
     limits: DecodeLimits = DecodeLimits()
     decode_processes: int | None = None  # decoding child processes per worker (None: CPUs)
     window: WindowOptions | None = None  # windowed run (score --window): beam_i3d.job.windows
+    # ((stream, identity), ...) of the weights (model.weights.weights_identity), read at
+    # launch: part of the output's recorded recipe (beam_i3d.job.output_record)
+    weights: tuple[tuple[str, str], ...] = ()
     run_id: str = ""
 
     @property
@@ -216,7 +219,9 @@ class ScoreClips(beam.PTransform):
 
 
 def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
-    """What the output files record about the run (Parquet key-value metadata)."""
+    """What the output files record about the run (Parquet key-value metadata); its
+    ``output_recipe`` is the recipe the output records (beam_i3d.job.output_record)."""
+    from beam_i3d.job.output_record import METADATA_KEY, score_recipe
     from beam_i3d.media import recipe
     from model.labels import label_map_name
 
@@ -250,6 +255,7 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
                 "levels": recipe.FLOW_LEVELS if options.quantize_flow else None,
             }} if "flow" in options.streams else {}),
         },
+        METADATA_KEY: score_recipe(options, num_classes),
     }
 
 

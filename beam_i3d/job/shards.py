@@ -24,6 +24,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from beam_i3d import fileio
+from beam_i3d.job.output_record import COMMAND_FILES
 from beam_i3d.job.progress import NAMESPACE
 
 TMP_SUFFIX = ".parquet.tmp"
@@ -118,7 +119,7 @@ class WriteShards(beam.PTransform):
 # --- The output directory as a whole ---------------------------------------------------
 
 # What a run writes under its output directory (windowed runs: windows, timelines, plans).
-OUTPUT_DIRS = ("scores", "errors", "windows", "timelines", "plans")
+OUTPUT_DIRS = COMMAND_FILES["score"]
 
 
 def existing_results(output: str) -> list[str]:

@@ -190,19 +190,72 @@ def add_arguments(parser) -> None:
     add("--ignore-times", action="store_true", help="as given to score")
 
 
+def manifest_options_of(record, video_template: str | None, ignore_times: bool
+                        ) -> ManifestOptions:
+    """The manifest options a score output was written with: the record's (DIR/recipe.json)
+    where the command line leaves them out; RecipeMismatch where it contradicts it (the
+    rows would be keyed otherwise than the run keyed them)."""
+    from beam_i3d.errors import RecipeMismatch
+
+    if record is None:
+        return ManifestOptions(video_template, ignore_times)
+    recorded_template = record.recipe.get("video_template")
+    recorded_ignore = bool(record.recipe.get("ignore_times"))
+    conflicts = []
+    if video_template is not None and video_template != recorded_template:
+        conflicts.append(f"--video-template {video_template!r} (recorded: "
+                         f"{recorded_template!r})")
+    if ignore_times and not recorded_ignore:
+        conflicts.append("--ignore-times (the run scored the manifest's times)")
+    if conflicts:
+        raise RecipeMismatch("the options contradict the output's recorded recipe: "
+                             + "; ".join(conflicts) + "; leave them out to use the record's")
+    return ManifestOptions(recorded_template, recorded_ignore)
+
+
 def run(args, extra_args, stream: TextIO | None = None) -> int:
     from beam_i3d.cli import EXIT_OK, EXIT_RECONCILIATION
+    from beam_i3d.errors import RecipeMismatch
+    from beam_i3d.job import output_record
 
     stream = stream or sys.stdout
-    result = verify_output(args.manifest, args.output.rstrip("/") or "/",
-                           ManifestOptions(args.video_template, args.ignore_times))
+    output = args.output.rstrip("/") or "/"
+    record = output_record.read_record(output)
+    if record is not None and record.command != "score":
+        raise RecipeMismatch(f"{output} is a `beam-i3d {record.command}` output "
+                             f"({output_record.RECORD_NAME}); verify checks score outputs")
+    options = manifest_options_of(record, args.video_template, args.ignore_times)
+    windowed = record.recipe.get("layout") == "windows" if record is not None else None
+    result = reconcile_output(expected_rows(args.manifest, options), output,
+                              windowed=windowed)
+    off = output_record.shards_off_recipe(output, record,
+                                          output_record.score_recipe_from_metadata)
     for line in result.summary_lines():
         print(line, file=stream)
-    if result.ok:
+    for line in off_recipe_lines(off, record):
+        print(line, file=stream)
+    if result.ok and not off:
         print(f"verify: OK: every manifest row is settled exactly once in {args.output}",
               file=stream)
         return EXIT_OK
-    scores = "windows" if result.what != "manifest rows" else "scores"
-    print(f"verify: FAILED: {len(result.missing):,} of {result.manifest_rows:,} {result.what} "
-          f"are in neither {args.output}/{scores} nor {args.output}/errors", file=stream)
+    if off:
+        print(f"verify: FAILED: {len(off):,} shard(s) in {args.output} were not written "
+              "under the output's recipe: their numbers do not belong with the others",
+              file=stream)
+    if not result.ok:
+        scores = "windows" if result.what != "manifest rows" else "scores"
+        print(f"verify: FAILED: {len(result.missing):,} of {result.manifest_rows:,} "
+              f"{result.what} are in neither {args.output}/{scores} nor "
+              f"{args.output}/errors", file=stream)
     return EXIT_RECONCILIATION
+
+
+def off_recipe_lines(off, record) -> list[str]:
+    """One line per shard not written under the output's recipe (the first
+    SHOW_MISSING), naming what differs."""
+    against = "the recorded recipe" if record is not None else "the first shard's recipe"
+    lines = [f"shard not written under {against}: {path} ({'; '.join(diffs)})"
+             for path, diffs in off[:SHOW_MISSING]]
+    if len(off) > SHOW_MISSING:
+        lines.append(f"... and {len(off) - SHOW_MISSING:,} more such shards")
+    return lines
