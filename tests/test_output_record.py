@@ -218,6 +218,10 @@ def test_verify_names_shards_written_under_another_recipe(manifest, tmp_path, ca
     printed = capsys.readouterr().out
     assert f"zz-{stray.name}" in printed and "top_k: recorded 5, this run 2" in printed
     assert "1 shard(s)" in printed
+    # report says the same, as a warning.
+    assert main(["report", str(out)]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert f"zz-{stray.name} was not written under the recorded recipe" in printed
 
 
 def test_verify_reads_the_template_and_times_from_the_record(video, tmp_path, capsys):

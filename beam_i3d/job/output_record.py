@@ -311,14 +311,25 @@ def shards_off_recipe(output: str, record: OutputRecord | None,
                       directories: Iterable[str] | None = None
                       ) -> list[tuple[str, list[str]]]:
     """(shard path, differences) for each shard under ``output`` not written under its
-    recorded recipe; without a record, the shards are compared with the first one
-    that records a recipe (an older output: what they recorded)."""
+    recorded recipe (reads each shard's footer; see :func:`off_recipe`)."""
     command = record.command if record else (command_of_files(output) or "score")
     dirs = [d for d in (directories or COMMAND_FILES[command]) if "." not in d]
+    return off_recipe({path: shard_metadata(path) for path in shard_paths(output, dirs)},
+                      record, from_legacy)
+
+
+def off_recipe(metadata_by_path: Mapping[str, Mapping[str, str]],
+               record: OutputRecord | None,
+               from_legacy: Callable[[Mapping[str, str]], dict] | None = None
+               ) -> list[tuple[str, list[str]]]:
+    """(path, differences) for each shard whose metadata (``schemas.read_run_metadata``)
+    shows another recipe than the record's; without a record, than the first shard's
+    that records one (an older output: what its shards recorded). Shards recording no
+    recipe at all are not judged."""
     reference = record.recipe if record else None
     off = []
-    for path in shard_paths(output, dirs):
-        recipe, exact = shard_recipe(shard_metadata(path), from_legacy)
+    for path, metadata in metadata_by_path.items():
+        recipe, exact = shard_recipe(metadata, from_legacy)
         if not recipe:
             continue
         if reference is None:

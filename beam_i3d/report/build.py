@@ -83,6 +83,25 @@ def _write(out_dir: str, name: str, data: bytes) -> str:
     return path
 
 
+def recipe_warnings(run_dir: str, per_file: dict[str, dict[str, str]]) -> list[str]:
+    """One warning per shard not written under the output's recorded recipe
+    (:mod:`beam_i3d.job.output_record`), naming what differs; the first 20."""
+    from beam_i3d.job import output_record
+
+    record = output_record.read_record(run_dir)
+    if record is not None and record.command != "score":
+        raise ReportError(f"{run_dir} is a `beam-i3d {record.command}` output; report "
+                          "summarises score outputs")
+    off = output_record.off_recipe(per_file, record,
+                                   output_record.score_recipe_from_metadata)
+    against = "the recorded recipe" if record else "the first shard's recipe"
+    out = [f"{path} was not written under {against} ({'; '.join(diffs)}): its rows do "
+           "not belong with the others" for path, diffs in off[:20]]
+    if len(off) > 20:
+        out.append(f"... and {len(off) - 20:,} more shards not written under {against}")
+    return out
+
+
 def compute_summary(run_dir: str, video: str | None = None) -> dict:
     """All the report's figures for the run in ``run_dir`` (see :mod:`metrics`).
 
@@ -111,6 +130,7 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
     for d in disagreements:
         shown = "; ".join(f"{v['value']!r} in {len(v['files'])} file(s)" for v in d["values"])
         warnings.append(f"part files disagree on run metadata {d['key']}: {shown}")
+    warnings += recipe_warnings(run_dir, per_file)
     sizes = label_map_sizes(per_file)
     names, label_warnings = known_label_names(sizes)
     warnings += label_warnings
