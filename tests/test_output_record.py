@@ -302,3 +302,32 @@ def test_a_legacy_score_output_without_a_record_is_told_apart_from_fvd(manifest,
                  "--overwrite"]) == EXIT_CONFIGURATION
     assert "is a `beam-i3d score` output" in one_error_line(capsys)
     assert (out / "errors").exists()
+
+
+def test_records_and_shards_on_gcs(gcs_emulator):
+    """The record and the shard checks through Beam's FileSystems, against the local
+    GCS emulator (the real protocol)."""
+    import pyarrow as pa
+
+    from beam_i3d.job.shards import write_table_atomically
+    from schemas import ERRORS_SCHEMA, with_run_metadata
+
+    out = "gs://test-bucket/records/run"
+    assert read_record(out) is None and output_record.command_of_files(out) is None
+    recipe = {"layout": "clips", "top_k": 5}
+    output_record.write_record(out, OutputRecord("score", recipe, "r1", "0"))
+    assert read_record(out) == OutputRecord("score", recipe, "r1", "0")
+    row = {"clip_id": "c", "video_uri": "v", "stage": "decode", "error_type": "X",
+           "message": "m", "source": "s", "row_key": "c", "run_id": "r1"}
+    for name, top_k in (("a.parquet", 5), ("b.parquet", 3)):
+        schema = with_run_metadata(ERRORS_SCHEMA, {"output_recipe": {**recipe,
+                                                                     "top_k": top_k}})
+        write_table_atomically(pa.Table.from_pylist([row], schema=schema),
+                               f"{out}/errors/{name}")
+    assert output_record.command_of_files(out) == "score"
+    off = output_record.shards_off_recipe(out, read_record(out))
+    assert off == [(f"{out}/errors/b.parquet", ["top_k: recorded 5, this run 3"])]
+    with pytest.raises(output_record.RecipeMismatch, match="top_k: recorded 5, this run 4"):
+        output_record.check_output_recipe(out, "score", {**recipe, "top_k": 4})
+    with pytest.raises(output_record.RecipeMismatch, match="is a `beam-i3d score` output"):
+        output_record.check_output_recipe(out, "fvd", {})
