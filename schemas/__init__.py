@@ -45,6 +45,7 @@ TOP_K_ENTRY = pa.struct([
     pa.field("logit", pa.float32(), nullable=False),
 ])
 FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=False))
+FLOAT64_LIST = pa.list_(pa.field("element", pa.float64(), nullable=False))
 
 SCORES_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
@@ -125,6 +126,31 @@ PLANS_SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
 ])
 
+# ``beam-i3d features``: DIR/index.parquet, one row per manifest row of the run exported
+# (beam_i3d.features): where its array is, its shape, and its windows.
+FEATURES_INDEX_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string()),           # null only for a manifest row without one
+    pa.field("video_uri", pa.string()),
+    pa.field("file", pa.string()),              # name in DIR; null where not written
+    pa.field("status", pa.string(), nullable=False),  # written | written_with_gaps | gaps | failed
+    pa.field("num_windows", pa.int32(), nullable=False),   # T: lines of the array
+    pa.field("feature_dim", pa.int32(), nullable=False),   # D: 1024 per stream, RGB first
+    pa.field("windows_scored", pa.int32(), nullable=False),
+    pa.field("missing_windows", pa.list_(pa.field("element", pa.int32(), nullable=False)),
+             nullable=False),                   # window indices without features (NaN lines)
+    pa.field("window_start_sec", FLOAT64_LIST, nullable=False),
+    pa.field("window_end_sec", FLOAT64_LIST, nullable=False),  # NaN for a missing window
+    pa.field("fps", pa.float64(), nullable=False),           # frames per second sampled
+    pa.field("window_sec", pa.float64()),                    # null: a clip, not windows
+    pa.field("stride_sec", pa.float64()),
+    pa.field("crops", pa.string(), nullable=False),
+    pa.field("streams", pa.string(), nullable=False),        # rgb | flow | rgb,flow
+    pa.field("weights", pa.string(), nullable=False),        # stream:identity, ...
+    pa.field("error", pa.string()),                          # why not (wholly) written
+    pa.field("row_key", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),         # the export's run
+])
+
 STAGES = ("manifest", "decode", "inference")
 
 
@@ -174,4 +200,5 @@ def bigquery_schema(schema: pa.Schema) -> list[dict]:
 
 
 SCHEMAS = {"scores": SCORES_SCHEMA, "errors": ERRORS_SCHEMA, "windows": WINDOWS_SCHEMA,
-           "timelines": TIMELINES_SCHEMA, "plans": PLANS_SCHEMA}
+           "timelines": TIMELINES_SCHEMA, "plans": PLANS_SCHEMA,
+           "features_index": FEATURES_INDEX_SCHEMA}

@@ -33,6 +33,8 @@ SUBCOMMANDS = {
                "PNG charts", False),
     "fvd": ("beam_i3d.fvd.command", "the Frechet Video Distance of two video sets, with "
             "reusable statistics (a Beam job)", True),
+    "features": ("beam_i3d.features.command", "write a score run's embeddings as one "
+                 "array file per video (.npy, .npz, .h5) with an index (a Beam job)", True),
     "verify": ("beam_i3d.job.verify", "check that a run's output settles every manifest row "
                "exactly once", False),
 }

@@ -43,10 +43,12 @@ METADATA_KEY = "output_recipe"
 COMMAND_FILES = {
     "score": ("scores", "errors", "windows", "timelines", "plans"),
     "fvd": ("clips", "errors", "stats", "fvd.json"),
+    "features": ("index.parquet", ".index-parts"),
 }
 # Files that name their command alone (errors/ is written by both).
 _OWN_FILES = {"score": ("scores", "windows", "timelines", "plans"),
-              "fvd": ("clips", "stats", "fvd.json")}
+              "fvd": ("clips", "stats", "fvd.json"),
+              "features": ("index.parquet", ".index-parts")}
 
 
 @dataclasses.dataclass(frozen=True)
