@@ -35,6 +35,7 @@ setup(
         "av>=14,<19",
         "opencv-contrib-python-headless>=4.8,<6",
         "matplotlib>=3.8,<4",
+        "h5py>=3.10",  # beam-i3d features --format hdf5 (TensorFlow needs it too)
     ],
     extras_require={
         "test": [

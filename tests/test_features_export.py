@@ -199,3 +199,23 @@ def test_what_features_refuses(windowed_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["features", str(bare), "--out", str(tmp_path / "h"), "--format", "csv"])
     assert e.value.code == 2
+
+
+def test_features_from_and_to_gcs(windowed_run, gcs_emulator):
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_i3d import fileio
+
+    _, _, run = windowed_run
+    remote = "gs://test-bucket/features/run"
+    fileio.upload_tree(str(run), remote)
+    out = "gs://test-bucket/features/out"
+    assert main(["features", remote, "--out", out]) == EXIT_OK
+    with FileSystems.open(out + "/index.parquet") as f:
+        index = {r["clip_id"]: r for r in pq.read_table(f).to_pylist()}
+    assert index["short"]["status"] == "written"
+    with FileSystems.open(out + "/short.npy") as f:
+        import io
+        array = np.load(io.BytesIO(f.read()))
+    assert array.shape == (2, 1024)
+    assert not FileSystems.match([out + "/.index-parts/**"])[0].metadata_list
