@@ -73,3 +73,28 @@ def upload_tree(local_dir: str, dest: str) -> None:
             rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
             with open(src, "rb") as f_in, FileSystems.create(FileSystems.join(dest, rel)) as f_out:
                 shutil.copyfileobj(f_in, f_out, 8 << 20)
+
+
+def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    """Write ``data`` at ``path`` (local or a URI) whole or not at all: locally through a
+    temporary file renamed into place (parent directories made); on object stores an
+    object appears only once its upload completes."""
+    if is_local(path):
+        import uuid
+
+        local = local_path(path)
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        tmp = f"{local}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+    with FileSystems.create(path, mime_type=mime_type,
+                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)

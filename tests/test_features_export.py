@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from beam_i3d.cli import EXIT_CONFIGURATION, EXIT_OK, main
-from beam_i3d.features.arrays import (MAX_STEM, RowParts, assemble, clip_id_of_stem, collect,
+from beam_i3d.features.arrays import (MAX_STEM, assemble, clip_id_of_stem, collect,
                                       file_stem)
 from test_pipeline import moving_texture, write_manifest
 

@@ -16,7 +16,6 @@ import dataclasses
 import io
 import os
 import tempfile
-import uuid
 from typing import Any
 
 import apache_beam as beam
@@ -89,18 +88,7 @@ def write_array(features, index: dict, path: str, fmt: str) -> None:
         else:
             np.savez(buffer, features=features, **extra)
         data = buffer.getvalue()
-    if fileio.is_local(path):
-        local = fileio.local_path(path)
-        tmp = f"{local}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, local)
-        return
-    from apache_beam.io.filesystems import CompressionTypes, FileSystems
-
-    with FileSystems.create(path, mime_type="application/octet-stream",
-                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
+    fileio.write_bytes(path, data)
 
 
 class WriteRowFeatures(beam.DoFn):

@@ -229,19 +229,6 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    import os
-
     from beam_i3d import fileio
 
-    if fileio.is_local(path):
-        local = fileio.local_path(path)
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = local + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, local)
-        return
-    from apache_beam.io.filesystems import CompressionTypes, FileSystems
-
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
+    fileio.write_bytes(path, data)

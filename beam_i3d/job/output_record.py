@@ -111,21 +111,8 @@ def read_record(output: str) -> OutputRecord | None:
 
 def write_record(output: str, record: OutputRecord) -> None:
     """Write ``DIR/recipe.json`` (atomically where local)."""
-    path = record_path(output)
-    data = record.to_json().encode("utf-8")
-    if fileio.is_local(path):
-        local = fileio.local_path(path)
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = f"{local}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, local)
-        return
-    from apache_beam.io.filesystems import CompressionTypes, FileSystems
-
-    with FileSystems.create(path, mime_type="application/json",
-                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
+    fileio.write_bytes(record_path(output), record.to_json().encode("utf-8"),
+                       "application/json")
 
 
 # --- Comparing recipes ------------------------------------------------------------------
