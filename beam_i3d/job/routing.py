@@ -144,7 +144,7 @@ def _bad_row_uri(row) -> str | None:
     from beam_i3d.job.manifest import URI_COLUMNS
 
     uri = next((row.row.get(c) for c in URI_COLUMNS if row.row.get(c) not in (None, "")), None)
-    return None if uri is None else str(uri)
+    return str(uri) if isinstance(uri, (str, int, float)) and not isinstance(uri, bool) else None
 
 
 class ReadClipRequests(beam.PTransform):
