@@ -268,9 +268,9 @@ def progress_line(values: dict[str, int], elapsed: float, rate: float | None) ->
         parts[0] += f" of {planned:,}/{rows:,} rows planned"
         complete = planned >= rows
         failed_rows = values.get("failed_rows", 0)
-        failed_text = (f"{_plural(failed - failed_rows, 'window')} and "
-                       f"{_plural(failed_rows, 'row')} failed" if failed_rows
-                       else f"{failed:,} failed")
+        kinds = [_plural(n, word) for n, word in ((failed - failed_rows, "window"),
+                                                  (failed_rows, "row")) if n]
+        failed_text = (" and ".join(kinds) if failed_rows else f"{failed:,}") + " failed"
     else:
         failed_text = f"{failed:,} failed"
     if earlier:
