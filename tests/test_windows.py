@@ -352,7 +352,8 @@ def test_report_prints_the_timeline(windowed_run, tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "all")]) == 0  # the longest
     text = capsys.readouterr().out.splitlines()
     first = next(i for i, l in enumerate(text) if l.startswith("long ("))
-    heads = [l.split(" ")[0] for l in text[first:] if not l.startswith(" ")]
+    heads = [l.split(" ")[0] for l in text[first:-1] if not l.startswith(" ")]
+    assert text[-1].startswith("report: ")
     assert heads == ["long", "part"]
     assert ("windows: 11 scored of 11 planned over 2 manifest row(s); failures: 0 window(s), "
             "3 manifest row(s)") in text
