@@ -288,6 +288,43 @@ def test_no_matching_manifest_is_exit_3(tmp_path, capsys):
     assert "matches no file" in one_line(capsys)
 
 
+@pytest.mark.parametrize("name, data, words", [
+    ("m.csv", f"clip_id,file,label\na,{SAMPLE},x\n".encode(),
+     "no video URI column (video_uri, or path, video) and no --video-template; the "
+     "manifest's columns: clip_id, file, label"),
+    ("m.jsonl", f'{{"clip_id": "a", "uri": "{SAMPLE}"}}\n{{"clip_id": "b", "n": 2}}\n'.encode(),
+     "the manifest's columns: clip_id, uri, n"),
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_manifest_without_a_video_uri_column_is_refused_at_launch(
+        tmp_path, capsys, name, data, words, dry_run):
+    """Issue #21: every row would fail; the launcher refuses in one line instead (exit 3),
+    in a dry run too, naming the file and the columns it has."""
+    (tmp_path / "good.csv").write_text(f"video_uri\n{SAMPLE}\n")
+    (tmp_path / name).write_bytes(data)
+    out = tmp_path / "o"
+    assert main(["score", "--manifest", str(tmp_path / "*.*"), "--output", str(out),
+                 "--quiet"] + (["--dry-run"] if dry_run else [])) == EXIT_CONFIGURATION
+    err = one_line(capsys)
+    assert f"{tmp_path / name}: {words}" in err if name.endswith(".csv") else words in err
+    assert not out.exists() or not any(out.rglob("*.parquet"))  # nothing ran
+
+
+def test_with_a_template_its_columns_are_needed_not_video_uri(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"youtube_id": ["v"], "split": ["val"]}), tmp_path / "k.parquet")
+    argv = ["score", "--manifest", str(tmp_path / "k.parquet"), "--output",
+            str(tmp_path / "o"), "--dry-run"]
+    assert main(argv + ["--video-template", str(tmp_path) + "/{split}/{youtube_id}.mp4"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--video-template", "/v/{split}/{youtube_id}_{start:06d}.mp4"]) == \
+        EXIT_CONFIGURATION
+    assert (f"{tmp_path / 'k.parquet'}: --video-template names column(s) start, which the "
+            "manifest lacks; its columns: youtube_id, split") in one_line(capsys)
+
+
 # --- 5. Storage reachable at launch ---------------------------------------------------
 
 

@@ -66,7 +66,7 @@ def test_run_local_scores_the_bundled_sample():
     for clip in ("cricket_whole  (79 frames", "cricket_first_1.6s [0s, 1.6s)  (40 frames"):
         block = out.split(clip, 1)[1].splitlines()
         assert block[1].split(maxsplit=2)[2] == "playing cricket", out
-    assert "[beam-i3d] 2/2 clips (100%), 0 failed" in done.stderr
+    assert "[beam-i3d] 2/2 rows (100%), 0 failed" in done.stderr
 
 
 def test_fvd_dry_run_on_dataflow():

@@ -244,7 +244,7 @@ def test_messages_name_the_problem_exactly():
     assert message({"video_uri": "a.mp4", "end_sec": "-2"}) == (
         "end time '-2' must be a finite number >= 0")
     assert message({"t": [1]}, ManifestOptions(video_template="{t:03d}")) == (
-        "--video-template {:03d} needs a number, got [1]")
+        "--video-template column 't' is a list ([1]), not text")  # names the column
     with pytest.raises(ManifestError) as info:
         manifest_format("clips.txt")
     assert str(info.value) == ("clips.txt: unknown manifest format; name it .csv, .jsonl "
@@ -310,3 +310,69 @@ def test_a_given_clip_id_is_kept_whatever_its_text():
         "XXXX", "c1", "7", "a#repeat1"]
     derived = derive_clip_id("/v/a.mp4", None, None)
     assert [clip_id(v) for v in ("", "  ", None)] == [derived] * 3
+
+
+@pytest.mark.parametrize("line, match", [
+    ({"video_uri": "a.mp4", "clip_id": {"id": 4}}, r"clip_id is an object \(\{'id': 4\}\), not text"),
+    ({"video_uri": "a.mp4", "label": ["run", "jump"]}, r"label is a list \(\['run', 'jump'\]\)"),
+    ({"video_uri": {"path": "a.mp4"}}, r"video_uri is an object"),
+    ({"path": ["a.mp4"]}, r"path is a list"),  # an alias names itself
+    ({"video_uri": True}, r"video_uri is true/false"),
+    ({"video_uri": "a.mp4", "label": False}, r"label is true/false"),
+])
+def test_objects_and_lists_in_text_columns_are_row_errors(line, match):
+    """A JSON object or list in a used text column is a ManifestError naming the column
+    and, once keyed, the row's source -- not its Python repr as text (issue #21)."""
+    from beam_i3d.job.row_keys import keyed_rows
+
+    data = (json.dumps({"video_uri": "ok.mp4"}) + "\n" + json.dumps(line) + "\n").encode()
+    (_, row), = [r for r in read_rows("m.jsonl", data) if r[0] == 2]
+    with pytest.raises(ManifestError, match=match):
+        parse_row(row, "m.jsonl:2", PLAIN)
+    good, bad = keyed_rows("m.jsonl", data, PLAIN)
+    assert good.request is not None and bad.request is None
+    assert str(bad.error).startswith("m.jsonl:2: ")
+    # The error row is not named by a repr either: by the clip_id when it is text.
+    assert "{" not in bad.identity and "[" not in bad.identity
+    if isinstance(line.get("clip_id"), str):
+        assert bad.identity == line["clip_id"]
+
+
+def test_json_numbers_in_text_columns_are_their_text():
+    (_, row), = read_rows("m.jsonl", b'{"video_uri": "a.mp4", "clip_id": 4, "label": 7.5}\n')
+    clip = parse_row(row, "m.jsonl:1", PLAIN)
+    assert (clip.clip_id, clip.label) == ("4", "7.5")
+    assert parse_row({"video_uri": "a", "clip_id": Decimal("12.50")}, "m:1", PLAIN).clip_id == "12.50"
+
+
+def test_template_fields_that_are_objects_are_row_errors():
+    with pytest.raises(ManifestError, match=r"--video-template column 'id' is an object"):
+        template_uri("{id}.mp4", {"id": {"v": 1}})
+    with pytest.raises(ManifestError, match=r"--video-template column 'split' is a list"):
+        template_uri("{split}/{id}.mp4", {"id": "x", "split": ["val"]})
+    with pytest.raises(ManifestError, match=r"column 'id' is an object"):
+        template_uri("{id!r}.mp4", {"id": {"v": 1}})  # the general formatter too
+    assert template_uri("{id}_{n}.mp4", {"id": 12, "n": 3}) == "12_3.mp4"
+    # A column the template does not use may hold anything.
+    assert template_uri("{id}.mp4", {"id": "x", "extra": {"any": [1]}}) == "x.mp4"
+
+
+def test_parquet_list_and_struct_columns_are_row_errors():
+    table = pa.table({
+        "video_uri": ["a.mp4", "b.mp4", "c.mp4"],
+        "clip_id": ["c1", "c2", "c3"],
+        "label": pa.array([["x"], None, ["y", "z"]], pa.list_(pa.string())),
+        "meta": pa.array([{"k": 1}, {"k": 2}, {"k": 3}]),  # not used: fine
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    rows = list(read_rows("m.parquet", buffer.getvalue()))
+    with pytest.raises(ManifestError, match=r"label is a list \(\['x'\]\)"):
+        parse_row(rows[0][1], "m.parquet:1", PLAIN)
+    assert parse_row(rows[1][1], "m.parquet:2", PLAIN).label is None
+    struct = pa.table({"video_uri": pa.array([{"bucket": "b", "name": "v.mp4"}])})
+    buffer = io.BytesIO()
+    pq.write_table(struct, buffer)
+    (_, row), = read_rows("s.parquet", buffer.getvalue())
+    with pytest.raises(ManifestError, match="video_uri is an object"):
+        parse_row(row, "s.parquet:1", PLAIN)

@@ -208,9 +208,9 @@ def test_gcs_end_to_end_with_progress(gcs_emulator, corpus, tmp_path):
     # How many periodic lines come before the final one depends on the machine's speed
     # (test_progress.py checks the printer itself); the final line always comes.
     assert len(lines) >= 1, done.stderr[-3000:]
-    counts = [int(l.split()[1].split("/")[0]) for l in lines]
+    counts = [int(l.split()[1].split("/")[0].replace(",", "")) for l in lines]
     assert counts == sorted(counts)  # never goes backwards
-    assert lines[-1].startswith("[beam-i3d] 4/4 clips (100%), 2 failed")
+    assert lines[-1].startswith("[beam-i3d] 4/4 rows (100%), 2 failed")
 
     def read(dataset):
         files = [m.path for m in FileSystems.match(

@@ -274,7 +274,7 @@ def test_top5_is_unavailable_when_the_run_kept_fewer(tmp_path):
     assert acc["top1"] == 0.5 and acc["top5"] is None and acc["top5_correct"] is None
     assert "unavailable" in acc["top5_note"] and "top 3" in acc["top5_note"]
     assert "top-5 accuracy: unavailable" in text_summary(summary)
-    assert any("errors/" in w for w in summary["warnings"])   # errors/ missing: said so
+    assert not any("errors/" in w for w in summary["warnings"])  # none failed: fine (#21)
 
 
 def test_pure_functions():
@@ -400,8 +400,9 @@ def test_cli_prints_summary_and_writes_default_out(known_run, capsys):
 def test_no_outputs_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ReportError, match="neither scores/ nor errors/"):
         compute_summary(str(tmp_path))
-    assert cli.main(["report", str(tmp_path / "missing")]) == 1
-    assert "neither scores/ nor errors/" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "missing")]) == 1  # README: bad input
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'missing'} does not exist" in err and "neither" not in err
 
 
 def test_a_file_that_is_not_parquet_is_named(known_run):
@@ -457,6 +458,27 @@ def test_part_files_that_disagree_on_metadata_are_flagged(tmp_path):
     assert any("disagree on run metadata version" in w and "'0.2.0' in 1 file(s)" in w
                for w in summary["warnings"])
     assert "gs://ckpt/rgb_imagenet" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_resumed_output_and_one_without_errors_are_not_warned_about(tmp_path):
+    """Issue #21: files of two runs (a resume) differ in run_id, which is normal; a run
+    with no errors/ (none failed) or no scores/ (none scored) is complete as it is."""
+    rows = [r for r in known_scores() if r["label"] != "not a kinetics class"]
+    run = tmp_path / "run"
+    write_parts(run / "scores", rows, SCORES_SCHEMA, parts=2,
+                metadata=[{**RUN_METADATA, "run_id": "20250101T000000Z-aaaa"},
+                          {**RUN_METADATA, "run_id": "20250102T000000Z-bbbb"}])
+    summary = compute_summary(str(run))
+    assert summary["metadata_disagreements"] == [] and summary["warnings"] == []
+    assert summary["errors"]["failures"] == 0
+    failed = tmp_path / "failed"
+    write_parts(failed / "errors", known_errors(), ERRORS_SCHEMA, parts=1)
+    summary = compute_summary(str(failed))
+    assert summary["warnings"] == [] and summary["scores"]["clips"] == 0
+    # Other metadata still disagrees out loud.
+    write_parts(run / "errors", known_errors(), ERRORS_SCHEMA, parts=1,
+                metadata={**RUN_METADATA, "top_k": 3, "run_id": "20250103T000000Z-cccc"})
+    assert [d["key"] for d in compute_summary(str(run))["metadata_disagreements"]] == ["top_k"]
 
 
 def test_runs_without_label_map_metadata(tmp_path):
@@ -594,8 +616,10 @@ def test_windowed_run_report_has_timeline_charts(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(["report", str(run), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("lecture (gs://videos/lecture.mp4): 0:00.0-2:00:00.0, "
-                              "718/720 windows scored, 12 segments")
+    assert printed.startswith(f"beam-i3d report for {run}\n")  # the header first (#21)
+    timeline = ("\nlecture (gs://videos/lecture.mp4): 0:00.0-2:00:00.0, 718/720 windows "
+                "scored, 12 segments")
+    assert timeline in printed and printed.index(timeline) > printed.index("windows: ")
     assert ("windows: 786 scored of 788 planned over 4 manifest row(s); failures: "
             "2 window(s), 1 manifest row(s)") in printed
     assert "accuracy" not in printed and "clips:" not in printed
@@ -641,7 +665,9 @@ def test_video_chooses_one_timeline_and_an_unknown_one_is_an_error(tmp_path, cap
     windowed_dataset(run, {"lecture": [A] * 20, "mid": [A] * 10 + [B] * 5, "tiny": [B, B]})
     out = tmp_path / "out"
     assert cli.main(["report", str(run), "--out", str(out), "--video", "tiny"]) == 0
-    assert capsys.readouterr().out.startswith("tiny (gs://videos/tiny.mp4): 0:00.0-0:20.0")
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"beam-i3d report for {run}\n")
+    assert "\ntiny (gs://videos/tiny.mp4): 0:00.0-0:20.0" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert [t["clip_id"] for t in summary["timelines"]["shown"]] == ["tiny"]
     assert summary["timelines"]["chosen_by"] == "--video tiny"
@@ -651,7 +677,7 @@ def test_video_chooses_one_timeline_and_an_unknown_one_is_an_error(tmp_path, cap
     # By video URI too.
     assert cli.main(["report", str(run), "--out", str(tmp_path / "o2"), "--video",
                      "gs://videos/mid.mp4"]) == 0
-    assert capsys.readouterr().out.startswith("mid (")
+    assert "\nmid (gs://videos/mid.mp4): " in capsys.readouterr().out
 
     assert cli.main(["report", str(run), "--out", str(tmp_path / "o3"), "--video",
                      "nope"]) == 1
@@ -689,7 +715,7 @@ def test_report_on_gcs_matches_local(gcs_emulator, known_run, tmp_path):
     written = {Path(m.path).name for m in
                FileSystems.match(["gs://test-bucket/run1/report/*"])[0].metadata_list}
     assert written == {"report.html", "summary.json", *(f"{n}.png" for n in CHARTS)}
-    with pytest.raises(ReportError, match="neither scores/ nor errors/"):
+    with pytest.raises(ReportError, match="gs://test-bucket/no-such-run does not exist"):
         compute_summary("gs://test-bucket/no-such-run")
 
 

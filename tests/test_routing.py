@@ -309,7 +309,9 @@ def test_settle_each_key_scores_the_first_row_and_reports_each_repeat(tmp_path):
     assert [o.value for o in out[1:]] == [
         {"clip_id": "x", "video_uri": f"/v/x{n}.mp4", "stage": "manifest",
          "error_type": "DuplicateClip",
-         "message": f"{m}:{n + 1}: clip 'x' repeats {m}:2, which is scored instead",
+         "message": f"{m}:{n + 1}: clip 'x' repeats {m}:2, the row kept for it whatever "
+                    f"its outcome; this repeat is not scored; it names another video: "
+                    f"/v/x{n}.mp4 (the kept row: /v/x1.mp4)",
          "source": f"{m}:{n + 1}", "row_key": f"x#repeat{n - 1}"} for n in (2, 3)]
     # resuming: the first and the second repeat are settled already; only the first
     # repeat's key is new
@@ -334,7 +336,10 @@ def test_settle_each_key_reports_a_bad_first_row_and_its_repeats(tmp_path):
     assert first["message"].startswith(f"{m}:2: ")
     assert (repeat["row_key"], repeat["error_type"], repeat["video_uri"]) == (
         "y#repeat1", "DuplicateClip", "/v/y2.mp4")
-    assert repeat["message"] == f"{m}:3: clip 'y' repeats {m}:2, which is reported instead"
+    assert repeat["message"] == (f"{m}:3: clip 'y' repeats {m}:2, the row kept for it "
+                                 "whatever its outcome (a bad row, reported); this repeat is "
+                                 "not scored; it names another video: /v/y2.mp4 (the kept "
+                                 "row: /v/y.mp4)")
     # two rows without a URI or clip_id and the same content: one identity, no clip
     # named, and the repeat's clip_id and URI stay empty too
     identity = rows[2].identity
@@ -389,3 +394,24 @@ def test_resuming_skips_settled_rows_retries_transient_errors_and_counts(tmp_pat
     got, no_done, counters = run()
     assert got == {"requests": ["a", "c", "d", "t"], "errors": ["d#repeat1"]} and no_done
     assert counters == {"manifest_rows": 5, "clips_repeated": 1}
+
+
+def test_a_repeat_of_the_same_video_and_range_says_only_that_it_repeats(tmp_path):
+    """Issue #21: the first row is "kept", not "scored" (it may fail); a repeat says
+    when its video or time range differs from the kept row's, and only then."""
+    rows = keyed(tmp_path, [{"clip_id": "z", "video_uri": "/v/z.mp4", "start_sec": 1},
+                            {"clip_id": "z", "video_uri": "/v/z.mp4", "start_sec": 1},
+                            {"clip_id": "z", "video_uri": "/v/z.mp4", "start_sec": 2,
+                             "end_sec": 4},
+                            {"clip_id": "z", "video_uri": "/v/other.mp4"}])
+    m = tmp_path / "m.csv"
+    out = list(SettleEachKey().process(("z", {"rows": rows, "done": []})))
+    messages = [o.value["message"] for o in out[1:]]
+    kept = f"repeats {m}:2, the row kept for it whatever its outcome; this repeat is not scored"
+    assert messages == [
+        f"{m}:3: clip 'z' {kept}",
+        f"{m}:4: clip 'z' {kept}; it asks for another time range: 2 s to 4 s (the kept "
+        "row: 1 s to the end)",
+        f"{m}:5: clip 'z' {kept}; it names another video: /v/other.mp4 (the kept row: "
+        "/v/z.mp4); it asks for another time range: the whole video (the kept row: 1 s to "
+        "the end)"]

@@ -75,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace what DIR holds: its scores/ and errors/ are deleted before the run")
     add("--max-error-rate", type=fraction, metavar="R",
         help="exit with status 5 (after writing everything) when more than this "
-             "fraction (0-1) of the manifest's rows failed; default: only when rows "
-             "failed and none scored")
+             "fraction (0-1) of the manifest's rows failed (with --window: of the "
+             "windows, and rows without windows); default: only when some failed and "
+             "none scored")
     add("--shard-rows", type=positive(int), default=500, metavar="N",
         help="rows per output shard: results become durable every N rows per worker "
              "(default: 500)")
@@ -299,20 +300,6 @@ def warn_about_running_mode(pipeline_options) -> None:
               "prefer the default in_memory or multi_processing", file=sys.stderr)
 
 
-def skipped_rows(expected, before, retry_errors: bool) -> int:
-    """Manifest rows an earlier run settled that this run will not score again."""
-    from beam_i3d.errors import is_transient
-
-    n = 0
-    for row in expected:
-        if row.row_key in before.scores:
-            n += 1
-        elif row.row_key in before.errors:
-            _, error_type, stage = before.errors[row.row_key]
-            n += not (retry_errors and is_transient(error_type, stage))
-    return n
-
-
 def verify_command(options) -> str:
     """The ``beam-i3d verify`` command that checks this run's output against its
     manifest (after the run, or later for a job left running)."""
@@ -345,17 +332,18 @@ def finish(options, expected, skipped: int, max_error_rate: float | None,
               file=sys.stderr)
         return EXIT_RECONCILIATION
     rate = result.failed / result.manifest_rows if result.manifest_rows else 0.0
+    unit = result.what if windowed else "rows"  # what the rate counts
     print(f"beam-i3d score: run {options.run_id}: {result.run_scored:,} scored, "
           f"{result.run_failed:,} failed, {skipped:,} skipped as already settled; all "
           f"{result.manifest_rows:,} {result.what} accounted for in {options.output}",
           file=sys.stderr)
     if max_error_rate is not None and rate > max_error_rate:
-        print(f"beam-i3d score: error: {result.failed:,} of {result.manifest_rows:,} rows "
+        print(f"beam-i3d score: error: {result.failed:,} of {result.manifest_rows:,} {unit} "
               f"failed ({rate:.1%}), over --max-error-rate {max_error_rate:g}",
               file=sys.stderr)
         return EXIT_ERROR_RATE
     if max_error_rate is None and result.failed and not result.scored:
-        print(f"beam-i3d score: error: all {result.failed:,} rows failed, none scored "
+        print(f"beam-i3d score: error: all {result.failed:,} {unit} failed, none scored "
               f"(see {options.output}/errors; --max-error-rate 1 accepts this)",
               file=sys.stderr)
         return EXIT_ERROR_RATE
@@ -373,7 +361,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.job.gpu import gpu_failure_as_error
     from beam_i3d.job.launch import before_launch
     from beam_i3d.job.pipeline import build_pipeline
-    from beam_i3d.job.progress import ShardProgress, run_with_progress
+    from beam_i3d.job.progress import ShardProgress, run_with_progress, settled_earlier
     from beam_i3d.job.remote_job import RemoteJob, refuse_no_wait, runs_in_process
 
     options = options_from_args(args)
@@ -405,14 +393,15 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         print(f"dry run: options valid, pipeline of {transforms} transforms built; "
               "nothing was run", file=sys.stderr)
         return 0
-    from beam_i3d.job.results import settle
     from beam_i3d.job.verify import expected_rows
 
     # The launcher reads the manifests itself: the total for the progress line, and
     # the rows the output must account for at the end.
     expected = expected_rows(options.manifest, options.manifest_options)
-    skipped = (skipped_rows(expected, settle(options.output), options.retry_errors)
-               if options.skip_existing else 0)
+    windowed = options.window is not None
+    earlier = (settled_earlier(expected, options.output, options.retry_errors, windowed)
+               if options.skip_existing else None)
+    skipped = earlier.settled if earlier else 0  # rows not scored again
     # Local worker processes forward their start-up warnings (unparsed options, no
     # semi-persistent directory) through this logger; errors still come through.
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
@@ -422,8 +411,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     job = (None if runs_in_process(pipeline_options)
            else RemoteJob(pipeline_options, verify_command(options)))
     source = None if args.quiet else ShardProgress(options.output, options.run_id,
-                                                   len(expected), skipped,
-                                                   windowed=options.window is not None)
+                                                   len(expected), earlier, windowed)
     interval = None if fileio.is_local(options.output) else 10.0
     if job is not None:  # a remote runner: checked whatever the job's end (remote_job)
         return job.run(

@@ -1,6 +1,7 @@
 """Checks made by ``beam-i3d score`` at launch, before any work, of what would otherwise
-fail every row or fail late: the manifests' formats and text, and whether the storage
-the manifest points at (and the output) can be reached with the credentials at hand.
+fail every row or fail late: the manifests' formats and text, their columns (a video
+URI column, or the columns ``--video-template`` names), and whether the storage the
+manifest points at (and the output) can be reached with the credentials at hand.
 
 Each failure is a :class:`~beam_i3d.errors.ConfigurationError` (exit status 3) with a
 one-line message naming the file or bucket.
@@ -212,26 +213,79 @@ def _parquet_head_rows(path: str, limit: int):
 def sample_rows(heads: dict[str, bytes | None], manifest_options, limit: int = SAMPLE_ROWS
                 ) -> list[tuple[str, str]]:
     """(video URI, source) of the first ``limit`` rows that parse, from the manifests'
-    heads (text) or first row groups (Parquet, where the head is None)."""
+    heads (text) or first row groups (Parquet, where the head is None). The first
+    ``limit`` rows of each head must have the columns the URI comes from
+    (:func:`check_columns`), else ConfigurationError."""
+    import itertools
+
     from beam_i3d.errors import ManifestError
     from beam_i3d.job.manifest import parse_row, read_rows
 
     found = []
     for path, head in heads.items():
         try:
-            rows = (_parquet_head_rows(path, limit) if head is None
-                    else read_rows(path, head))
-            for number, row in rows:
-                try:
-                    request = parse_row(row, f"{path}:{number}", manifest_options)
-                except ManifestError:
-                    continue  # an error row at run time, not a launch failure
-                found.append((request.video_uri, request.source))
-                if len(found) >= limit:
-                    return found
+            rows = list(itertools.islice(_parquet_head_rows(path, limit) if head is None
+                                         else read_rows(path, head), limit))
         except Exception:  # noqa: BLE001 (a malformed file is reported at run time)
             continue
+        check_columns(path, [row for _, row in rows], manifest_options)
+        for number, row in rows:
+            if len(found) >= limit:
+                break
+            try:
+                request = parse_row(row, f"{path}:{number}", manifest_options)
+            except ManifestError:
+                continue  # an error row at run time, not a launch failure
+            except Exception:  # noqa: BLE001 (reported at run time)
+                continue
+            found.append((request.video_uri, request.source))
     return found
+
+
+def template_columns(template: str) -> list[str]:
+    """The columns a ``--video-template`` names (``{split}``, ``{t:06d}``, ``{a.b}`` ->
+    split, t, a); positional fields are left out (the rows' errors name them)."""
+    import re
+    import string
+
+    names = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return []  # a malformed template: each row's error says why
+    for _, field, _, _ in parsed:
+        if field:
+            name = re.match(r"[^.\[]*", field).group(0)
+            if name and not name.isdigit() and name not in names:
+                names.append(name)
+    return names
+
+
+def check_columns(path: str, rows: list[dict], manifest_options) -> None:
+    """Refuse a manifest whose sampled rows all lack the column(s) the video URI comes
+    from: one of ``video_uri``, ``path``, ``video``, or with ``--video-template``
+    every column it names. Each row would fail with the same error; ConfigurationError
+    naming the file and the columns it has. Rows without columns (none sampled, bad
+    JSON lines) decide nothing."""
+    from beam_i3d.job.manifest import URI_COLUMNS
+
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(k for k in row if k is not None and k != "__error__"))
+    if not columns:
+        return
+    have = ", ".join(list(columns)[:20]) + (" ..." if len(columns) > 20 else "")
+    template = manifest_options.video_template
+    if template:
+        absent = [c for c in template_columns(template) if c not in columns]
+        if absent:
+            raise ConfigurationError(
+                f"{path}: --video-template names column(s) {', '.join(absent)}, which the "
+                f"manifest lacks; its columns: {have}")
+    elif not any(c in columns for c in URI_COLUMNS):
+        raise ConfigurationError(
+            f"{path}: no video URI column (video_uri, or path, video) and no "
+            f"--video-template; the manifest's columns: {have}")
 
 
 # --- Storage -------------------------------------------------------------------------

@@ -25,9 +25,13 @@ file is scored and ``start_sec``/``end_sec`` are null in the output.
 
 Row numbers in sources (``main.csv:29``) are the file's line numbers (:func:`read_rows`).
 
-A row that cannot become a clip (no URI, unparseable or inverted times, a template field
-the row lacks or that is not the number its spec asks for) becomes a
-:class:`ManifestError`: nothing is dropped silently.
+Text columns (``video_uri``, ``clip_id``, ``label``, the fields a template uses) take
+text or a number (JSON ``4`` is the text ``"4"``, as written); an object, a list (JSON,
+or a Parquet struct/list/map column), true/false or bytes is not text (:func:`_text`).
+
+A row that cannot become a clip (no URI, unparseable or inverted times, a text column
+that is not text, a template field the row lacks or that is not the number its spec
+asks for) becomes a :class:`ManifestError`: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -198,6 +202,25 @@ def _parse_seconds(value: Any, column: str) -> float | None:
     return seconds
 
 
+def _text(value: Any, column: str) -> str | None:
+    """A text column's value as text (None stays None): strings as they are, numbers as
+    written (``4`` -> ``"4"``); ManifestError naming ``column`` for anything else (an
+    object or list would otherwise become its Python repr)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (dict, list, tuple)):
+        what = "an object" if isinstance(value, dict) else "a list"
+    elif isinstance(value, bool):
+        what = "true/false"
+    else:
+        what = f"a {type(value).__name__} value"
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise ManifestError(f"{column} is {what} ({shown}), not text")
+
+
 _INT = re.compile(r"^[+-]?\d+$")
 _INT_TYPES = set("bcdoxX")
 _FLOAT_TYPES = set("eEfFgG%")
@@ -218,12 +241,17 @@ class _TemplateFormatter(string.Formatter):
         value = kwargs[key]
         if value is None or (isinstance(value, str) and not value.strip()):
             raise ManifestError(f"--video-template needs column {key!r}, which is empty in the row")
+        if not isinstance(value, (str, bool)):  # true/false: format_field says why
+            _text(value, f"--video-template column {key!r}")  # no objects, lists
         return value
 
     def format_field(self, value, format_spec):
         kind = _spec_number_kind(format_spec)
         if kind is not None:
             value = _template_number(value, kind, format_spec)
+        elif isinstance(value, bool):
+            raise ManifestError(f"--video-template {{:{format_spec}}} needs text or a "
+                                f"number, got {value!r}")
         return format(value, format_spec)
 
 
@@ -354,13 +382,15 @@ def parse_row(row: Mapping[str, Any], source: str, options: ManifestOptions,
             raise ManifestError(
                 "no video URI: the row needs one of the columns " + ", ".join(URI_COLUMNS)
                 + " (or use --video-template)")
-        uri = str(uri).strip()
+        if not isinstance(uri, str):
+            uri = _text(uri, next(c for c in URI_COLUMNS if row.get(c) is uri))
+        uri = uri.strip()
     if options.ignore_times:
         start = end = None
-    clip_id = row.get("clip_id")
-    clip_id = str(clip_id).strip() if clip_id not in (None, "") else None
-    label = row.get("label")
-    label = str(label).strip() if label not in (None, "") else None
+    clip_id = _text(row.get("clip_id"), "clip_id")
+    clip_id = clip_id.strip() if clip_id else None
+    label = _text(row.get("label"), "label")
+    label = label.strip() if label else None
     return ClipRequest(
         clip_id=clip_id or derive_clip_id(uri, start, end),
         video_uri=uri,

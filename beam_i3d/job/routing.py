@@ -120,11 +120,8 @@ class SettleEachKey(beam.DoFn):
                 continue
             if row is not first:
                 self._repeats.inc()
-                what = "scored" if first.request is not None else "reported"
                 yield beam.pvalue.TaggedOutput(self.ERRORS, error_record(
-                    "manifest", DuplicateClip(
-                        f"{row.source}: clip {identity!r} repeats {first.source}, which is "
-                        f"{what} instead"),
+                    "manifest", DuplicateClip(repeat_message(identity, row, first)),
                     row.request.clip_id if row.request else _bad_row_clip_id(row),
                     row.request.video_uri if row.request else _bad_row_uri(row),
                     row.source, key))
@@ -136,6 +133,33 @@ class SettleEachKey(beam.DoFn):
                     row.source, key))
 
 
+def repeat_message(identity: str, row, first) -> str:
+    """The DuplicateClip message of ``row``, a repeat of ``first`` (KeyedRows): the
+    first row is kept whatever its outcome (scored, failed, or a bad row reported), and
+    a repeat that names another video or time range says so."""
+    message = (f"{row.source}: clip {identity!r} repeats {first.source}, the row kept for "
+               f"it whatever its outcome" + (" (a bad row, reported)" if first.request is None
+                                            else "")
+               + "; this repeat is not scored")
+    uri = row.request.video_uri if row.request else _bad_row_uri(row)
+    first_uri = first.request.video_uri if first.request else _bad_row_uri(first)
+    if uri is not None and first_uri is not None and uri != first_uri:
+        message += f"; it names another video: {uri} (the kept row: {first_uri})"
+    if row.request and first.request:
+        span = (row.request.start_sec, row.request.end_sec)
+        first_span = (first.request.start_sec, first.request.end_sec)
+        if span != first_span:
+            message += (f"; it asks for another time range: {_span(*span)} (the kept "
+                        f"row: {_span(*first_span)})")
+    return message
+
+
+def _span(start: float | None, end: float | None) -> str:
+    if start is None and end is None:
+        return "the whole video"
+    return f"{start or 0:g} s to " + ("the end" if end is None else f"{end:g} s")
+
+
 def _bad_row_clip_id(row) -> str | None:
     return None if row.identity.startswith("manifest-row:") else row.identity
 
@@ -144,7 +168,7 @@ def _bad_row_uri(row) -> str | None:
     from beam_i3d.job.manifest import URI_COLUMNS
 
     uri = next((row.row.get(c) for c in URI_COLUMNS if row.row.get(c) not in (None, "")), None)
-    return None if uri is None else str(uri)
+    return str(uri) if isinstance(uri, (str, int, float)) and not isinstance(uri, bool) else None
 
 
 class ReadClipRequests(beam.PTransform):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import re
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
@@ -40,9 +41,14 @@ def content_identity(row: Mapping[str, Any]) -> str:
 def bad_row_identity(row: Mapping[str, Any]) -> str:
     """The identity of a row that could not become a clip (see module doc)."""
     clip_id = row.get("clip_id")
-    if clip_id is not None and str(clip_id).strip():
+    if _is_text(clip_id) and str(clip_id).strip():
         return str(clip_id).strip()
-    return content_identity(row)
+    return content_identity(row)  # also for a clip_id that is not text (an object, a list)
+
+
+def _is_text(value: Any) -> bool:
+    """A manifest text column's value: text or a number (as parse_row reads them)."""
+    return isinstance(value, (str, numbers.Number)) and not isinstance(value, bool)
 
 
 def row_key(identity: str, repeat: int) -> str:

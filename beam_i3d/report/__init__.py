@@ -39,9 +39,9 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     from beam_i3d.report.timelines import timeline_text
 
     summary = build_report(args.dir, args.out, video=args.video)
+    print(text_summary(summary))
     if "timelines" in summary:
         print(timeline_text(summary["timelines"]["shown"]))
-    print(text_summary(summary))
     print(f"report: {summary['report_html']} ({len(summary['charts'])} charts; "
           f"all figures in summary.json)")
     return 0

@@ -27,14 +27,22 @@ def default_out_dir(run_dir: str) -> str:
     return "report"
 
 
+# Metadata that names the run which wrote a file: files of several runs in one output
+# are normal (a resumed run writes beside the earlier ones), so these never disagree.
+# The recipe (output_recipe) is checked apart, against the output's record, naming
+# what differs (recipe_warnings).
+PER_RUN_KEYS = frozenset({"run_id", "output_recipe"})
+
+
 def compare_metadata(per_file: dict[str, dict[str, str]]) -> tuple[dict[str, str], list[dict]]:
     """The first file's metadata, and for every key on which the files disagree the
-    values with the files holding each (a key a file lacks counts as value None)."""
+    values with the files holding each (a key a file lacks counts as value None);
+    :data:`PER_RUN_KEYS` are not compared."""
     if not per_file:
         return {}, []
     paths = sorted(per_file)
     first = per_file[paths[0]]
-    keys = sorted(set().union(*per_file.values()))
+    keys = sorted(set().union(*per_file.values()) - PER_RUN_KEYS)
     disagreements = []
     for key in keys:
         holders: dict[str | None, list[str]] = {}
@@ -109,6 +117,8 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
     in windows (``summary["windows"]``) and its timelines are shown (``timelines``: the
     longest videos, or ``video``); scores figures are then empty, as it has no clips."""
     run_dir = run_dir.rstrip("/") or "/"
+    if not reader.directory_exists(run_dir):
+        raise ReportError(f"{run_dir} does not exist")
     scores_files = reader.part_files(fileio.join(run_dir, "scores"))
     errors_files = reader.part_files(fileio.join(run_dir, "errors"))
     windows_files = reader.part_files(fileio.join(run_dir, "windows"))
@@ -117,9 +127,9 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
     if scores_files is None and errors_files is None and not windowed:
         raise ReportError(f"{run_dir} has neither scores/ nor errors/: is it the output "
                           "directory of a beam-i3d run?")
-    warnings = [f"{run_dir} has no {name}/ directory; read as an empty {name} output"
-                for name, files in (("scores", scores_files), ("errors", errors_files))
-                if files is None and not (windowed and name == "scores")]
+    # A run writes a kind's directory with its first row: no errors/ means none failed
+    # (no scores/, none scored; the summary says so), nothing to warn about.
+    warnings: list[str] = []
     scores_files, errors_files = scores_files or [], errors_files or []
     windows_files = (windows_files or []) if windowed else []
     timelines = timelines_summary(run_dir, video)  # first: an unknown --video fails early
@@ -127,6 +137,8 @@ def compute_summary(run_dir: str, video: str | None = None) -> dict:
     per_file = {path: reader.file_metadata(path)
                 for path in scores_files + windows_files + errors_files}
     metadata, disagreements = compare_metadata(per_file)
+    # Files of several runs (a resumed output) differ in run_id, which is not compared;
+    # every shard's recipe is checked against the output's record.
     for d in disagreements:
         shown = "; ".join(f"{v['value']!r} in {len(v['files'])} file(s)" for v in d["values"])
         warnings.append(f"part files disagree on run metadata {d['key']}: {shown}")

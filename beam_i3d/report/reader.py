@@ -45,6 +45,16 @@ def part_files(directory: str) -> list[str] | None:
     return list_shards(directory)
 
 
+def directory_exists(directory: str) -> bool:
+    """Whether ``directory`` exists: locally, as a directory; on object stores, when some
+    object lies under it."""
+    if fileio.is_local(directory):
+        return os.path.isdir(fileio.local_path(directory))
+    from apache_beam.io.filesystems import FileSystems
+
+    return bool(FileSystems.match([directory.rstrip("/") + "/**"])[0].metadata_list)
+
+
 @contextlib.contextmanager
 def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     """A ParquetFile over a local path or a Beam FileSystems URI; a file that is not
