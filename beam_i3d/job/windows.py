@@ -4,8 +4,9 @@
 range ``[start, end)``) into consecutive windows ``[start + k*S, start + k*S + W)``; the
 windows stop at the first one that reaches the row's end, and that last one ends there
 (a shorter last window follows the usual rules: looped to 9 frames, ``num_frames``
-tells). The row's end is its ``end_sec`` or, without one, the video's duration as its
-container declares it (probed once, from the header), whichever comes first.
+tells). The row's end is its ``end_sec`` or the video's real length, whichever comes
+first: where its frames end, probed once from the packets (not the duration its header
+declares, which can be wrong; see :func:`beam_i3d.job.window_pipeline.video_end`).
 
 Every window is scored exactly like a clip of its own range: its frames are the 25-fps
 frames of ``[start_k, end_k)`` by the recipe's rule (:mod:`beam_i3d.media.video`). The stride
