@@ -51,7 +51,9 @@ SCORES_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("video_uri", pa.string(), nullable=False),
     pa.field("start_sec", pa.float64()),        # null: from the start of the video
-    pa.field("end_sec", pa.float64()),          # null: to the end (capped by max_seconds)
+    # The end of the range scored: the row's end, or where the video's frames end if
+    # they end first (or the max_seconds cap); null: to the end (capped by max_seconds).
+    pa.field("end_sec", pa.float64()),
     pa.field("label", pa.string()),             # ground truth from the manifest, if any
     pa.field("num_frames", pa.int32(), nullable=False),  # real 25-fps frames, before looping
     pa.field("predicted_label", pa.string(), nullable=False),
@@ -85,12 +87,16 @@ WINDOW_FIELDS = [
     pa.field("window_end_sec", pa.float64(), nullable=False),    # its end (capped at the row's)
     pa.field("num_windows", pa.int32(), nullable=False),      # windows the row was planned into
 ]
-# The scores columns (start_sec/end_sec: the manifest row's range) plus the window's.
+# The scores columns (start_sec/end_sec: the manifest row's range as scored, as the
+# plan's range_start_sec/range_end_sec where the row gives them) plus the window's.
 WINDOWS_SCHEMA = pa.schema(list(SCORES_SCHEMA) + WINDOW_FIELDS)
 
 SEGMENT = pa.struct([
     pa.field("label", pa.string(), nullable=False),
     pa.field("label_index", pa.int32(), nullable=False),
+    # Within the time its windows' frames stand for (a window: [start, start +
+    # num_frames / 25)); a segment never spans time no window scored (gaps between
+    # windows, failed windows): segments are split there.
     pa.field("start_sec", pa.float64(), nullable=False),
     pa.field("end_sec", pa.float64(), nullable=False),
     pa.field("mean_probability", pa.float64(), nullable=False),  # of its windows' top-1
@@ -105,8 +111,8 @@ TIMELINES_SCHEMA = pa.schema([
     pa.field("label", pa.string()),                   # ground truth from the manifest, if any
     pa.field("num_windows", pa.int32(), nullable=False),      # planned
     pa.field("windows_scored", pa.int32(), nullable=False),   # of them, in the segments
-    pa.field("start_sec", pa.float64(), nullable=False),      # first window's start
-    pa.field("end_sec", pa.float64(), nullable=False),        # last window's end
+    pa.field("start_sec", pa.float64(), nullable=False),      # first segment's start
+    pa.field("end_sec", pa.float64(), nullable=False),        # where the last frames end
     pa.field("segments", pa.list_(pa.field("element", SEGMENT, nullable=False)),
              nullable=False),
     pa.field("row_key", pa.string(), nullable=False),  # the manifest row
@@ -118,6 +124,8 @@ PLANS_SCHEMA = pa.schema([
     pa.field("video_uri", pa.string(), nullable=False),
     pa.field("duration_sec", pa.float64()),               # as the container declares it
     pa.field("range_start_sec", pa.float64(), nullable=False),
+    # The row's end, or where the video's frames really end if first (from the packets,
+    # whatever duration_sec says).
     pa.field("range_end_sec", pa.float64(), nullable=False),
     pa.field("window_sec", pa.float64(), nullable=False),
     pa.field("stride_sec", pa.float64(), nullable=False),

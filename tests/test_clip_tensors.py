@@ -126,7 +126,7 @@ def test_metadata_and_flow_field_count():
         "num_frames": "5", "start_sec": "0.5", "end_sec": "0.7", "source_width": "320",
         "source_height": "240", "source_fps": "", "source_duration_sec": "3.25",
         "source_codec": "h264", "rotation": "270", "flow_quantized": "",
-        "flow_backend": ""}
+        "flow_backend": "", "range_end_sec": ""}
     assert [ClipTensors(None, None, n).num_flow_fields for n in (0, 1, 2, 9)] == [1, 1, 1, 8]
     quantised = ClipTensors(None, None, 2, flow_quantized=False, flow_backend="tf")
     assert (quantised.metadata()["flow_quantized"], quantised.metadata()["flow_backend"]) == (

@@ -66,9 +66,26 @@ def test_check_window_options_refuses_with_the_reason(window, stride, message):
     assert str(e.value) == message
 
 
+@pytest.mark.parametrize("window, stride, message", [
+    # Shorter than one frame: every window would hold no frame (1e-7 s rounds to 0 us,
+    # a stride that never advances).
+    (1e-7, None, "the window (--window) must be at least one 25-fps frame (0.04 s), "
+                 "got 1e-07 s"),
+    (0.039, 0.04, "the window (--window) must be at least one 25-fps frame (0.04 s), "
+                  "got 0.039 s"),
+    (1, 1e-7, "the stride (--stride) must be at least one 25-fps frame (0.04 s), got 1e-07 s"),
+    (1, 0.02, "the stride (--stride) must be at least one 25-fps frame (0.04 s), got 0.02 s"),
+])
+def test_check_window_options_refuses_less_than_one_frame(window, stride, message):
+    with pytest.raises(ValueError) as e:
+        check_window_options(window, stride)
+    assert str(e.value) == message
+
+
 def test_check_window_options_accepts_whole_frame_strides():
     check_window_options(0.3, 0.04)  # the window itself need not be whole frames
     check_window_options(0.04)
+    check_window_options(0.0400001, 0.04)  # one frame, to the microsecond
     check_window_options(10)
 
 
@@ -192,10 +209,32 @@ def test_cut_windows_shortens_a_window_past_the_decoded_end_and_refuses_an_empty
     assert frame_numbers(last) == [24]  # the span's last frame alone
     assert (last.start_sec, last.end_sec) == (1.96, 2.0)
     assert isinstance(empty, EmptyClip) and isinstance(beyond, EmptyClip)
-    assert str(empty) == ("/videos/v.mp4: window 2 [2 s, 3 s): no frames; the video's "
-                          "frames end at 2.000 s")
-    assert str(beyond) == ("/videos/v.mp4: window 3 [2.2 s, 3 s): no frames; the video's "
-                           "frames end at 2.000 s")
+    # The message does not name the window: the errors row does (once, see below).
+    assert str(empty) == ("/videos/v.mp4: no frames: the window starts at 2 s, after the "
+                          "end of the video's frames (2.000 s)")
+    assert str(beyond) == ("/videos/v.mp4: no frames: the window starts at 2.2 s, after the "
+                           "end of the video's frames (2.000 s)")
+    assert [c.range_end_sec for c in (full, short, last)] == [2.0, 2.0, 2.0]
+
+
+def test_an_empty_window_names_where_the_frames_really_end_and_its_window_once():
+    """The frames of a span end where its video's last frame ends (1.987 s here), not
+    where its 25-fps frames do (2.0 s); the errors row names the window once."""
+    import dataclasses
+
+    from beam_i3d.job.manifest import ClipRequest
+    from beam_i3d.job.records import request_error
+
+    span = dataclasses.replace(numbered_span(1, 25), range_end_sec=1.987)
+    w = Window(2, Fraction(2), Fraction(3))
+    short, empty = cut_windows(span, [Window(1, Fraction(37, 25), Fraction(62, 25)), w])
+    assert short.range_end_sec == 1.987 and short.end_sec == 2.0
+    request = ClipRequest("v", "/videos/v.mp4", None, None, None, "m.csv:2", row_key="v@w2",
+                          window=(w.index, float(w.start), float(w.end), 3))
+    row = request_error("decode", empty, request)
+    assert row["message"] == ("window 2 [2 s, 3 s): /videos/v.mp4: no frames: the window "
+                              "starts at 2 s, after the end of the video's frames (1.987 s)")
+    assert row["message"].count("window 2") == 1 and row["error_type"] == "EmptyClip"
 
 
 @pytest.mark.parametrize("window", [Window(5, Fraction(101, 100), 2),
@@ -254,3 +293,36 @@ def test_merge_timeline_boundaries_use_the_last_window_of_the_segment_before():
     assert merge_timeline([scored(4, 1, 2, "z", 0.9)]) == [
         {"label": "z", "label_index": 122, "start_sec": 1.0, "end_sec": 2.0,
          "first_window": 4, "last_window": 4, "mean_probability": 0.9, "num_windows": 1}]
+
+
+def test_merge_timeline_leaves_out_time_no_window_scored():
+    """Windows of 1 s every 3 s: a segment never spans the 2 s between two windows, even
+    of the same label; the last window, of one frame (its planned range 1 us, the
+    video's last frame), lasts that frame's 0.04 s."""
+    windows = [dict(scored(0, 0.0, 1.0, "a", 0.5), num_frames=25),
+               dict(scored(1, 3.0, 4.0, "a", 0.7), num_frames=25),
+               dict(scored(2, 6.0, 7.0, "b", 0.25), num_frames=25),
+               dict(scored(3, 9.0, 9.000001, "b", 1.0), num_frames=1)]
+    assert [(s["label"], s["start_sec"], s["end_sec"], s["first_window"], s["last_window"])
+            for s in merge_timeline(windows)] == [
+        ("a", 0.0, 1.0, 0, 0), ("a", 3.0, 4.0, 1, 1), ("b", 6.0, 7.0, 2, 2),
+        ("b", 9.0, 9.04, 3, 3)]
+    # Windows whose frames end early (the video's did) end where their frames do.
+    short = merge_timeline([dict(scored(0, 0.0, 2.0, "a", 0.5), num_frames=30),
+                            dict(scored(1, 2.0, 4.0, "b", 0.5), num_frames=50)])
+    assert [(s["start_sec"], s["end_sec"]) for s in short] == [(0.0, 1.2), (2.0, 4.0)]
+    # Touching windows still share their boundary; a failed window leaves its gap.
+    touching = merge_timeline([scored(0, 0, 2, "a", 0.5), scored(1, 2, 4, "b", 0.5),
+                               scored(3, 6, 8, "b", 0.5)])
+    assert [(s["label"], s["start_sec"], s["end_sec"]) for s in touching] == [
+        ("a", 0.0, 2.0), ("b", 2.0, 4.0), ("b", 6.0, 8.0)]
+
+
+def test_window_extent_is_the_time_its_frames_stand_for():
+    from beam_i3d.job.windows import window_extent
+
+    assert window_extent({"window_start_sec": 16.0, "window_end_sec": 18.0,
+                          "num_frames": 37}) == (16.0, 17.48)
+    assert window_extent({"window_start_sec": 9.0, "window_end_sec": 9.033333,
+                          "num_frames": 1}) == (9.0, 9.04)
+    assert window_extent({"window_start_sec": 1.0, "window_end_sec": 2.0}) == (1.0, 2.0)

@@ -26,7 +26,7 @@ from beam_i3d.job.windows import (
     split_items,
     window_key,
 )
-from video_factory import textured_image, write_video
+from video_factory import code_frame, declare_duration, read_code, textured_image, write_video
 
 SAMPLE = Path(__file__).parent.parent / "beam_i3d" / "data" / "samples" / "v_CricketShot_g04_c01.mp4"
 CRICKET_LOOPS = 3  # the 3.16 s sample, three times: 9.48 s of cricket
@@ -125,9 +125,9 @@ def test_merge_timeline_on_known_labels():
     # Overlapping windows: the boundary is the middle of the overlap.
     overlapping = merge_timeline(windows_of("aab", 10, 5))
     assert segment_spans(overlapping) == [("a", 0, 12.5, 2), ("b", 12.5, 20, 1)]
-    # A failed window in between: the boundary is the middle of the gap.
+    # Failed windows in between: their time is a gap, in no segment.
     gap = merge_timeline(windows_of(["a", None, None, "b"], 10, 10))
-    assert segment_spans(gap) == [("a", 0, 20, 1), ("b", 20, 40, 1)]
+    assert segment_spans(gap) == [("a", 0, 10, 1), ("b", 30, 40, 1)]
     assert merge_timeline([]) == []
 
 
@@ -194,7 +194,9 @@ def test_every_window_is_settled_and_verified(windowed_run):
     part = sorted((w for w in windows if w["clip_id"] == "part"), key=lambda w: w["window_index"])
     assert [(w["window_start_sec"], w["window_end_sec"]) for w in part] == [
         (14.3, 16.3), (16.3, pytest.approx(17.48))]
-    assert all(w["start_sec"] == 14.3 and w["end_sec"] == 30 for w in part)
+    # The row's range as scored (its plan's): its end_sec of 30 s is past the frames.
+    assert all(w["start_sec"] == 14.3 and w["end_sec"] == pytest.approx(17.48) for w in part)
+    assert plans["part"]["range_end_sec"] == pytest.approx(17.48)
     errors = {e["row_key"]: e for e in read_rows(out / "errors")}
     assert {k: e["error_type"] for k, e in errors.items()} == {
         "missing": "VideoNotFound", "text": "NotAVideo", "bad": "ManifestError"}
@@ -412,3 +414,177 @@ def test_report_html_charts_the_timeline(windowed_run, tmp_path, capsys):
     assert main(["report", str(out), "--video", "nosuch", "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "--video 'nosuch': no timeline" in err and "it has 2: long, part" in err
+
+
+# --- Videos whose header lies, strides past the window, ranges past the end (issue #21) ---
+
+
+@pytest.fixture(scope="module")
+def misdeclared(tmp_path_factory):
+    """A real 4-s video (100 coded frames at 25 fps) whose MP4 header declares 1 s
+    (tests/video_factory.py's declare_duration), and a 30-fps video of 271 frames (its
+    last frame ends at 9.033 s)."""
+    d = tmp_path_factory.mktemp("misdeclared")
+    liar = write_video(str(d / "liar.mp4"), lambda i: code_frame(i, 160, 120), num_frames=100)
+    declare_duration(liar, 1.0)
+    sparse = write_video(str(d / "sparse.mp4"), lambda i: code_frame(i, 160, 120),
+                         num_frames=271, rate=30)
+    return liar, sparse
+
+
+def test_the_probe_reads_where_the_frames_really_end(misdeclared):
+    """The header says 1 s, the frames run to 4 s: the probe reads both (no frame
+    decoded), and a range after the declared end decodes the frames that are there."""
+    from beam_i3d.media.video import decode_clip, probe_extent
+
+    liar, sparse = misdeclared
+    with av.open(liar) as container:
+        assert container.duration == 1_000_000  # what the header declares
+    extent = probe_extent(liar)
+    assert (extent.declared, extent.exact, extent.frames_end) == (1, True, 4)
+    assert probe_extent(sparse).frames_end == Fraction(271, 30)
+    clip = decode_clip(liar, 2.0, 3.0)  # was EmptyClip: "after the end of the video (1.000 s)"
+    assert [read_code(f) for f in clip.rgb] == list(range(50, 75))
+    assert clip.range_end_sec == 3.0
+    whole = decode_clip(liar, 1.0, 20.0, max_seconds=None)
+    assert whole.num_frames == 75 and whole.range_end_sec == 4.0
+
+
+def test_a_window_or_stride_under_one_frame_is_a_usage_error(misdeclared, tmp_path, capsys):
+    liar, _ = misdeclared
+    manifest = write_manifest(tmp_path / "m.csv", [{"clip_id": "liar", "video_uri": liar}])
+    for options, option in ((["--window", "1e-7"], "--window"),
+                            (["--window", "1", "--stride", "0.01"], "--stride")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["score", "--manifest", manifest, "--output", str(tmp_path / "out"),
+                  *options, "--quiet"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"beam-i3d score: error: the {option[2:]} ({option}) must be "
+                              "at least one 25-fps frame (0.04 s)"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def misdeclared_run(misdeclared, tmp_path_factory):
+    liar, _ = misdeclared
+    d = tmp_path_factory.mktemp("liar_run")
+    manifest = write_manifest(d / "m.csv", [
+        {"clip_id": "liar", "video_uri": liar},
+        {"clip_id": "liar_to_20", "video_uri": liar, "start_sec": "1", "end_sec": "20"},
+    ])
+    out = d / "out"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", "1",
+                 "--windows-per-item", "2", "--quiet"]) == 0
+    return manifest, out
+
+
+def test_windows_cover_the_frames_past_a_header_that_declares_less(misdeclared_run):
+    """The header says 1 s: the windows still cover the 4 s of frames (one window and
+    3 s never scored before), the plan says how many, and verify agrees."""
+    manifest, out = misdeclared_run
+    plans = {p["row_key"]: p for p in read_rows(out / "plans")}
+    assert {k: (p["duration_sec"], p["range_start_sec"], p["range_end_sec"], p["num_windows"])
+            for k, p in plans.items()} == {"liar": (1.0, 0.0, 4.0, 4),
+                                           "liar_to_20": (1.0, 1.0, 4.0, 3)}
+    windows = sorted(read_rows(out / "windows"), key=lambda w: (w["clip_id"], w["window_index"]))
+    assert [(w["row_key"], w["window_start_sec"], w["window_end_sec"], w["num_frames"])
+            for w in windows] == [
+        ("liar@w0", 0.0, 1.0, 25), ("liar@w1", 1.0, 2.0, 25), ("liar@w2", 2.0, 3.0, 25),
+        ("liar@w3", 3.0, 4.0, 25), ("liar_to_20@w0", 1.0, 2.0, 25),
+        ("liar_to_20@w1", 2.0, 3.0, 25), ("liar_to_20@w2", 3.0, 4.0, 25)]
+    # The rows' range as scored, as the plan's: the frames end at 4 s, not at 20.
+    assert {(w["clip_id"], w["start_sec"], w["end_sec"]) for w in windows} == {
+        ("liar", None, None), ("liar_to_20", 1.0, 4.0)}
+    assert read_rows(out / "errors") == []
+    timelines = {t["row_key"]: t for t in read_rows(out / "timelines")}
+    assert (timelines["liar"]["start_sec"], timelines["liar"]["end_sec"]) == (0.0, 4.0)
+    assert main(["verify", "--manifest", manifest, "--output", str(out)]) == 0
+
+
+def test_a_clip_records_the_range_it_scored(misdeclared, tmp_path):
+    """Clip mode: a row whose end is past the video's frames records where they end
+    (4 s, not 20), as a windowed plan's range_end_sec does; a range inside the video
+    records its own end; a row without an end keeps null (to the end of the video)."""
+    liar, _ = misdeclared
+    manifest = write_manifest(tmp_path / "m.csv", [
+        {"clip_id": "to_20", "video_uri": liar, "start_sec": "1", "end_sec": "20"},
+        {"clip_id": "inside", "video_uri": liar, "start_sec": "2", "end_sec": "3.5"},
+        {"clip_id": "whole", "video_uri": liar},
+    ])
+    out = tmp_path / "out"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--quiet"]) == 0
+    scores = {r["clip_id"]: r for r in read_rows(out / "scores")}
+    assert {k: (r["start_sec"], r["end_sec"], r["num_frames"]) for k, r in scores.items()} == {
+        "to_20": (1.0, 4.0, 75), "inside": (2.0, 3.5, 38), "whole": (None, None, 100)}
+
+
+@pytest.fixture(scope="module")
+def sparse_run(misdeclared, tmp_path_factory):
+    _, sparse = misdeclared
+    d = tmp_path_factory.mktemp("sparse_run")
+    manifest = write_manifest(d / "m.csv", [{"clip_id": "sparse", "video_uri": sparse}])
+    out = d / "out"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--window", "1",
+                 "--stride", "3", "--quiet"]) == 0
+    return manifest, out
+
+
+def test_timelines_leave_out_what_no_window_scored(sparse_run):
+    """--window 1 --stride 3 scores [0,1), [3,4), [6,7) and the last frame's [9, 9.033):
+    no segment spans the 2 s between windows, and the last window, one frame, lasts
+    that frame's 0.04 s."""
+    _, out = sparse_run
+    windows = sorted(read_rows(out / "windows"), key=lambda w: w["window_index"])
+    assert [(w["window_start_sec"], w["window_end_sec"], w["num_frames"]) for w in windows] == [
+        (0.0, 1.0, 25), (3.0, 4.0, 25), (6.0, 7.0, 25), (9.0, pytest.approx(9.033333), 1)]
+    (timeline,) = read_rows(out / "timelines")
+    segments = timeline["segments"]
+    spans = [(s["start_sec"], s["end_sec"]) for s in segments]
+    scored = [(0.0, 1.0), (3.0, 4.0), (6.0, 7.0), (9.0, 9.04)]
+    for a, b in spans:  # inside one window's extent
+        assert any(lo <= a < b <= hi for lo, hi in scored), spans
+    assert spans[-1] == (9.0, 9.04) and spans[0][0] == 0.0
+    assert sum(s["num_windows"] for s in segments) == 4
+    assert (timeline["start_sec"], timeline["end_sec"]) == (0.0, 9.04)
+
+
+def test_report_text_gives_each_segment_its_length(sparse_run, capsys):
+    _, out = sparse_run
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(out.parent / "report")]) == 0
+    last = capsys.readouterr().out.splitlines()[4]
+    assert "0:09.0" in last and "(0.04 s, mean p " in last and last.endswith("1 windows)")
+
+
+def test_report_chart_draws_the_gaps_as_gaps(sparse_run, tmp_path):
+    """In the chart's segment strip, time no window scored is not in a label's colour:
+    the strip's coloured runs are the segments, with gaps twice a window's width."""
+    import io
+    import json
+
+    from PIL import Image
+
+    _, out = sparse_run
+    report = tmp_path / "report"
+    assert main(["report", str(out), "--video", "sparse", "--out", str(report)]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    (shown,) = summary["timelines"]["shown"]
+    assert [(w["start_sec"], w["end_sec"]) for w in shown["windows"]][-1] == (9.0, 9.04)
+    image = np.asarray(Image.open(io.BytesIO((report / shown["chart"]).read_bytes()))
+                       .convert("RGB")).astype(int)
+    colours = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in shown["colours"].values()]
+    coloured = np.zeros(image.shape[:2], bool)
+    for c in colours:
+        coloured |= np.abs(image - c).max(axis=2) <= 2
+    row = int(np.argmax(coloured.sum(axis=1)))  # a row through the strip
+    cols = np.flatnonzero(coloured[row])
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+    px = (runs[2][0] - runs[0][0]) / 6.0  # pixels per second (windows 3 s apart)
+    runs = [r for r in runs if r[0] <= runs[0][0] + 9.04 * px + 2]  # not the legend's
+    assert len(runs) == len(shown["segments"]) == 4, [(r[0], r[-1]) for r in runs]
+    assert runs[-1][0] == pytest.approx(runs[0][0] + 9 * px, abs=3)
+    assert runs[0].size == pytest.approx(px, rel=0.05)  # [0, 1): one second
+    assert runs[1][0] - runs[0][-1] - 1 == pytest.approx(2 * px, rel=0.05)  # the gap
+    assert runs[-1].size >= 1  # the last frame's 0.04 s is drawn, not lost

@@ -97,3 +97,50 @@ def textured_image(height: int, width: int, seed: int = 0, sigma: float = 2.0) -
     smooth = cv2.GaussianBlur(noise, (0, 0), sigma)
     smooth -= smooth.min()
     return (smooth / smooth.max() * 255).round().astype(np.uint8)
+
+
+def declare_duration(path: str, seconds: float) -> str:
+    """Make the MP4 at ``path`` (one video track, as :func:`write_video` writes it) declare
+    ``seconds`` in its header whatever its frames say: the movie header's (``mvhd``),
+    the track header's (``tkhd``) and the media header's (``mdhd``) durations are
+    rewritten in place, each in its own timescale. The sample tables (``stts``: every
+    frame's time and duration) and the edit list (``elst``, which FFmpeg applies to the
+    frames: shortening it would really cut them) are left as they are, so FFmpeg reports
+    the declared duration (``container.duration``, ``stream.duration``) while every frame
+    still demuxes and decodes: a header that lies. Only version-0 boxes (32-bit fields)
+    are handled; each box must occur once."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    found: dict[bytes, list[int]] = {}
+
+    def walk(start: int, end: int) -> None:  # the box tree, into moov/trak/mdia
+        while start + 8 <= end:
+            size, kind = struct.unpack(">I4s", data[start:start + 8])
+            if size < 8:
+                raise ValueError(f"{path}: a box size the helper does not handle ({size})")
+            found.setdefault(kind, []).append(start)
+            if kind in (b"moov", b"trak", b"mdia"):
+                walk(start + 8, start + size)
+            start += size
+
+    walk(0, len(data))
+
+    def box(kind: bytes) -> int:
+        starts = found.get(kind, [])
+        if len(starts) != 1 or data[starts[0] + 8] != 0:
+            raise ValueError(f"{path}: expected one version-0 {kind.decode()} box")
+        return starts[0]
+
+    def put(offset: int, value: float) -> None:
+        data[offset:offset + 4] = struct.pack(">I", round(value))
+
+    mvhd, tkhd, mdhd = box(b"mvhd"), box(b"tkhd"), box(b"mdhd")
+    movie_scale = struct.unpack(">I", data[mvhd + 20:mvhd + 24])[0]
+    media_scale = struct.unpack(">I", data[mdhd + 20:mdhd + 24])[0]
+    put(mvhd + 24, seconds * movie_scale)  # size, type, version+flags, created, modified, scale
+    put(tkhd + 28, seconds * movie_scale)  # ... created, modified, track id, reserved
+    put(mdhd + 24, seconds * media_scale)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path

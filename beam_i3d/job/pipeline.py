@@ -31,7 +31,7 @@ from beam_i3d.job.inference import ClipExample, I3DModelHandler, InferenceFailur
 from beam_i3d.job.manifest import ClipRequest, ManifestOptions
 from beam_i3d.job.pooled import PoolDoFn
 from beam_i3d.job.records import (complete_record, inference_errors, inference_failure_record,
-                                   request_error, score_record)
+                                   request_error, score_record, scored_request)
 from beam_i3d.job.routing import ReadClipRequests
 from beam_i3d.job.shards import WriteShards
 from beam_i3d.job.progress import NAMESPACE
@@ -143,8 +143,9 @@ class DecodeClip(PoolDoFn):
         self._millis.update(int(seconds * 1000))
         self._clips.inc()
         self._frames.inc(result.num_frames)
-        yield ClipExample(request=request, num_frames=result.num_frames, rgb=result.rgb,
-                          flow=result.flow)
+        # The row records the range scored: its end where the video's frames end first.
+        yield ClipExample(request=scored_request(request, result.range_end_sec),
+                          num_frames=result.num_frames, rgb=result.rgb, flow=result.flow)
 
 
 # --- Results -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ schemas: :mod:`schemas`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -76,9 +77,21 @@ def inference_errors(failed) -> Iterable[dict]:
         yield request_error("inference", exception, request)
 
 
+def scored_request(request: ClipRequest, range_end_sec: float | None) -> ClipRequest:
+    """The request as scored: its ``end_sec`` the end of the range actually scored,
+    ``min(end_sec, range_end_sec)`` (a video's frames may end before the row's end); a
+    row without an end keeps None (to the end of the video), and so does any row where
+    ``range_end_sec`` is None (not known)."""
+    if request.end_sec is None or range_end_sec is None or range_end_sec >= request.end_sec:
+        return request
+    return dataclasses.replace(request, end_sec=float(range_end_sec))
+
+
 def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
                  labels: Sequence[str], top_k: int, embeddings: bool) -> dict:
-    """One row of the scores output from a clip and its model outputs (see schemas)."""
+    """One row of the scores output from a clip and its model outputs (see schemas);
+    ``start_sec``/``end_sec`` are its request's (the decode step gives the range scored:
+    :func:`scored_request`)."""
     logits = np.asarray(outputs["logits"], np.float32)
     probabilities = np.asarray(outputs["probabilities"], np.float32)
     best = np.argsort(-logits, kind="stable")[:top_k]

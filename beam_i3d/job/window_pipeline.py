@@ -1,13 +1,13 @@
 """The windowed job (``score --window``): the steps between the manifest's requests and
 the shards, for untrimmed videos (the windows themselves: :mod:`beam_i3d.job.windows`).
 
-    requests -> Reshuffle -> plan (probe each video's duration in the decode pool; one
+    requests -> Reshuffle -> plan (probe each video's length in the decode pool; one
       DIR/plans row per manifest row, its windows split into work items of at most
       ``windows_per_item`` windows) -> [resuming: drop windows already settled]
       -> Reshuffle -> decode each item once in the decode pool, cut its windows
       -> RunInference (as clips) -> DIR/windows rows
       -> GroupByKey(manifest row) -> merge -> DIR/timelines rows
-    a video whose duration cannot be read, and every failed window ------> DIR/errors
+    a video whose length cannot be read, and every failed window ------> DIR/errors
 
 A work item is the unit of parallelism: a 3-hour video is about 180 items of a minute
 that any worker may take, and a worker holds one item's frames at a time per decoding
@@ -28,7 +28,7 @@ from beam_i3d.job.inference import ClipExample
 from beam_i3d.job.manifest import ClipRequest
 from beam_i3d.job.pooled import PoolDoFn
 from beam_i3d.job.progress import NAMESPACE
-from beam_i3d.job.records import request_error
+from beam_i3d.job.records import request_error, scored_request
 from beam_i3d.job.windows import (
     Window,
     WindowOptions,
@@ -59,27 +59,53 @@ def window_request(item: WorkItem, window: Window) -> ClipRequest:
         window=(window.index, float(window.start), float(window.end), item.num_windows))
 
 
-def plan_row(request: ClipRequest, duration, options: WindowOptions):
-    """``(plan record, [WorkItem])`` for a row whose video declares ``duration`` seconds
-    (None: unknown). Raises UnknownDuration / EmptyClip for a row that has no windows."""
-    if duration is None and request.end_sec is None:
-        raise UnknownDuration(request.video_uri, "the container declares no duration, so "
-                                                 "its windows cannot be planned")
+def video_end(probed):
+    """Where a probed video's windows end (s, exact; None: unknown): where its frames
+    really end (``probed.frames_end``, from the packets), not where its header says (it
+    may declare less: the windows go on to the real end), except where an exact declared
+    duration runs past the frames by more than the decoder's truncation tolerance (a
+    truncated file: the windows keep to the declared end, so those past the frames
+    become errors, not silently dropped ones); the declared duration where the packets
+    carry no times."""
+    from beam_i3d.media.video import TRUNCATION_TOLERANCE
+
+    declared, real = probed.duration, probed.frames_end
+    if real is None:
+        return declared
+    if (declared is not None and probed.exact
+            and declared > real + TRUNCATION_TOLERANCE):
+        return declared
+    return real
+
+
+def plan_row(request: ClipRequest, probed, options: WindowOptions):
+    """``(plan record, [WorkItem])`` for a row whose video was probed as ``probed`` (a
+    :class:`beam_i3d.media.decode_pool.Probed`: its declared duration and where its
+    frames end; see :func:`video_end`). Raises UnknownDuration / EmptyClip for a row that
+    has no windows. The items' request records the range planned (``end_sec`` capped at
+    the video's end, :func:`beam_i3d.job.records.scored_request`), as its plan does."""
+    duration, end_of_video = probed.duration, video_end(probed)
+    if end_of_video is None and request.end_sec is None:
+        raise UnknownDuration(request.video_uri, "the container declares no duration and "
+                                                 "its packets carry no times, so its windows "
+                                                 "cannot be planned")
     start = micro(request.start_sec or 0.0)
-    end = micro(request.end_sec) if request.end_sec is not None else micro(duration)
-    if duration is not None:
-        end = min(end, micro(duration))
+    end = micro(request.end_sec) if request.end_sec is not None else micro(end_of_video)
+    if end_of_video is not None:
+        end = min(end, micro(end_of_video))
     windows = plan_windows(start, end, options.window, options.stride_sec)
     if not windows:
+        lasts = ("" if end_of_video is None
+                 else f" (the video's frames end at {float(end_of_video):.3f} s)")
         raise EmptyClip(request.video_uri, f"no windows: the range [{float(start):g} s, "
-                                           f"{float(end):g} s) is empty (the video lasts "
-                                           f"{float(duration or 0):.3f} s)")
+                                           f"{float(end):g} s) is empty{lasts}")
     plan = {"clip_id": request.clip_id, "video_uri": request.video_uri,
             "duration_sec": None if duration is None else float(duration),
             "range_start_sec": float(start), "range_end_sec": float(end),
             "window_sec": float(options.window), "stride_sec": float(options.stride_sec),
             "num_windows": len(windows), "row_key": request.row_key}
-    items = [WorkItem(request, tuple(part), len(windows))
+    scored = scored_request(request, float(end))
+    items = [WorkItem(scored, tuple(part), len(windows))
              for part in split_items(windows, options.windows_per_item)]
     return plan, items
 
@@ -105,7 +131,7 @@ class PlanWindows(PoolDoFn):
         try:
             if isinstance(result, BaseException):
                 raise result
-            plan, items = plan_row(request, result.duration, self._window)
+            plan, items = plan_row(request, result, self._window)
         except Exception as e:  # noqa: BLE001: the row's error
             self._failed.inc()
             if not isinstance(e, VideoError):
@@ -190,15 +216,16 @@ def timeline_record(element) -> dict:
     rows = sorted({r["window_index"]: r for r in rows}.values(),
                   key=lambda r: r["window_index"])
     first = rows[0]
+    segments = merge_timeline(rows)
     return {"clip_id": first["clip_id"], "video_uri": first["video_uri"],
             "label": first["label"], "num_windows": first["num_windows"],
-            "windows_scored": len(rows), "start_sec": rows[0]["window_start_sec"],
-            "end_sec": rows[-1]["window_end_sec"], "segments": merge_timeline(rows),
+            "windows_scored": len(rows), "start_sec": segments[0]["start_sec"],
+            "end_sec": max(s["end_sec"] for s in segments), "segments": segments,
             "row_key": row_key}
 
 
 _TIMELINE_COLUMNS = ("clip_id", "video_uri", "label", "num_windows", "window_index",
-                     "window_start_sec", "window_end_sec", "predicted_label",
+                     "window_start_sec", "window_end_sec", "num_frames", "predicted_label",
                      "predicted_index", "predicted_probability")
 
 

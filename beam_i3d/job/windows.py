@@ -4,8 +4,9 @@
 range ``[start, end)``) into consecutive windows ``[start + k*S, start + k*S + W)``; the
 windows stop at the first one that reaches the row's end, and that last one ends there
 (a shorter last window follows the usual rules: looped to 9 frames, ``num_frames``
-tells). The row's end is its ``end_sec`` or, without one, the video's duration as its
-container declares it (probed once, from the header), whichever comes first.
+tells). The row's end is its ``end_sec`` or the video's real length, whichever comes
+first: where its frames end, probed once from the packets (not the duration its header
+declares, which can be wrong; see :func:`beam_i3d.job.window_pipeline.video_end`).
 
 Every window is scored exactly like a clip of its own range: its frames are the 25-fps
 frames of ``[start_k, end_k)`` by the recipe's rule (:mod:`beam_i3d.media.video`). The stride
@@ -71,13 +72,22 @@ def micro(seconds) -> Fraction:
 
 
 def check_window_options(window: float, stride: float | None = None) -> None:
-    """Raise ValueError unless ``window`` > 0 and ``stride`` (default: the window) is
-    a positive whole number of 25-fps frames (a multiple of 0.04 s)."""
+    """Raise ValueError (naming the option) unless ``window`` is at least one 25-fps frame
+    (0.04 s) and ``stride`` (default: the window) is a positive whole number of 25-fps
+    frames (a multiple of 0.04 s): a window or a stride shorter than one frame would
+    plan windows that hold no frame (or never advance)."""
+    frame = Fraction(1, SAMPLE_FPS)
     if not (window > 0 and math.isfinite(window)):
         raise ValueError(f"the window must be a positive number of seconds, got {window}")
+    if micro(window) < frame:
+        raise ValueError(f"the window (--window) must be at least one {SAMPLE_FPS}-fps frame "
+                         f"({float(frame):g} s), got {window:g} s")
     stride = window if stride is None else stride
     if not (stride > 0 and math.isfinite(stride)):
         raise ValueError(f"the stride must be a positive number of seconds, got {stride}")
+    if micro(stride) < frame:
+        raise ValueError(f"the stride (--stride) must be at least one {SAMPLE_FPS}-fps frame "
+                         f"({float(frame):g} s), got {stride:g} s")
     frames = micro(stride) * SAMPLE_FPS
     if frames.denominator != 1:
         raise ValueError(f"the stride must be a whole number of {SAMPLE_FPS}-fps frames (a "
@@ -140,12 +150,15 @@ def cut_windows(span, windows: Sequence[Window]) -> list:
     """The frames of each window, sliced from ``span`` (a
     :class:`beam_i3d.media.video.DecodedClip` of :func:`span_of` the windows, decoded without a
     cap), as DecodedClips exactly like decoding each window as a clip of its own; a
-    window with no frames in the span (past the decoded end of the video) is an
-    EmptyClip error instead."""
+    window with no frames in the span (past the end of the video's frames) is an
+    EmptyClip error instead (its message does not name the window: the errors row adds
+    that, :func:`beam_i3d.job.records.request_error`)."""
     from beam_i3d.errors import EmptyClip
     from beam_i3d.media.video import DecodedClip
 
     origin = micro(span.start_sec)
+    # Where the span's frames really end (older spans: where its 25-fps frames end).
+    frames_end = span.end_sec if span.range_end_sec is None else span.range_end_sec
     out = []
     for w in windows:
         offset = (w.start - origin) * SAMPLE_FPS
@@ -155,8 +168,9 @@ def cut_windows(span, windows: Sequence[Window]) -> list:
         wanted = math.ceil((w.end - w.start) * SAMPLE_FPS)
         count = min(wanted, span.num_frames - first)
         if count <= 0:
-            out.append(EmptyClip(span.info.uri, f"{window_text(*w)}: no frames; the video's "
-                                                f"frames end at {span.end_sec:.3f} s"))
+            out.append(EmptyClip(span.info.uri, f"no frames: the window starts at "
+                                                f"{float(w.start):g} s, after the end of the "
+                                                f"video's frames ({frames_end:.3f} s)"))
             continue
         part = slice(first, first + count)
         out.append(DecodedClip(
@@ -166,49 +180,68 @@ def cut_windows(span, windows: Sequence[Window]) -> list:
             source_times=span.source_times[part],
             start_sec=float(w.start),
             end_sec=float(w.start + Fraction(count, SAMPLE_FPS)),
-            info=span.info))
+            info=span.info,
+            range_end_sec=float(min(w.end, micro(frames_end)))))
     return out
 
 
 # --- Timelines -------------------------------------------------------------------------
 
 
+_TOUCH = 1e-6  # seconds: windows closer than this touch (times are whole microseconds)
+
+
+def window_extent(w: dict) -> tuple[float, float]:
+    """The time a scored window's frames stand for, in seconds: ``[window_start_sec,
+    window_start_sec + num_frames / 25)``, each frame lasting one 25-fps frame (so a last
+    window of one frame lasts 0.04 s, and a window whose video ended early ends where its
+    frames do); ``[window_start_sec, window_end_sec)`` for a row without ``num_frames``."""
+    start = float(w["window_start_sec"])
+    if w.get("num_frames") is None:
+        return start, float(w["window_end_sec"])
+    return start, float(micro(start) + Fraction(int(w["num_frames"]), SAMPLE_FPS))
+
+
 def merge_timeline(windows: Sequence[dict]) -> list[dict]:
-    """Segments where the top-1 label stays the same, from scored windows.
+    """Segments where the top-1 label stays the same, from scored windows; a segment
+    never spans time that no window scored.
 
     ``windows``: dicts with ``window_index``, ``window_start_sec``, ``window_end_sec``,
-    ``predicted_label``, ``predicted_index``, ``predicted_probability`` (any order;
-    missing windows are simply absent). Consecutive windows (by index) with the same
-    label form one segment. Where the label changes between windows ``a`` and ``b``, the
-    boundary is the middle of ``[start_b, end_a]``: ``start_b`` for windows that touch
-    (stride = window), the middle of their overlap for overlapping ones, the middle of
-    the gap where windows are missing. The first segment starts at the first window's
-    start, the last ends at the last window's end. Each segment: ``label``,
-    ``label_index``, ``start_sec``, ``end_sec``, ``mean_probability`` (of its windows'
-    top-1 probabilities), ``num_windows``, ``first_window``, ``last_window``.
+    ``num_frames`` (optional), ``predicted_label``, ``predicted_index``,
+    ``predicted_probability`` (any order; missing windows are simply absent). A window
+    covers its :func:`window_extent`. Consecutive windows (by index) with the same label
+    whose extents touch or overlap form one segment, from its first window's start to the
+    end of the last of them. Where windows do not touch (a stride longer than the window,
+    or failed windows leaving a stretch no window covers) the segment ends where its
+    windows end and the next starts where its first window starts: the gap is left out,
+    even between windows of the same label (two segments). Where the label changes between
+    windows ``a`` and ``b`` that touch or overlap, the boundary is the middle of
+    ``[start_b, end_a]``: ``start_b`` for windows that touch (stride = window), the middle
+    of their overlap for overlapping ones. Each segment: ``label``, ``label_index``,
+    ``start_sec``, ``end_sec``, ``mean_probability`` (of its windows' top-1
+    probabilities), ``num_windows``, ``first_window``, ``last_window``.
     """
     ordered = sorted(windows, key=lambda w: w["window_index"])
     segments: list[dict] = []
     for w in ordered:
         label = w["predicted_label"]
-        if segments and segments[-1]["label"] == label:
-            seg = segments[-1]
-            seg["_probabilities"].append(float(w["predicted_probability"]))
-            seg["end_sec"] = float(w["window_end_sec"])
-            seg["last_window"] = int(w["window_index"])
-            seg["_last_end"] = float(w["window_end_sec"])
+        start, end = window_extent(w)
+        previous = segments[-1] if segments else None
+        touches = previous is not None and start <= previous["_last_end"] + _TOUCH
+        if touches and previous["label"] == label:
+            previous["_probabilities"].append(float(w["predicted_probability"]))
+            previous["_last_end"] = max(previous["_last_end"], end)
+            previous["end_sec"] = previous["_last_end"]
+            previous["last_window"] = int(w["window_index"])
             continue
-        start = float(w["window_start_sec"])
-        if segments:
-            previous = segments[-1]
+        if touches:
             boundary = (start + previous["_last_end"]) / 2
             previous["end_sec"] = boundary
             start = boundary
         segments.append({
             "label": label, "label_index": int(w["predicted_index"]),
-            "start_sec": start, "end_sec": float(w["window_end_sec"]),
-            "_probabilities": [float(w["predicted_probability"])],
-            "_last_end": float(w["window_end_sec"]),
+            "start_sec": start, "end_sec": end,
+            "_probabilities": [float(w["predicted_probability"])], "_last_end": end,
             "first_window": int(w["window_index"]), "last_window": int(w["window_index"]),
         })
     for seg in segments:

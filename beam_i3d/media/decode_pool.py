@@ -10,7 +10,7 @@ as :func:`beam_i3d.media.preprocess.preprocess_clip` would make it in process (b
 
 Besides clips, a child runs other work that opens untrusted media under the same rules
 (:meth:`DecodePool.submit_call`: a module-level function of the URI and the limits;
-the windowed job's duration probes, ``fvd``'s frame counts and clips).
+the windowed job's length probes, ``fvd``'s frame counts and clips).
 
 Children are started when first needed and reused. Each sets OpenCV to one thread,
 decodes with one FFmpeg thread (the pool spreads the CPUs over clips instead), and limits
@@ -129,10 +129,15 @@ class Finished(NamedTuple):
 
 @dataclasses.dataclass
 class Probed:
-    """The result of a probe task (:meth:`DecodePool.submit_probe`): the video's declared
-    duration in seconds (an exact fraction), None if its container declares none."""
+    """The result of a probe task (:meth:`DecodePool.submit_probe`), in seconds (exact
+    fractions): ``duration``, the video's declared duration (None if its container
+    declares none); ``exact``, whether that is a per-stream duration; ``frames_end``,
+    where its last frame really ends, from the packets (None: they carry no times; see
+    :func:`beam_i3d.media.video_open.frames_end`)."""
 
     duration: Any
+    exact: bool = False
+    frames_end: Any = None
 
 
 @dataclasses.dataclass
@@ -197,9 +202,10 @@ def flow_time_limit(pairs: int, height: int, width: int, grace_seconds: float = 
 
 def probe(uri: str, limits: DecodeLimits) -> Probed:
     """A probe task (:meth:`DecodePool.submit_probe`), run in a child."""
-    from beam_i3d.media.video import probe_duration
+    from beam_i3d.media.video import probe_extent
 
-    return Probed(probe_duration(uri, limits))
+    extent = probe_extent(uri, limits)
+    return Probed(extent.declared, extent.exact, extent.frames_end)
 
 
 def _segment_name(prefix: str, seq: int, index: int) -> str:
@@ -619,9 +625,9 @@ class DecodePool:
         self._queue(key, uri, start_sec, end_sec, options, finish_here)
 
     def submit_probe(self, key: Hashable, uri: str) -> None:
-        """Queue a probe of ``uri``'s declared duration (header only, no frame decoded);
-        its result is a :class:`Probed` or the exception (the errors of
-        :func:`beam_i3d.media.video.probe_video`)."""
+        """Queue a probe of ``uri``'s length: its declared duration and where its frames
+        really end (from the packets, no frame decoded); its result is a :class:`Probed`
+        or the exception (the errors of :func:`beam_i3d.media.video.probe_extent`)."""
         self.submit_call(key, uri, probe)
 
     def submit_call(self, key: Hashable, uri: str, function, *args,

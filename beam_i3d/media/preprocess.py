@@ -38,7 +38,8 @@ class ClipTensors:
     if not asked for); T, T_f >= 9 after looping. ``num_frames``: real 25-fps frames
     decoded, before looping (``num_flow_fields = num_frames - 1`` real flow fields, at
     least 1). ``start_sec``/``end_sec``: the range covered, ``end_sec = start_sec +
-    num_frames / 25``. ``source_*``: the video as its container describes it (coded
+    num_frames / 25``; ``range_end_sec``: where the range scored really ends (see
+    :class:`~beam_i3d.media.video.DecodedClip`; None: not known). ``source_*``: the video as its container describes it (coded
     size, average frame rate, declared duration, codec); ``rotation``: degrees
     counter-clockwise the frames were turned to be upright.
     """
@@ -56,6 +57,7 @@ class ClipTensors:
     rotation: int = 0
     flow_quantized: bool | None = None  # None when there is no flow stream
     flow_backend: str | None = None
+    range_end_sec: float | None = None
 
     @property
     def num_flow_fields(self) -> int:
@@ -153,6 +155,7 @@ def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
         rotation=info.rotation,
         flow_quantized=quantize_flow if want_flow else None,
         flow_backend=flow_backend if want_flow else None,
+        range_end_sec=clip.range_end_sec,
     )
 
 

@@ -26,7 +26,7 @@ worst, from the beginning.
 The rest lives in two modules of its own, shared by clips and windows (see
 :mod:`beam_i3d.job.windows`), and is re-exported here: opening and probing a video
 (:mod:`beam_i3d.media.video_open`: reading, accepted formats, header checks, :func:`probe_video`,
-:func:`probe_duration`) and the pixels (:mod:`beam_i3d.media.video_pixels`: shapes,
+:func:`probe_duration`, :func:`probe_extent`) and the pixels (:mod:`beam_i3d.media.video_pixels`: shapes,
 resize, orientation, crop, colour conversion).
 """
 
@@ -50,11 +50,13 @@ from beam_i3d.errors import (
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, SAMPLE_FPS, DecodeLimits
 from beam_i3d.media.video_open import (  # noqa: F401: re-exported
     ACCEPTED_FORMATS,
+    Extent,
     VideoInfo,
     _OpenVideo,
     _one_line,
     check_uri_scheme,
     probe_duration,
+    probe_extent,
     probe_video,
     storage_error,
 )
@@ -72,7 +74,7 @@ from beam_i3d.media.video_pixels import (  # noqa: F401: re-exported
 _SEEK_BACKOFFS = (0, 1, 5, 30)
 # A declared duration longer than the decoded stream by more than this means the file
 # is truncated (only for containers whose per-stream durations are exact).
-_TRUNCATION_TOLERANCE = Fraction(1, 2)
+TRUNCATION_TOLERANCE = Fraction(1, 2)
 
 
 @dataclasses.dataclass
@@ -84,7 +86,9 @@ class DecodedClip:
     ``times``: ``[T]`` float64, output time ``t_k`` of each frame (s);
     ``source_times``: ``[T]`` float64, presentation time of the source frame chosen for
     each output (s); ``start_sec``/``end_sec``: the range actually covered, ``end_sec =
-    start_sec + T/25``.
+    start_sec + T/25``; ``range_end_sec``: where the range scored really ends (s): its
+    end (or cap) when the video's frames reach it, else the end of the video's last frame
+    (``<= end_sec``; None where not known, e.g. a clip built by hand).
     """
 
     rgb: np.ndarray
@@ -94,6 +98,7 @@ class DecodedClip:
     start_sec: float
     end_sec: float
     info: VideoInfo
+    range_end_sec: float | None = None
 
     @property
     def num_frames(self) -> int:
@@ -257,9 +262,8 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
     limits = limits or DecodeLimits()
     start, stop = clip_time_range(uri, start_sec, end_sec, max_seconds)
     with _OpenVideo(uri, limits, decode_threads) as video:
-        if video.exact_duration and start >= video.declared_duration:
-            raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of the "
-                                 f"video ({float(video.declared_duration):.3f} s)")
+        # Not refused from the declared duration: a header may declare less than its frames
+        # (a range past the end is found out by decoding, after one seek).
         if start >= limits.max_duration_seconds:
             # Also keeps seek offsets in FFmpeg's 64-bit range (a start of 1e15 s).
             raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of any "
@@ -376,14 +380,16 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
         if count:
             emit(previous, previous_time, count)
         if (not sampler.done and video.exact_duration
-                and end_time < video.declared_duration - _TRUNCATION_TOLERANCE):
+                and end_time < video.declared_duration - TRUNCATION_TOLERANCE):
             raise CorruptVideo(uri, f"the video stream ends at {float(end_time):.3f} s but the "
                                     f"container declares {float(video.declared_duration):.3f} s: "
                                     "truncated file")
         if not rgb.count:
-            raise EmptyClip(uri, f"no frames in the range starting at {float(start):g} s; the "
-                                 f"video ends at {float(end_time):.3f} s")
+            raise EmptyClip(uri, f"no frames: the range starts at {float(start):g} s, after the "
+                                 f"end of the video's frames ({float(end_time):.3f} s)")
     num = rgb.count
+    # Where the range scored ends: its stop where the frames reached it, else the video's end.
+    range_end = sampler.stop if sampler.done else end_time
     times = np.array([float(sampler.time_of(k)) for k in range(num)])
     return DecodedClip(
         rgb=rgb.result(),
@@ -393,6 +399,7 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
         start_sec=float(start),
         end_sec=float(sampler.time_of(num)),
         info=dataclasses.replace(video.info, rotation=orientation.rotation if orientation else 0),
+        range_end_sec=float(range_end),
     )
 
 

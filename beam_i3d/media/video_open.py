@@ -1,6 +1,7 @@
 """Opening a video: reading its bytes (local or through Beam's FileSystems), the
 container formats accepted, the header checks against the decode limits, and
-probing (what the container says, its declared duration) without decoding a frame.
+probing (what the container says, its declared duration, where its frames really end)
+without decoding a frame.
 
 Reading. ``uri`` is a local path, a ``file:`` URI (``file:///a/b``, ``file:/a/b``), or a
 URI of a scheme Beam's FileSystems have registered (``gs://``, ``s3://``...); any other
@@ -531,6 +532,105 @@ def probe_video(uri: str, limits: DecodeLimits | None = None) -> VideoInfo:
     """
     with _OpenVideo(uri, limits or DecodeLimits()) as video:
         return video.info
+
+
+@dataclasses.dataclass(frozen=True)
+class Extent:
+    """How long a video is (seconds from the video stream's start, exact fractions):
+    ``declared``: the duration its container declares (None: none), ``exact``: whether
+    that is a per-stream duration (see :func:`_declared_duration`), ``frames_end``: where
+    its last frame really ends, from the packets' timestamps (None: the packets carry
+    none)."""
+
+    declared: Fraction | None
+    exact: bool
+    frames_end: Fraction | None
+
+
+def frames_end(video: _OpenVideo) -> Fraction | None:
+    """Where the video stream's last frame ends (s from its start), from the packets'
+    presentation times and durations, without decoding a frame: seek to the last keyframe
+    (the demuxer's index), read the packets from there to the end of the file (the end of
+    the last frame shown: the largest ``pts + duration``; packets an edit list discards do
+    not count). Where that seek fails or finds no packet, every packet from the start is
+    read (within the clip's time budget: DecodeTimeout). None if no packet has a time.
+    Leaves the demuxer moved (``video.seeked``)."""
+    import av
+
+    container, stream, tb = video.container, video.stream, video.time_base
+    rate = stream.average_rate or stream.guessed_rate
+
+    def scan() -> Fraction | None:
+        last = second = None  # the two largest presentation times (pts)
+        end = None  # the largest pts + duration of the packets that carry a duration
+        last_duration = 0
+        for packet in container.demux(stream):
+            video.check_deadline()
+            if packet.pts is None or packet.is_discard:
+                continue
+            if last is None or packet.pts > last:
+                last, second, last_duration = packet.pts, last, packet.duration or 0
+            elif packet.pts != last and (second is None or packet.pts > second):
+                second = packet.pts
+            if packet.duration:
+                value = packet.pts + packet.duration
+                end = value if end is None else max(end, value)
+        if last is None:
+            return None
+        # As decoding times the last frame: its duration, else the interval before it.
+        if last_duration:
+            tail = Fraction(last_duration) * tb
+        elif second is not None:
+            tail = Fraction(last - second) * tb
+        else:
+            tail = 1 / Fraction(rate) if rate else Fraction(1, 25)
+        ends = Fraction(last - video.origin_pts) * tb + tail
+        if end is not None:
+            ends = max(ends, Fraction(end - video.origin_pts) * tb)
+        return ends
+
+    video.seeked = True
+    found = None
+    try:
+        target = video.origin_pts + int(video.limits.max_duration_seconds / tb)
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        found = scan()
+    except (av.error.FFmpegError, OverflowError, ValueError):
+        found = None
+    if found is None:  # no index, or the seek went past every packet: read them all
+        try:
+            container.seek(video.origin_pts, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            pass  # the demuxer stays where it is: reading on is what can be done
+        found = scan()
+    return found
+
+
+def probe_extent(uri: str, limits: DecodeLimits | None = None) -> Extent:
+    """The video's :class:`Extent`: its declared duration and where its frames really
+    end (:func:`frames_end`; no frame decoded). Raises what :func:`probe_video` raises,
+    CorruptVideo where the packets cannot be read, and VideoTooLong where the frames
+    run past ``limits.max_duration_seconds`` whatever the header declares."""
+    import av
+
+    limits = limits or DecodeLimits()
+    with _OpenVideo(uri, limits) as video:
+        try:
+            end = frames_end(video)
+        except VideoError:
+            raise
+        except IndexError:  # see beam_i3d.media.video._frames
+            raise CorruptVideo(uri, "a packet of a stream that was not in the header "
+                                    "(damaged file)") from None
+        except (av.error.FFmpegError, OverflowError, ValueError) as e:
+            raise CorruptVideo(uri, f"reading the packets failed: {_one_line(e)}") from None
+        if end is not None and end > limits.max_duration_seconds:
+            declared = ("declares no duration" if video.declared_duration is None else
+                        f"declares {float(video.declared_duration):.3f} s")
+            raise VideoTooLong(uri, f"the video's frames run to {float(end):.1f} s (its "
+                                    f"container {declared}), over the limit of "
+                                    f"{limits.max_duration_seconds:g} s")
+        return Extent(video.declared_duration, video.exact_duration, end)
 
 
 def probe_duration(uri: str, limits: DecodeLimits | None = None) -> Fraction | None:

@@ -190,8 +190,21 @@ CHARTS: dict[str, tuple[str, Callable[[dict], bytes | None]]] = {
 TIMELINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                     "#e377c2", "#bcbd22", "#17becf")
 OTHER_LABELS = GREY
+GAP_COLOUR = "#c8c8c8"  # the hatching of time no window scored
 CLOCK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800,
                3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def timeline_gaps(segments: list[dict]) -> list[tuple[float, float]]:
+    """The stretches ``(start, end)`` in seconds between a video's segments that no window
+    scored (segments never span such time: :func:`beam_i3d.job.windows.merge_timeline`)."""
+    ordered = sorted(segments, key=lambda s: s["start_sec"])
+    out, reached = [], None
+    for s in ordered:
+        if reached is not None and s["start_sec"] > reached + 1e-6:
+            out.append((reached, s["start_sec"]))
+        reached = s["end_sec"] if reached is None else max(reached, s["end_sec"])
+    return out
 
 
 def label_colours(segments: list[dict]) -> dict[str, str]:
@@ -231,12 +244,17 @@ def timeline_chart(entry: dict) -> bytes:
     its segments coloured by top-1 label, and under it, on the same time axis, each
     segment's mean top-1 probability (a band of the label's colour up to it) and each
     window's top-1 probability (a point at the window's middle, in its label's colour;
-    the line breaks where windows are missing)."""
+    the line breaks where windows are missing or do not touch). Time no window scored
+    (between segments) is a gap: hatched grey in the strip, empty below."""
     segments, windows = entry["segments"], entry["windows"]
     colours = entry["colours"]
     start, end = entry["start_sec"], max(entry["end_sec"], entry["start_sec"] + 1e-3)
     fig = _figure(10, 3.8)
     strip, ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 4])
+    gaps = timeline_gaps(segments)
+    if gaps:
+        strip.broken_barh([(a, b - a) for a, b in gaps], (0, 1), facecolors="white",
+                          edgecolors=GAP_COLOUR, hatch="////", linewidth=0)
     for s in segments:
         colour = colours.get(s["label"], OTHER_LABELS)
         width = s["end_sec"] - s["start_sec"]
@@ -248,7 +266,8 @@ def timeline_chart(entry: dict) -> bytes:
     if windows:
         xs, ys = [], []
         for previous, w in zip([None] + windows[:-1], windows):
-            if previous is not None and w["window_index"] != previous["window_index"] + 1:
+            if previous is not None and (w["window_index"] != previous["window_index"] + 1
+                                         or w["start_sec"] > previous["end_sec"] + 1e-6):
                 xs.append(float("nan"))
                 ys.append(float("nan"))
             xs.append((w["start_sec"] + w["end_sec"]) / 2)
@@ -280,6 +299,9 @@ def timeline_chart(entry: dict) -> bytes:
     others = len({s["label"] for s in segments} - set(colours))
     if others:
         handles.append(Patch(color=OTHER_LABELS, label=f"{others} other label(s)"))
+    if gaps:
+        handles.append(Patch(facecolor="white", edgecolor=GAP_COLOUR, hatch="////",
+                             label="not scored"))
     handles.append(Line2D([], [], color="#555555", linewidth=2, label="segment mean p"))
     if windows:
         handles.append(Line2D([], [], color="#333333", linewidth=0.8, marker="o",

@@ -10,7 +10,7 @@ from beam_i3d.errors import ReportError
 
 LONGEST = 3  # videos shown without --video
 WINDOW_COLUMNS = ("row_key", "run_id", "window_index", "window_start_sec", "window_end_sec",
-                  "predicted_label", "predicted_probability")
+                  "num_frames", "predicted_label", "predicted_probability")
 
 
 def read_timelines(run_dir: str) -> list[dict]:
@@ -66,9 +66,10 @@ def choose(run_dir: str, timelines: list[dict], video: str | None) -> list[dict]
 
 def read_windows(run_dir: str, row_keys) -> dict[str, list[dict]]:
     """The scored windows of the rows ``row_keys`` from ``DIR/windows``, by row key, in
-    window order: ``window_index``, ``start_sec``, ``end_sec``, ``label`` (top-1),
-    ``probability``. Reads only those columns; a window written more than once (retried
-    work, a resumed run) is its latest run's."""
+    window order: ``window_index``, ``start_sec``, ``end_sec`` (the time its frames stand
+    for, :func:`beam_i3d.job.windows.window_extent`, as in the segments), ``label``
+    (top-1), ``probability``. Reads only those columns; a window written more than once
+    (retried work, a resumed run) is its latest run's."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -86,11 +87,13 @@ def read_windows(run_dir: str, row_keys) -> dict[str, list[dict]]:
             held = best.get(w["row_key"])
             if held is None or w["run_id"] > held["run_id"]:
                 best[w["row_key"]] = w
+    from beam_i3d.job.windows import window_extent
+
     out: dict[str, list[dict]] = {key: [] for key in wanted.to_pylist()}
     for w in sorted(best.values(), key=lambda w: w["window_index"]):
+        start, end = window_extent(w)
         out[w["_row"]].append({"window_index": w["window_index"],
-                               "start_sec": w["window_start_sec"],
-                               "end_sec": w["window_end_sec"],
+                               "start_sec": start, "end_sec": end,
                                "label": w["predicted_label"],
                                "probability": float(w["predicted_probability"])})
     return out
@@ -125,6 +128,7 @@ def timeline_text(timelines: list[dict]) -> str:
                      f"windows scored, {len(t['segments'])} segments")
         for s in t["segments"]:
             lines.append(f"  {clock(s['start_sec']):>10} - {clock(s['end_sec']):>10}  "
-                         f"{s['label']}  (mean p {s['mean_probability']:.2f}, "
+                         f"{s['label']}  ({s['end_sec'] - s['start_sec']:.2f} s, "
+                         f"mean p {s['mean_probability']:.2f}, "
                          f"{s['num_windows']} windows)")
     return "\n".join(lines)
