@@ -33,7 +33,7 @@ def test_file_stems_are_safe_and_reversible(clip_id):
     else:
         assert clip_id_of_stem(stem) == clip_id
     assert set(stem) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                            "0123456789-_.%")
+                            "0123456789-_.%~")
     assert not stem.startswith(".") and stem not in ("", ".", "..")
 
 
