@@ -6,7 +6,11 @@ row must end as exactly one error row. Prints the wall time, the peak resident m
 the job (the launcher and every process it started, sampled), and what the end-of-run
 reconciliation and ``beam-i3d verify`` say.
 
-    python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory]
+    python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory] [--profile F]
+
+``--profile F`` runs ``score`` under cProfile and writes its stats to F (the DirectRunner's
+default ``in_memory`` mode runs the whole pipeline in the launcher's process, so the
+profile covers every stage but the decoding children); it slows the run down.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from decode_speed import cpu_model  # noqa: E402 (the benchmarks name the CPU alike)
+
+
+# score under cProfile (``beam-i3d``'s own entry point ends with os._exit, which would
+# lose the stats): argv[1] is the stats file, the rest score's arguments.
+_PROFILED = ("import cProfile, sys; from beam_i3d.cli import main; p = cProfile.Profile(); "
+             "code = p.runcall(main, sys.argv[2:]); p.dump_stats(sys.argv[1]); "
+             "sys.stdout.flush(); sys.stderr.flush(); import os; os._exit(code)")
 
 
 def write_manifest(path: str, rows: int) -> None:
@@ -58,6 +69,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=650_000)
     parser.add_argument("--mode", default=None,
                         help="--direct_running_mode to pass (default: the job's default)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run score under cProfile, writing its stats to FILE")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="beam-i3d-scale-")
     manifest = os.path.join(work, "k700.csv")
@@ -65,7 +78,8 @@ def main() -> int:
     out = os.path.join(work, "out")
     template = os.path.join(work, "videos", "{split}", "{youtube_id}_{time_start:06d}_"
                             "{time_end:06d}.mp4")
-    command = [sys.executable, "-m", "beam_i3d", "score", "--manifest", manifest,
+    entry = ["-c", _PROFILED, os.path.abspath(args.profile)] if args.profile else ["-m", "beam_i3d"]
+    command = [sys.executable, *entry, "score", "--manifest", manifest,
                "--output", out, "--video-template", template, "--ignore-times", "--quiet",
                "--max-error-rate", "1"]
     if args.mode:

@@ -36,6 +36,7 @@ from beam_i3d.job.routing import ReadClipRequests
 from beam_i3d.job.shards import WriteShards
 from beam_i3d.job.progress import NAMESPACE
 from beam_i3d.media.recipe import DecodeLimits
+from beam_i3d.media.video import error_before_opening
 from beam_i3d.job.windows import WindowOptions
 from schemas import (ERRORS_SCHEMA, PLANS_SCHEMA, SCORES_SCHEMA, TIMELINES_SCHEMA,
                      WINDOWS_SCHEMA, with_run_metadata)
@@ -122,6 +123,13 @@ class DecodeClip(PoolDoFn):
 
     def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
+        # A local file that does not exist fails here, as it would in a child (the same
+        # VideoNotFound), for one stat instead of a round trip through the pool.
+        missing = error_before_opening(request.video_uri, request.start_sec,
+                                       request.end_sec, self._max_seconds)
+        if missing is not None:
+            yield from self.outputs(request, missing, 0.0)
+            return
         yield from self.submit(request, timestamp, window, lambda key: self._pool.submit(
             key, request.video_uri, request.start_sec, request.end_sec,
             streams=self._streams, max_seconds=self._max_seconds,

@@ -54,6 +54,7 @@ from beam_i3d.media.video_open import (  # noqa: F401: re-exported
     _OpenVideo,
     _one_line,
     check_uri_scheme,
+    missing_local_file,
     probe_duration,
     probe_video,
     storage_error,
@@ -172,6 +173,19 @@ def clip_time_range(uri: str, start_sec: float | None, end_sec: float | None,
         cap = start + Fraction(round(max_seconds * 1_000_000), 1_000_000)
         stop = cap if stop is None else min(stop, cap)
     return start, stop
+
+
+def error_before_opening(uri: str, start_sec: float | None, end_sec: float | None,
+                         max_seconds: float | None) -> VideoError | None:
+    """The VideoNotFound that :func:`decode_clip` would raise for a local file that does
+    not exist, found without opening anything (a ``stat``, so a process that must not
+    decode untrusted media may ask); None where ``decode_clip`` would go further, or
+    would fail first on its time range (then it says so itself)."""
+    try:
+        clip_time_range(uri, start_sec, end_sec, max_seconds)
+    except (ValueError, VideoError):
+        return None
+    return missing_local_file(uri)
 
 
 # --- Decoding -----------------------------------------------------------------------
