@@ -3,7 +3,8 @@
 650,000 rows in the official Kinetics CSV layout (``label,youtube_id,time_start,
 time_end,split``) with ``--video-template`` pointing at files that do not exist, so every
 row must end as exactly one error row. Prints the wall time, the peak resident memory of
-the job (the launcher and every process it started, sampled), and what the end-of-run
+the job (the launcher and every process it started, sampled), its CPU time (less
+sensitive than the wall time to other work on a shared machine), and what the end-of-run
 reconciliation and ``beam-i3d verify`` say.
 
     python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory] [--profile F]
@@ -87,6 +88,7 @@ def main() -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); rows: {args.rows:,}; "
           f"mode: {args.mode or 'default'}", flush=True)
     started = time.monotonic()
+    cpu_before = os.times()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -100,8 +102,11 @@ def main() -> int:
     _, stderr = proc.communicate()
     elapsed = time.monotonic() - started
     sampler.join()
+    cpu = os.times()
+    cpu_s = (cpu.children_user - cpu_before.children_user
+             + cpu.children_system - cpu_before.children_system)
     print(f"score: exit {proc.returncode}, {elapsed:.1f} s, peak RSS {peak[0] / 2**30:.2f} GiB "
-          f"(launcher + workers)")
+          f"(launcher + workers), CPU {cpu_s:.1f} s (user + system, all its processes)")
     for line in stderr.splitlines():
         if line.startswith("beam-i3d score:"):
             print("  " + line)

@@ -33,6 +33,7 @@ resize, orientation, crop, colour conversion).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from fractions import Fraction
 from typing import Iterator
@@ -181,11 +182,21 @@ def error_before_opening(uri: str, start_sec: float | None, end_sec: float | Non
     not exist, found without opening anything (a ``stat``, so a process that must not
     decode untrusted media may ask); None where ``decode_clip`` would go further, or
     would fail first on its time range (then it says so itself)."""
-    try:
-        clip_time_range(uri, start_sec, end_sec, max_seconds)
-    except (ValueError, VideoError):
+    missing = missing_local_file(uri)
+    if missing is None or not _range_accepted(start_sec, end_sec, max_seconds):
         return None
-    return missing_local_file(uri)
+    return missing
+
+
+@functools.lru_cache(maxsize=1024)
+def _range_accepted(start_sec, end_sec, max_seconds) -> bool:
+    """Whether :func:`clip_time_range` accepts these times (it names the URI only in its
+    errors); remembered, as a manifest's times repeat."""
+    try:
+        clip_time_range("", start_sec, end_sec, max_seconds)
+    except (ValueError, VideoError):
+        return False
+    return True
 
 
 # --- Decoding -----------------------------------------------------------------------
