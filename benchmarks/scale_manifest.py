@@ -9,10 +9,10 @@ reconciliation and ``beam-i3d verify`` say.
 
     python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory] [--profile F]
 
-``--profile F`` runs ``score`` under cProfile (in CPU time) and writes its stats to F (the
-DirectRunner's default ``in_memory`` mode runs the whole pipeline in the launcher's
-process, so the profile covers every stage but the decoding children); it slows the run
-down.
+``--profile F`` runs ``score`` under cProfile and writes its stats to F (the DirectRunner's
+default ``in_memory`` mode runs the whole pipeline in the launcher's process, so the
+profile covers every stage but the decoding children); it slows the run down, and its
+times are wall-clock times, which other work on a shared machine stretches.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from decode_speed import cpu_model  # noqa: E402 (the benchmarks name the CPU al
 
 
 # score under cProfile (``beam-i3d``'s own entry point ends with os._exit, which would
-# lose the stats): argv[1] is the stats file, the rest score's arguments. The profile
-# counts the process's CPU time, not the wall clock, which other work on the machine
-# would stretch.
-_PROFILED = ("import cProfile, sys, time; from beam_i3d.cli import main; "
-             "p = cProfile.Profile(time.process_time); "
+# lose the stats): argv[1] is the stats file, the rest score's arguments. cProfile's
+# default clock is the wall clock: a CPU-time clock (time.process_time, a system call per
+# reading) made a 650,000-row run take over half an hour.
+_PROFILED = ("import cProfile, sys; from beam_i3d.cli import main; p = cProfile.Profile(); "
              "code = p.runcall(main, sys.argv[2:]); p.dump_stats(sys.argv[1]); "
              "sys.stdout.flush(); sys.stderr.flush(); import os; os._exit(code)")
 
