@@ -291,8 +291,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
     else:
         # No Reshuffle before decoding: the requests come out of routing's GroupByKey by
         # clip identity, which already spreads them over the workers (the decoding does
-        # not fuse with the manifest's read); another shuffle cost a fifth of a run of
-        # missing videos.
+        # not fuse with the manifest's read); a second shuffle cost a fifth of the CPU
+        # time of a run of 65,000 missing videos (benchmarks/README.md).
         decoded = requests | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
             DecodeClip.ERRORS, main="clips")
         scores, inference_errors = decoded.clips | "Score" >> score_clips

@@ -49,9 +49,9 @@ def expected_rows(pattern: str, options: ManifestOptions) -> list[ExpectedRow]:
     """Every row of the manifests ``pattern`` matches, keyed as the pipeline keys it,
     in manifest order (file, line).
 
-    The files are read in that order, so an identity's rows come first row first and
-    each gets its key as it comes (:func:`row_keys.assign_keys` orders them the same
-    way); only each file's ``(identity, source)`` pairs are held while it is read."""
+    The files are read in that order, so the rows of an identity come in the order
+    :func:`row_keys.assign_keys` gives them and each gets its key as it comes; only each
+    file's ``(identity, source)`` pairs are held while it is read."""
     repeats: dict[str, int] = {}  # identity -> its rows so far
     out: list[ExpectedRow] = []
     for path in manifest_files(pattern):
