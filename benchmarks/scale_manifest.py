@@ -3,10 +3,16 @@
 650,000 rows in the official Kinetics CSV layout (``label,youtube_id,time_start,
 time_end,split``) with ``--video-template`` pointing at files that do not exist, so every
 row must end as exactly one error row. Prints the wall time, the peak resident memory of
-the job (the launcher and every process it started, sampled), and what the end-of-run
+the job (the launcher and every process it started, sampled), its CPU time (less
+sensitive than the wall time to other work on a shared machine), and what the end-of-run
 reconciliation and ``beam-i3d verify`` say.
 
-    python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory]
+    python benchmarks/scale_manifest.py [--rows 650000] [--mode in_memory] [--profile F]
+
+``--profile F`` runs ``score`` under cProfile and writes its stats to F (the DirectRunner's
+default ``in_memory`` mode runs the whole pipeline in the launcher's process, so the
+profile covers every stage but the decoding children); it slows the run down, and its
+times are wall-clock times, which other work on a shared machine stretches.
 """
 
 from __future__ import annotations
@@ -21,6 +27,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from decode_speed import cpu_model  # noqa: E402 (the benchmarks name the CPU alike)
+
+
+# score under cProfile (``beam-i3d``'s own entry point ends with os._exit, which would
+# lose the stats): argv[1] is the stats file, the rest score's arguments. cProfile's
+# default clock is the wall clock: a CPU-time clock (time.process_time, a system call per
+# reading) made a 650,000-row run take over half an hour.
+_PROFILED = ("import cProfile, sys; from beam_i3d.cli import main; p = cProfile.Profile(); "
+             "code = p.runcall(main, sys.argv[2:]); p.dump_stats(sys.argv[1]); "
+             "sys.stdout.flush(); sys.stderr.flush(); import os; os._exit(code)")
 
 
 def write_manifest(path: str, rows: int) -> None:
@@ -58,6 +73,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=650_000)
     parser.add_argument("--mode", default=None,
                         help="--direct_running_mode to pass (default: the job's default)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run score under cProfile, writing its stats to FILE")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="beam-i3d-scale-")
     manifest = os.path.join(work, "k700.csv")
@@ -65,7 +82,8 @@ def main() -> int:
     out = os.path.join(work, "out")
     template = os.path.join(work, "videos", "{split}", "{youtube_id}_{time_start:06d}_"
                             "{time_end:06d}.mp4")
-    command = [sys.executable, "-m", "beam_i3d", "score", "--manifest", manifest,
+    entry = ["-c", _PROFILED, os.path.abspath(args.profile)] if args.profile else ["-m", "beam_i3d"]
+    command = [sys.executable, *entry, "score", "--manifest", manifest,
                "--output", out, "--video-template", template, "--ignore-times", "--quiet",
                "--max-error-rate", "1"]
     if args.mode:
@@ -73,6 +91,7 @@ def main() -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); rows: {args.rows:,}; "
           f"mode: {args.mode or 'default'}", flush=True)
     started = time.monotonic()
+    cpu_before = os.times()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -86,8 +105,11 @@ def main() -> int:
     _, stderr = proc.communicate()
     elapsed = time.monotonic() - started
     sampler.join()
+    cpu = os.times()
+    cpu_s = (cpu.children_user - cpu_before.children_user
+             + cpu.children_system - cpu_before.children_system)
     print(f"score: exit {proc.returncode}, {elapsed:.1f} s, peak RSS {peak[0] / 2**30:.2f} GiB "
-          f"(launcher + workers)")
+          f"(launcher + workers), CPU {cpu_s:.1f} s (user + system, all its processes)")
     for line in stderr.splitlines():
         if line.startswith("beam-i3d score:"):
             print("  " + line)

@@ -45,6 +45,23 @@ def test_missing_file(tmp_path):
     expect(errors.VideoNotFound, "file:" + str(tmp_path / "nope.mp4"))
 
 
+def test_error_before_opening_is_decode_clips_own(tmp_path, good):
+    """What a parent may find with a stat, without opening the file, is exactly the
+    error decoding raises; the rest (a directory, remote URIs, a range decode_clip
+    refuses first) is left to decoding."""
+    for uri in (str(tmp_path / "nope.mp4"), "file://" + str(tmp_path / "nope.mp4"),
+                "file:" + str(tmp_path / "nope.mp4")):
+        found = video.error_before_opening(uri, 1.0, 2.0, 10.0)
+        raised = expect(errors.VideoNotFound, uri, 1.0, 2.0)
+        assert (type(found), found.uri, found.cause, str(found)) == (
+            type(raised), raised.uri, raised.cause, str(raised))
+    for uri in (good["mp4"], str(tmp_path), "gs://bucket/nope.mp4", "http://127.0.0.1:9/a.mp4"):
+        assert video.error_before_opening(uri, None, None, 10.0) is None, uri
+    nope = str(tmp_path / "nope.mp4")
+    assert video.error_before_opening(nope, 2.0, 1.0, 10.0) is None
+    expect(errors.EmptyClip, nope, 2.0, 1.0)
+
+
 @pytest.mark.parametrize("uri", [
     "http://127.0.0.1:9/clip.mp4", "https://127.0.0.1:9/clip.mp4", "ftp://127.0.0.1/clip.mp4",
     "HTTP://127.0.0.1:9/clip.mp4", "nosuchscheme://bucket/clip.mp4",

@@ -114,7 +114,7 @@ def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
 
     data, pipeline = staged_pipeline(job)
     names = {t.unique_name for t in pipeline.components.transforms.values()}
-    for name in ("Manifests", "Reshuffle", "Decode", "Score", "WriteScores", "WriteErrors"):
+    for name in ("Manifests", "Decode", "Score", "WriteScores", "WriteErrors"):
         assert name in names, sorted(names)
     assert any(n.startswith("Score/I3D/") for n in names)
     # Nothing local: one environment, our image, its only artifacts staged on gs://;
@@ -125,7 +125,7 @@ def test_launch_submits_a_gpu_runner_v2_job(gcs_emulator, tmp_path):
         assert dependency.type_urn == "beam:artifact:type:url:v1"
         assert b"gs://test-bucket/beam-i3d/staging/" in dependency.type_payload
     pickles = pickled_payloads(pipeline)
-    assert len(pickles) > 20
+    assert len(pickles) > 10  # the DoFns and functions of every step (15 when written)
     # (Only the source file names of pickled lambdas mention this checkout: code
     # objects keep the path they were compiled from; workers never open it.)
     source_file = re.compile(re.escape(str(ROOT)).encode() + rb"/[\w/.-]+\.py")

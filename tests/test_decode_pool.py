@@ -248,3 +248,38 @@ def test_decode_clip_dofn_emits_everything_in_its_window(videos):
                     equal_to([("ABORT", "DecoderCrashed", "decode"), ("text", "NotAVideo", "decode"),
                               ("RAISE", "KeyError", "decode")]),
                     label="CheckErrors")
+
+
+def test_decode_clip_dofn_fails_a_missing_local_file_without_a_child(videos, tmp_path):
+    """A local file that does not exist is answered in the parent (one stat), with the
+    error row a child would have sent; anything else still goes through the pool."""
+    from beam_i3d.job.manifest import ClipRequest
+    from beam_i3d.job.pipeline import DecodeClip, ScoreOptions
+    from beam_i3d.job.records import request_error
+
+    missing = str(tmp_path / "absent.mp4")
+    options = ScoreOptions(manifest="m.csv", output="out", limits=LIMITS, decode_processes=1)
+    dofn = DecodeClip(options)
+    dofn.setup()
+    try:
+        for uri in (missing, "file://" + missing):
+            request = ClipRequest("absent", uri, 1.0, 3.0, None, "m.csv:2", row_key="absent")
+            (out,) = list(dofn.process(request, 0, None))
+            assert out.tag == DecodeClip.ERRORS
+            # What the pool answers for the same file, built into a row the same way.
+            with DecodePool(1, LIMITS) as pool:
+                pool.submit("k", uri, 1.0, 3.0)
+                (finished,) = list(pool.results())
+            assert out.value == request_error("decode", finished.result, request)
+            assert out.value["error_type"] == "VideoNotFound"
+            assert out.value["message"] == f"{uri}: no such file"
+        assert dofn._pool.in_flight() == 0 and not dofn._pool._children  # no child started
+
+        # A missing file with an empty range fails on its range first, in a child.
+        inverted = ClipRequest("inverted", missing, 3.0, 1.0, None, "m.csv:3")
+        assert list(dofn.process(inverted, 0, None)) == []
+        assert dofn._pool.in_flight() == 1
+        (out,) = list(dofn.finish_bundle())
+        assert out.tag == DecodeClip.ERRORS and out.value.value["error_type"] == "EmptyClip"
+    finally:
+        dofn.teardown()

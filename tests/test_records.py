@@ -83,6 +83,24 @@ def test_complete_record_fills_nullable_fields_and_refuses_missing_required_ones
         complete_record({}, schema)
 
 
+def test_complete_record_reads_each_schema_object_once_and_never_a_stale_one():
+    """The field names are remembered per schema object (by id, the object kept): a new
+    object that reuses a dead one's id gets its own fields, and the memory is bounded."""
+    from beam_i3d.job import records
+
+    old = pa.schema([pa.field("clip_id", pa.string())])
+    new = pa.schema([pa.field("clip_id", pa.string()), pa.field("n", pa.int32(), nullable=False)])
+    # as if ``new`` had the id of ``old``, now dead: its own fields must be read
+    records._FIELD_NAMES[id(new)] = (old, ("clip_id",), ())
+    with pytest.raises(ValueError, match=r"lacks required \['n'\]"):
+        complete_record({"clip_id": "a"}, new)
+    assert complete_record({"clip_id": "a", "n": 1}, new) == {"clip_id": "a", "n": 1}
+    schemas = [pa.schema([pa.field(f"f{i}", pa.int32())]) for i in range(100)]
+    for i, schema in enumerate(schemas):
+        assert complete_record({}, schema) == {f"f{i}": None}
+        assert len(records._FIELD_NAMES) <= 64
+
+
 def test_score_record_holds_the_request_the_streams_and_the_window():
     import numpy as np
 

@@ -304,6 +304,10 @@ def test_settle_each_key_scores_the_first_row_and_reports_each_repeat(tmp_path):
                             {"clip_id": "x", "video_uri": "/v/x3.mp4"}])
     m = tmp_path / "m.csv"
     out = list(SettleEachKey().process(("x", {"rows": list(reversed(rows)), "done": []})))
+    # a fresh run groups the rows alone (GroupByKey, no settled keys): the same outputs
+    fresh = list(SettleEachKey().process(("x", iter(reversed(rows)))))
+    assert [(getattr(o, "tag", None), getattr(o, "value", o)) for o in fresh] == [
+        (getattr(o, "tag", None), getattr(o, "value", o)) for o in out]
     assert out[0].row_key == "x" and out[0].video_uri == "/v/x1.mp4"
     assert all(isinstance(o, TaggedOutput) and o.tag == SettleEachKey.ERRORS for o in out[1:])
     assert [o.value for o in out[1:]] == [

@@ -332,21 +332,30 @@ def _compiled_template(template: str):
     return tuple(parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _format_text(value: str, spec: str) -> str:
+    """``format_field`` of a text value, remembered: a manifest's times, splits and
+    labels repeat, and reading them as numbers is most of a URI's cost."""
+    return _FORMATTER.format_field(value, spec)
+
+
 def _format_template(template: str, row: Mapping[str, Any]) -> str:
-    fields = {k: v for k, v in row.items() if k is not None}
     try:
         try:
             parts = _compiled_template(template)
         except ValueError:
             parts = None  # a malformed template: the general formatter says why
         if parts is None:
-            return _FORMATTER.vformat(template, (), fields)
+            return _FORMATTER.vformat(template, (), {k: v for k, v in row.items()
+                                                     if k is not None})
         out = []
         for literal, field, spec in parts:
             out.append(literal)
             if field is not None:
-                out.append(_FORMATTER.format_field(_FORMATTER.get_value(field, (), fields),
-                                                   spec))
+                # (a field names a column, never None: the row itself will do for kwargs)
+                value = _FORMATTER.get_value(field, (), row)
+                out.append(_format_text(value, spec) if type(value) is str
+                           else _FORMATTER.format_field(value, spec))
         return "".join(out)
     except ManifestError:
         raise

@@ -1,7 +1,7 @@
 """The scoring job: manifests in, batched I3D RunInference, Parquet out.
 
     read manifests -> parse rows -> drop repeats (and, resuming, clips already done)
-      -> Reshuffle -> decode + preprocess -> RunInference(I3DModelHandler)
+      -> decode + preprocess -> RunInference(I3DModelHandler)
       -> fuse streams, softmax, top-k -> WriteShards(DIR/scores)
     every failure on the way ------------------------------> WriteShards(DIR/errors)
 
@@ -36,6 +36,7 @@ from beam_i3d.job.routing import ReadClipRequests
 from beam_i3d.job.shards import WriteShards
 from beam_i3d.job.progress import NAMESPACE
 from beam_i3d.media.recipe import DecodeLimits
+from beam_i3d.media.video import error_before_opening
 from beam_i3d.job.windows import WindowOptions
 from schemas import (ERRORS_SCHEMA, PLANS_SCHEMA, SCORES_SCHEMA, TIMELINES_SCHEMA,
                      WINDOWS_SCHEMA, with_run_metadata)
@@ -125,6 +126,13 @@ class DecodeClip(PoolDoFn):
 
     def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
+        # A local file that does not exist fails here, as it would in a child (the same
+        # VideoNotFound), for one stat instead of a round trip through the pool.
+        missing = error_before_opening(request.video_uri, request.start_sec,
+                                       request.end_sec, self._max_seconds)
+        if missing is not None:
+            yield from self.outputs(request, missing, 0.0)
+            return
         yield from self.submit(request, timestamp, window, lambda key: self._pool.submit(
             key, request.video_uri, request.start_sec, request.end_sec,
             streams=self._streams, max_seconds=self._max_seconds,
@@ -288,11 +296,12 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
                    ("plans", plans, PLANS_SCHEMA, "rows_planned"),
                    ("errors", errors, ERRORS_SCHEMA, "clips_failed"))
     else:
-        decoded = (
-            requests
-            | "Reshuffle" >> beam.Reshuffle()
-            | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
-                DecodeClip.ERRORS, main="clips"))
+        # No Reshuffle before decoding: the requests come out of routing's GroupByKey by
+        # clip identity, which already spreads them over the workers (the decoding does
+        # not fuse with the manifest's read); a second shuffle cost a fifth of the CPU
+        # time of a run of 65,000 missing videos (benchmarks/README.md).
+        decoded = requests | "Decode" >> beam.ParDo(DecodeClip(options)).with_outputs(
+            DecodeClip.ERRORS, main="clips")
         scores, inference_errors = decoded.clips | "Score" >> score_clips
         errors = ((manifest_errors, decoded.errors, inference_errors)
                   | "AllErrors" >> beam.Flatten())

@@ -62,10 +62,28 @@ def complete_record(record: Mapping[str, Any], schema) -> dict:
 
     Raises ValueError naming the required fields that are missing.
     """
-    missing = [f.name for f in schema if not f.nullable and record.get(f.name) is None]
+    names, required = _field_names(schema)
+    missing = [name for name in required if record.get(name) is None]
     if missing:
         raise ValueError(f"record for {record.get('clip_id')!r} lacks required {missing}")
-    return {f.name: record.get(f.name) for f in schema}
+    return {name: record.get(name) for name in names}
+
+
+# id(schema) -> (schema, its field names, the required ones). Reading a pyarrow schema's
+# fields builds a Field object each time (about 10 us a record); a writer completes
+# every record with the same schema object, kept here so that its id stays its own.
+_FIELD_NAMES: dict[int, tuple] = {}
+
+
+def _field_names(schema) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    entry = _FIELD_NAMES.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        if len(_FIELD_NAMES) >= 64:
+            _FIELD_NAMES.clear()
+        fields = list(schema)
+        entry = _FIELD_NAMES[id(schema)] = (
+            schema, tuple(f.name for f in fields), tuple(f.name for f in fields if not f.nullable))
+    return entry[1], entry[2]
 
 
 def inference_errors(failed) -> Iterable[dict]:

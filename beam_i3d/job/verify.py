@@ -18,12 +18,12 @@ from typing import Sequence, TextIO
 
 from beam_i3d.job.manifest import ManifestOptions
 from beam_i3d.job.results import Settled, settle
-from beam_i3d.job.row_keys import assign_keys, keyed_rows
+from beam_i3d.job.row_keys import keyed_rows, row_key
 
 SHOW_MISSING = 20  # missing rows named in the message
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: a Kinetics manifest has 650,000
 class ExpectedRow:
     """A manifest row as the output must settle it."""
 
@@ -47,22 +47,25 @@ def read_file_bytes(path: str) -> bytes:
 
 def expected_rows(pattern: str, options: ManifestOptions) -> list[ExpectedRow]:
     """Every row of the manifests ``pattern`` matches, keyed as the pipeline keys it,
-    in manifest order (file, line)."""
-    by_identity: dict[str, list] = {}
-    out: list[tuple[tuple, ExpectedRow]] = []
+    in manifest order (file, line).
+
+    The files are read in that order, so the rows of an identity come in the order
+    :func:`row_keys.assign_keys` gives them and each gets its key as it comes; only each
+    file's ``(identity, source)`` pairs are held while it is read."""
+    repeats: dict[str, int] = {}  # identity -> its rows so far
+    out: list[ExpectedRow] = []
     for path in manifest_files(pattern):
         try:
-            rows = list(keyed_rows(path, read_file_bytes(path), options))
+            rows = [(row.identity, row.source)
+                    for row in keyed_rows(path, read_file_bytes(path), options)]
         except Exception:  # noqa: BLE001: the job reports such a file as one error row
-            out.append(((path, 0), ExpectedRow(f"manifest-file:{path}", path)))
+            out.append(ExpectedRow(f"manifest-file:{path}", path))
             continue
-        for row in rows:
-            by_identity.setdefault(row.identity, []).append(row)
-    for identity, rows in by_identity.items():
-        for key, row in assign_keys(identity, rows, order=lambda r: r.order):
-            out.append((row.order, ExpectedRow(key, row.source)))
-    out.sort(key=lambda entry: entry[0])
-    return [row for _, row in out]
+        for identity, source in rows:
+            k = repeats.get(identity, 0)
+            repeats[identity] = k + 1
+            out.append(ExpectedRow(row_key(identity, k), source))
+    return out
 
 
 @dataclasses.dataclass

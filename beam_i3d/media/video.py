@@ -33,6 +33,7 @@ resize, orientation, crop, colour conversion).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from fractions import Fraction
 from typing import Iterator
@@ -55,6 +56,7 @@ from beam_i3d.media.video_open import (  # noqa: F401: re-exported
     _OpenVideo,
     _one_line,
     check_uri_scheme,
+    missing_local_file,
     probe_duration,
     probe_extent,
     probe_video,
@@ -177,6 +179,29 @@ def clip_time_range(uri: str, start_sec: float | None, end_sec: float | None,
         cap = start + Fraction(round(max_seconds * 1_000_000), 1_000_000)
         stop = cap if stop is None else min(stop, cap)
     return start, stop
+
+
+def error_before_opening(uri: str, start_sec: float | None, end_sec: float | None,
+                         max_seconds: float | None) -> VideoError | None:
+    """The VideoNotFound that :func:`decode_clip` would raise for a local file that does
+    not exist, found without opening anything (a ``stat``, so a process that must not
+    decode untrusted media may ask); None where ``decode_clip`` would go further, or
+    would fail first on its time range (then it says so itself)."""
+    missing = missing_local_file(uri)
+    if missing is None or not _range_accepted(start_sec, end_sec, max_seconds):
+        return None
+    return missing
+
+
+@functools.lru_cache(maxsize=1024)
+def _range_accepted(start_sec, end_sec, max_seconds) -> bool:
+    """Whether :func:`clip_time_range` accepts these times (it names the URI only in its
+    errors); remembered, as a manifest's times repeat."""
+    try:
+        clip_time_range("", start_sec, end_sec, max_seconds)
+    except (ValueError, VideoError):
+        return False
+    return True
 
 
 # --- Decoding -----------------------------------------------------------------------

@@ -122,8 +122,9 @@ def _open_bytes(uri: str, deadline: float, budget: float):
     (bounded by ``deadline``); any other scheme (http://, ftp://...) is UnsupportedURI."""
     if fileio.is_local(uri):
         path = fileio.local_path(uri)
-        if not os.path.exists(path):
-            raise VideoNotFound(uri, "no such file")
+        missing = missing_local_file(uri)
+        if missing is not None:
+            raise missing
         if not os.path.isfile(path):  # a directory, a FIFO or a device: never block on it
             raise VideoNotFound(uri, "not a regular file")
         try:
@@ -134,6 +135,14 @@ def _open_bytes(uri: str, deadline: float, budget: float):
             raise VideoNotFound(uri, f"cannot be opened: {e.strerror}") from None
     check_uri_scheme(uri)
     return _RemoteFile(uri, deadline, budget)
+
+
+def missing_local_file(uri: str) -> VideoNotFound | None:
+    """VideoNotFound for a local path or file: URI where nothing exists (one ``stat``,
+    nothing opened or read); None otherwise, remote URIs included."""
+    if fileio.is_local(uri) and not os.path.exists(fileio.local_path(uri)):
+        return VideoNotFound(uri, "no such file")
+    return None
 
 
 def check_uri_scheme(uri: str) -> None:
