@@ -1,6 +1,7 @@
 """``beam-i3d fvd`` against ``beam-i3d score`` on the same clips: time and peak memory.
 
     python benchmarks/fvd_speed.py [--clips 24] [--frames 16] [--small 8] [--two-sets]
+                                   [--no-score] [--repeat 1]
 
 Makes N H.264 clips of ``frames`` frames (340x256, 25 fps, textured motion; the
 clips of ``pipeline_speed.py``), then runs, each as a user runs it (a subprocess,
@@ -18,7 +19,9 @@ as the fake set; ``score`` runs on all 2N clips, ``fvd`` is ``--real A --fake B`
 clips a side, both sides' statistics and the distance), the small run ``small`` a side.
 
 Prints wall time, clips/s and the peak resident memory of each run (the process tree's
-largest process, from ``wait4``'s rusage).
+largest process, from ``wait4``'s rusage). ``--no-score`` leaves ``score`` out (half the
+time of a memory study); ``--repeat R`` runs each ``fvd`` R times and prints every peak,
+since one run's peak varies by hundreds of MiB between runs of the same clips.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=8)
     parser.add_argument("--two-sets", action="store_true",
                         help="a real and a fake set of --clips each (see the module doc)")
+    parser.add_argument("--no-score", action="store_true", help="run only fvd")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each fvd")
     args = parser.parse_args()
     beam_i3d = [sys.executable, "-m", "beam_i3d"]
     sides = 2 if args.two_sets else 1
@@ -82,20 +87,26 @@ def main() -> None:
                 command += ["--fake", manifest(tmp, fake[:n], f"{name}_fake")]
             return command
 
-        score = timed(beam_i3d + ["score", "--manifest", everything, "--output",
-                                  os.path.join(tmp, "score"), "--quiet", "--no-embeddings",
-                                  "--max-seconds", f"{args.frames / 25:g}"])
-        fvd = timed(fvd_command(args.clips, "fvd"))
-        fvd_small = timed(fvd_command(args.small, "fvd_small"))
+        score = None if args.no_score else timed(
+            beam_i3d + ["score", "--manifest", everything, "--output",
+                        os.path.join(tmp, "score"), "--quiet", "--no-embeddings",
+                        "--max-seconds", f"{args.frames / 25:g}"])
+        fvds, smalls = [], []
+        for r in range(args.repeat):
+            fvds.append(timed(fvd_command(args.clips, f"fvd{r}")))
+            smalls.append(timed(fvd_command(args.small, f"fvd_small{r}")))
     n = args.clips * sides
     what = "--real --fake" if args.two_sets else "--real"
     print(f"machine: {os.cpu_count()} CPUs; {n} clips of {args.frames} frames, 340x256"
           + (f" ({args.clips} a side)" if args.two_sets else ""))
-    for name, clips, (seconds, rss) in (("score", n, score), (f"fvd {what}", n, fvd),
-                                         (f"fvd {what} ({args.small * sides} clips)",
-                                          args.small * sides, fvd_small)):
+    runs = [] if score is None else [("score", n, score)]
+    for fvd, fvd_small in zip(fvds, smalls):
+        runs += [(f"fvd {what}", n, fvd),
+                 (f"fvd {what} ({args.small * sides} clips)", args.small * sides, fvd_small)]
+    for name, clips, (seconds, rss) in runs:
         print(f"{name}: {seconds:.1f} s, {clips / seconds:.2f} clips/s, peak RSS {rss:.0f} MiB")
-    print(f"fvd / score time: {fvd[0] / score[0]:.2f} (target <= 1.10)")
+    if score is not None:
+        print(f"fvd / score time: {fvds[0][0] / score[0]:.2f} (target <= 1.10)")
 
 
 if __name__ == "__main__":
