@@ -24,8 +24,9 @@ bundled Kinetics-400 weights, on a one-row manifest whose ``end_sec`` is the end
 peer's last window, so both score the same windows (see ``same_windows``). Each
 ``--ours-args "..."`` adds a variant of ours with those extra options; by default the plain
 command, or, when ``score --help`` of the tree under test offers ``--model-backend``, two
-variants: ``--model-backend tf`` and ``--model-backend openvino``. ``--ours-tree DIR`` runs
-another checkout of beam-i3d (e.g. another branch's tree) instead of this one.
+variants: ``--model-backend tf`` and ``--model-backend openvino``. ``--ours-tree DIR``
+(repeatable) runs other checkouts of beam-i3d (e.g. another branch's tree) instead of
+this one, each with its variants, in the same round-robin.
 
 The videos: the bundled cricket sample (UCF101, real motion) resized to ``--size`` and
 played forwards and backwards in a loop, H.264 (x264 ``ultrafast``, CRF 23, a keyframe
@@ -252,20 +253,26 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="the peer's torch threads")
     parser.add_argument("--ours-args", action="append",
                         help="extra options for a variant of ours (repeatable; '' = plain)")
-    parser.add_argument("--ours-tree", type=Path, default=ROOT,
-                        help="the beam-i3d tree to run (default: the one this script is in)")
+    parser.add_argument("--ours-tree", type=Path, action="append",
+                        help="a beam-i3d tree to run (repeatable; default: the one this "
+                             "script is in)")
     parser.add_argument("--video", help="reuse this video instead of making one")
     parser.add_argument("--save-video", help="keep the video made here")
     opts = parser.parse_args(argv)
 
     seconds = opts.minutes * 60 if opts.minutes else opts.seconds
     width, height = (int(v) for v in opts.size.lower().split("x"))
-    variants = opts.ours_args
-    if variants is None:
-        variants = (["--model-backend tf", "--model-backend openvino"]
-                    if has_option(opts.ours_tree, "--model-backend") else [""])
+    trees = [t.resolve() for t in opts.ours_tree or [ROOT]]
+    variants = {}  # name -> (tree, extra options)
+    for tree in trees:
+        extra = opts.ours_args
+        if extra is None:
+            extra = (["--model-backend tf", "--model-backend openvino"]
+                     if has_option(tree, "--model-backend") else [""])
+        label = "ours" if len(trees) == 1 else f"ours {tree.name}"
+        variants.update({f"{label} {e}".strip(): (tree, shlex.split(e)) for e in extra})
     print(f"CPU: {cpu_name()}")
-    print(f"ours: {opts.ours_tree.resolve()} ({sys.executable}); peer: "
+    print(f"ours: {', '.join(map(str, trees))} ({sys.executable}); peer: "
           f"{os.path.abspath(opts.peer_dir)} ({opts.peer_python})")
     with tempfile.TemporaryDirectory() as tmp:
         video = opts.video or opts.save_video or os.path.join(tmp, "video.mp4")
@@ -284,21 +291,22 @@ def main(argv=None) -> None:
               f"would make {ours_windows(frames)} (to the end, the last possibly shorter); "
               f"ours runs on [0, {end_sec:g}) s = the peer's {n}")
         results: dict[str, list[dict]] = {"peer": []}
-        results.update({f"ours {v}".strip(): [] for v in variants})
+        results.update({name: [] for name in variants})
         for run in range(opts.runs):
             for name in results:
                 work = tempfile.mkdtemp(dir=tmp)
                 if name == "peer":
                     r = time_peer(opts, video, work)
                     detail = (f"extract {r['extract_s']:.1f} s, forwards {r['forward_s']:.1f} s"
-                              f" (CPU {r['forward_cpu_s']:.1f} s, {r['forward_calls']} calls), setup {r['setup_s']:.1f} s, torch "
-                              f"{r['torch']}, {r['threads']} threads")
+                              f" (CPU {r['forward_cpu_s']:.1f} s, {r['forward_calls']} calls), "
+                              f"setup {r['setup_s']:.1f} s, torch {r['torch']}, "
+                              f"{r['threads']} threads")
                 else:
-                    extra = shlex.split(name[len("ours"):])
-                    r = time_ours(opts.ours_tree, video, end_sec, work, extra)
+                    tree, extra = variants[name]
+                    r = time_ours(tree, video, end_sec, work, extra)
                     detail = f"errors {r['errors']}"
                 results[name].append(r)
-                print(f"run {run + 1} {name:<28} {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  "
+                print(f"run {run + 1} {name:<36} {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  "
                       f"windows {r['windows']}"
                       f"  load {r['load_before']:.1f} -> {r['load_after']:.1f}  {detail}",
                       flush=True)
@@ -310,7 +318,7 @@ def main(argv=None) -> None:
             cpu = statistics.median(r["cpu_s"] for r in runs)
             windows = sorted({r["windows"] for r in runs})
             same = "same windows" if windows == [n] else f"WINDOWS DIFFER: {windows} vs {n}"
-            print(f"  {name:<28} wall {wall:7.1f} s ({wall / peer_wall:.2f})  CPU {cpu:7.1f} s "
+            print(f"  {name:<36} wall {wall:7.1f} s ({wall / peer_wall:.2f})  CPU {cpu:7.1f} s "
                   f"({cpu / peer_cpu:.2f})  {same}")
         extract = statistics.median(r["extract_s"] for r in results["peer"])
         forward = statistics.median(r["forward_s"] for r in results["peer"])
