@@ -35,7 +35,8 @@ re-encoding (its ``extraction_fps`` stays null) and both see the same frames.
 
 Prints, per run: the wall clock of the whole command as a user runs it (interpreter
 start, imports, model load, decode, forwards, writing), its CPU time (user + system of
-the command and all its descendants: Beam's workers, decoding children), windows produced, and for the
+the command and all its descendants, orphans too: Beam's workers, the decoding children
+forked by multiprocessing's forkserver, which outlives the command), windows made, and for the
 peer also its extraction alone and the time inside its I3D forwards; then the median
 over ``--runs`` (runs go round-robin: peer, ours, [variants], peer, ...) and the ratios
 ours / peer of both. Under load the wall clock follows the other work on the machine;
@@ -141,6 +142,41 @@ def cpu_name() -> str:
             f"{info.get('model', '?')}), {os.cpu_count()} vCPUs, {', '.join(simd)}")
 
 
+def become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (Linux), so that the CPU
+    time of processes that outlive their parent (multiprocessing's forkserver and the
+    decoding children it forks, its resource tracker) still reaches RUSAGE_CHILDREN."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed: CPU times would miss orphans")
+
+
+def reap_orphans(timeout: float = 60.0) -> int:
+    """Wait for every descendant left after a command (orphans reparented here); return
+    how many were still running at ``timeout`` (their CPU time is then missing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return sum(1 for d in os.listdir("/proc")
+                           if d.isdigit() and _parent(d) == os.getpid())
+            time.sleep(0.05)
+
+
+def _parent(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
 def children_cpu() -> float:
     """CPU seconds (user + system) of the waited-for descendants so far."""
     import resource
@@ -203,7 +239,9 @@ def time_peer(opts, video: str, work: str) -> dict:
     before = load1()
     start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run([opts.peer_python, "-c", code], capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    wall = time.perf_counter() - start
+    orphans = reap_orphans()
+    cpu = children_cpu() - cpu
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PEER ")]
     if proc.returncode or not lines:
         sys.exit(f"peer failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
@@ -211,7 +249,7 @@ def time_peer(opts, video: str, work: str) -> dict:
     result = json.loads(lines[-1][5:])
     if result["windows"] is None:
         sys.exit(f"peer wrote no features:\n{proc.stdout[-3000:]}")
-    return dict(result, wall_s=wall, cpu_s=cpu, load_before=before, load_after=load1())
+    return dict(result, wall_s=wall, cpu_s=cpu, orphans=orphans, load_before=before, load_after=load1())
 
 
 def time_ours(tree: Path, video: str, end_sec: float, work: str, extra: list[str]) -> dict:
@@ -227,7 +265,9 @@ def time_ours(tree: Path, video: str, end_sec: float, work: str, extra: list[str
     before = load1()
     start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    wall = time.perf_counter() - start
+    orphans = reap_orphans()
+    cpu = children_cpu() - cpu
     if proc.returncode:
         sys.exit(f"ours failed (exit {proc.returncode}): {shlex.join(command)}\n"
                  f"{proc.stderr[-3000:]}")
@@ -237,6 +277,7 @@ def time_ours(tree: Path, video: str, end_sec: float, work: str, extra: list[str
         return sum(pq.ParquetFile(str(p)).metadata.num_rows for p in files)
 
     return {"windows": rows("windows"), "errors": rows("errors"), "wall_s": wall, "cpu_s": cpu,
+            "orphans": orphans,
             "load_before": before, "load_after": load1()}
 
 
@@ -271,6 +312,7 @@ def main(argv=None) -> None:
                      if has_option(tree, "--model-backend") else [""])
         label = "ours" if len(trees) == 1 else f"ours {tree.name}"
         variants.update({f"{label} {e}".strip(): (tree, shlex.split(e)) for e in extra})
+    become_subreaper()
     print(f"CPU: {cpu_name()}")
     print(f"ours: {', '.join(map(str, trees))} ({sys.executable}); peer: "
           f"{os.path.abspath(opts.peer_dir)} ({opts.peer_python})")
@@ -305,6 +347,8 @@ def main(argv=None) -> None:
                     tree, extra = variants[name]
                     r = time_ours(tree, video, end_sec, work, extra)
                     detail = f"errors {r['errors']}"
+                if r["orphans"]:
+                    detail += f", {r['orphans']} descendants still running: CPU time partial"
                 results[name].append(r)
                 print(f"run {run + 1} {name:<36} {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  "
                       f"windows {r['windows']}"
