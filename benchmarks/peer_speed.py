@@ -350,7 +350,7 @@ def main(argv=None) -> None:
                 if r["orphans"]:
                     detail += f", {r['orphans']} descendants still running: CPU time partial"
                 results[name].append(r)
-                print(f"run {run + 1} {name:<36} {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  "
+                print(f"run {run + 1} {name:<40} {r['wall_s']:7.1f} s  CPU {r['cpu_s']:7.1f} s  "
                       f"windows {r['windows']}"
                       f"  load {r['load_before']:.1f} -> {r['load_after']:.1f}  {detail}",
                       flush=True)
@@ -362,7 +362,7 @@ def main(argv=None) -> None:
             cpu = statistics.median(r["cpu_s"] for r in runs)
             windows = sorted({r["windows"] for r in runs})
             same = "same windows" if windows == [n] else f"WINDOWS DIFFER: {windows} vs {n}"
-            print(f"  {name:<36} wall {wall:7.1f} s ({wall / peer_wall:.2f})  CPU {cpu:7.1f} s "
+            print(f"  {name:<40} wall {wall:7.1f} s ({wall / peer_wall:.2f})  CPU {cpu:7.1f} s "
                   f"({cpu / peer_cpu:.2f})  {same}")
         extract = statistics.median(r["extract_s"] for r in results["peer"])
         forward = statistics.median(r["forward_s"] for r in results["peer"])
