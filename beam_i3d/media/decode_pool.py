@@ -107,7 +107,7 @@ from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
 
 __all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
-           "clip_time_limit", "flow_time_limit", "probe"]
+           "clip_time_limit", "flow_time_limit", "probe", "probe_frames"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -214,6 +214,15 @@ def probe(uri: str, limits: DecodeLimits) -> Probed:
 
     extent = probe_extent(uri, limits)
     return Probed(extent.declared, extent.exact, extent.frames_end)
+
+
+def probe_frames(uri: str, limits: DecodeLimits):
+    """A probe task for ``--fps native`` (:meth:`DecodePool.submit_call`), run in a child:
+    every frame's presentation time from the packets
+    (:func:`beam_i3d.media.video_open.probe_frame_times`)."""
+    from beam_i3d.media.video_open import probe_frame_times
+
+    return probe_frame_times(uri, limits)
 
 
 def _segment_name(prefix: str, seq: int, index: int) -> str:
