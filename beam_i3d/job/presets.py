@@ -62,9 +62,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                "(~30 fps), stride 4 frames; feat_stride 4, num_frames 16, input_dim "
                "2048, one .npy per video)",
         differs="flow is this tool's TV-L1 (OpenCV DualTVL1 or its TensorFlow port), "
-                "quantised as the kinetics-i3d release did; the published set's "
-                "extraction code is not public, so its flow and resizing may differ; "
-                "T = (N - 16) // 4 + 1 full windows (a partial tail is dropped)"),
+                "quantised as the kinetics-i3d release did; ActionFormer's README does "
+                "not say how the set's flow was computed or its frames resized, so expect "
+                "close, not identical, features; T = (N - 16) // 4 + 1 full windows (a "
+                "partial tail is dropped)"),
     Preset(
         name="activitynet-actionformer",
         streams=("rgb", "flow"), window_frames=16, stride_frames=16, fps=25,
