@@ -250,6 +250,11 @@ class UnknownDuration(VideoError):
     """The container declares no duration, so a windowed run cannot plan its windows."""
 
 
+class UnknownFrameRate(VideoError):
+    """``--fps native``: the video's frames carry no presentation times and its stream
+    declares no frame rate, so its own frames cannot be placed in time."""
+
+
 # --- Manifests -----------------------------------------------------------------------
 
 

@@ -25,7 +25,11 @@ detected); errors stay in ``DIR/errors``.
 
 Version history: 1 (first release); 2 (``row_key`` and ``run_id`` in both outputs);
 3 (windowed runs: ``windows``, ``timelines`` and ``plans``; ``scores`` and ``errors``
-unchanged).
+unchanged); 4 (frame windows, ``--window-frames``/``--fps``: ``plans`` gains ``fps``,
+``variable_frame_rate``, ``window_frames``, ``stride_frames``, ``num_frames`` and
+``looped``, all nullable, and its ``window_sec``/``stride_sec`` become nullable; the
+features index gains ``window_frames``, ``stride_frames``, ``looped`` and
+``variable_frame_rate``; shards of version 3 read as before, the new columns absent).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 METADATA_PREFIX = "beam_i3d."
 
 TOP_K_ENTRY = pa.struct([
@@ -127,11 +131,21 @@ PLANS_SCHEMA = pa.schema([
     # The row's end, or where the video's frames really end if first (from the packets,
     # whatever duration_sec says).
     pa.field("range_end_sec", pa.float64(), nullable=False),
-    pa.field("window_sec", pa.float64(), nullable=False),
-    pa.field("stride_sec", pa.float64(), nullable=False),
+    pa.field("window_sec", pa.float64()),                 # null: frame windows
+    pa.field("stride_sec", pa.float64()),
     pa.field("num_windows", pa.int32(), nullable=False),
     pa.field("row_key", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
+    # Frames per second sampled: the recipe's 25, --fps N, or under --fps native the
+    # video's own rate (its frames over their span of times); null only before version 4.
+    pa.field("fps", pa.float64()),
+    # --fps native: whether the frame durations (steps between packet times) spread
+    # over 10 % of their median; null where not measured (resampled runs).
+    pa.field("variable_frame_rate", pa.bool_()),
+    pa.field("window_frames", pa.int32()),                # frame windows: W and S
+    pa.field("stride_frames", pa.int32()),
+    pa.field("num_frames", pa.int64()),                   # frames in the range (N)
+    pa.field("looped", pa.bool_()),                       # N < W: one window, looped to W
 ])
 
 # ``beam-i3d features``: DIR/index.parquet, one row per manifest row of the run exported
@@ -149,8 +163,12 @@ FEATURES_INDEX_SCHEMA = pa.schema([
     pa.field("window_start_sec", FLOAT64_LIST, nullable=False),
     pa.field("window_end_sec", FLOAT64_LIST, nullable=False),  # NaN for a missing window
     pa.field("fps", pa.float64(), nullable=False),           # frames per second sampled
-    pa.field("window_sec", pa.float64()),                    # null: a clip, not windows
+    pa.field("window_sec", pa.float64()),                    # null: a clip, or frame windows
     pa.field("stride_sec", pa.float64()),
+    pa.field("window_frames", pa.int32()),                   # frame windows: W and S frames
+    pa.field("stride_frames", pa.int32()),
+    pa.field("looped", pa.bool_()),                          # one window looped to W (N < W)
+    pa.field("variable_frame_rate", pa.bool_()),             # --fps native: a VFR source
     pa.field("crops", pa.string(), nullable=False),
     pa.field("streams", pa.string(), nullable=False),        # rgb | flow | rgb,flow
     pa.field("weights", pa.string(), nullable=False),        # stream:identity, ...

@@ -1,6 +1,6 @@
 """With the ``opencv`` flow backend a windowed work item's flow is computed in the decoding
-child, as a clip's is (spread over the pool, not in the worker process), each window's on
-its own frames: the windows equal, bit for bit, the same ranges decoded as clips; a child
+child, as a clip's is (spread over the pool, not in the worker process), each frame pair
+once for the whole item, each window taking its slice: the windows equal, bit for bit, the same ranges decoded as clips; a child
 that overruns the flow's time limit costs every window of the item a DecodeTimeout and
 leaves no shared memory behind."""
 
@@ -43,6 +43,7 @@ def test_windows_flow_is_computed_in_the_child_and_equals_each_window_as_a_clip(
         video, monkeypatch):
     # Children are spawned: the patch holds in this process only, where no flow may run.
     monkeypatch.setattr(preprocess, "clip_flow", no_flow_here)
+    monkeypatch.setattr(preprocess, "span_flow", no_flow_here)
     with DecodePool(1) as pool:
         pool.submit("item", video, streams=STREAMS, flow_backend="opencv", windows=WINDOWS)
         (finished,) = list(pool.results())
@@ -76,4 +77,4 @@ def test_a_child_over_the_flow_time_limit_fails_every_window_and_leaves_nothing(
     assert len(errors) == 3
     for error in errors:
         assert isinstance(error, DecodeTimeout), error
-        assert "for the optical flow of 9 pairs of 256x341 frames" in str(error)
+        assert "for the optical flow of 8 pairs of 256x341 frames" in str(error)  # 0-7 once, not 4 + 4 + 1

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory: DIR/scores/*.parquet and DIR/errors/*.parquet; local, "
              "file:// or gs://bucket/path (not a bucket's or file system's root)")
     add_clip_options(parser)
+    parser.set_defaults(streams=None)  # ("rgb",), or --preset's (see _apply_preset)
     add("--rgb-checkpoint", default="default", metavar="SPEC",
         help="RGB weights: 'default' (bundled Kinetics-400), or a checkpoint prefix or "
              "directory, local or gs:// (default: default)")
@@ -96,6 +97,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds from one window's start to the next (default: the window); a "
              "multiple of 0.04 s (whole 25-fps frames)")
     windows.add_argument(
+        "--window-frames", type=frame_count("--window-frames"), metavar="W",
+        help="score windows of W frames instead (at --fps), the layout of published "
+             "feature sets: frames [k*S, k*S+W) of each row's range, full windows only "
+             "(T = (N - W) // S + 1); a range shorter than W frames gives one window "
+             "looped to W. Not with --window")
+    windows.add_argument(
+        "--stride-frames", type=frame_count("--stride-frames"), metavar="S",
+        help="with --window-frames: frames from one window's start to the next (default: "
+             "W)")
+    windows.add_argument(
+        "--fps", type=fps_argument, metavar="native|N",
+        help="with --window-frames: 'native' takes every decoded frame in presentation "
+             "order (no resampling; the rate is recorded per video in DIR/plans, and a "
+             "variable frame rate flagged); N resamples to N fps by the recipe's rule "
+             "(default: the recipe's 25)")
+    windows.add_argument(
+        "--preset", metavar="NAME",
+        help="the options of a published feature set (--streams, --window-frames, "
+             "--stride-frames, --fps); options given beside it override it, and the "
+             "run's metadata says so; see --list-presets")
+    windows.add_argument(
+        "--list-presets", action=ListPresets, nargs=0,
+        help="print the presets (options, source, what differs here) and exit")
+    windows.add_argument(
         "--windows-per-item", type=positive(int), metavar="N",
         help="windows per work item, decoded together by one worker (default: as many "
              "as span about 60 s of video)")
@@ -114,10 +139,125 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(gs://) inputs are not read")
 
 
+def frame_count(option: str):
+    """An argparse ``type``: a whole number of frames >= 1."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of frames, got "
+                                             f"{text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1 frame, got {text}")
+        return value
+    parse.__name__ = f"{option} frames"
+    return parse
+
+
+def fps_argument(text: str):
+    """``--fps``: "native", or a whole number of frames per second >= 1."""
+    if text.strip().lower() == "native":
+        return "native"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'native' or a whole number of frames "
+                                         f"per second, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'native' or at least 1, got {text}")
+    return value
+
+
+class ListPresets(argparse.Action):
+    """``--list-presets``: print the preset table and exit 0 (needs no other option)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from beam_i3d.job.presets import listing
+
+        sys.stdout.write(listing())
+        parser.exit(0)
+
+
+def _apply_preset(args: argparse.Namespace) -> tuple[str | None, tuple[str, ...]]:
+    """Lay ``--preset``'s options under those given (in place); ``(preset name, options
+    overridden)``. Usage errors: an unknown preset (naming the choices), a preset with
+    --window/--stride, and a preset run without the weights its set was made with."""
+    if args.preset is None:
+        if args.streams is None:
+            args.streams = ("rgb",)
+        return None, ()
+    from beam_i3d.job.presets import apply, preset
+
+    try:
+        chosen = preset(args.preset)
+    except KeyError as e:
+        raise UsageExit(f"beam-i3d score: error: --preset: {e.args[0]}") from None
+    if args.window is not None or args.stride is not None:
+        raise UsageExit("beam-i3d score: error: --preset sets frame windows "
+                        "(--window-frames/--stride-frames); --window/--stride cannot "
+                        "go with it")
+    given = {k: getattr(args, k) for k in ("streams", "window_frames", "stride_frames", "fps")}
+    options, overridden = apply(args.preset, given)
+    for key, value in options.items():
+        setattr(args, key, value)
+    missing = [s for s in args.streams
+               if (s == "rgb" and args.rgb_checkpoint == "default")
+               or (s == "flow" and not args.flow_checkpoint)]
+    if missing:
+        raise UsageExit(
+            f"beam-i3d score: error: --preset {chosen.name} was made with the release's "
+            f"{' and '.join(chosen.weights[s] for s in args.streams)} weights: pass "
+            + " ".join(f"--{s}-checkpoint <{chosen.weights[s]} checkpoint>" for s in missing)
+            + " (download them from https://github.com/deepmind/kinetics-i3d/tree/master/"
+              "data/checkpoints; the default RGB weights are rgb_scratch)")
+    return chosen.name, overridden
+
+
+def _window_options(args: argparse.Namespace):
+    """The WindowOptions of --window/--stride or --window-frames/--stride-frames/--fps
+    (None: not windowed); usage errors for a mix or a bad value, naming the options."""
+    from beam_i3d.job.windows import WindowOptions, check_frame_options, check_window_options
+
+    seconds = args.window is not None or args.stride is not None
+    frames = args.window_frames is not None or args.stride_frames is not None
+    if seconds and frames:
+        raise UsageExit("beam-i3d score: error: --window/--stride (seconds) and "
+                        "--window-frames/--stride-frames (frames) are two ways to give the "
+                        "windows: use one pair or the other")
+    if args.fps is not None and args.window_frames is None:
+        raise UsageExit("beam-i3d score: error: --fps needs --window-frames (windows in "
+                        "seconds are always at the recipe's 25 fps)")
+    if args.stride_frames is not None and args.window_frames is None:
+        raise UsageExit("beam-i3d score: error: --stride-frames needs --window-frames")
+    if frames:
+        from beam_i3d.media.recipe import SAMPLE_FPS
+
+        fps = SAMPLE_FPS if args.fps is None else args.fps
+        try:
+            check_frame_options(args.window_frames, args.stride_frames, fps)
+        except ValueError as e:
+            raise UsageExit(f"beam-i3d score: error: {e}") from None
+        return WindowOptions(per_item=args.windows_per_item,
+                             window_frames=args.window_frames,
+                             stride_frames=args.stride_frames, fps=fps)
+    if args.window is None:
+        for name in ("stride", "windows_per_item"):
+            if getattr(args, name) is not None:
+                raise UsageExit(f"beam-i3d score: error: --{name.replace('_', '-')} needs "
+                                "--window or --window-frames")
+        return None
+    try:
+        check_window_options(args.window, args.stride)
+    except ValueError as e:
+        raise UsageExit(f"beam-i3d score: error: {e}") from None
+    return WindowOptions(args.window, args.stride, args.windows_per_item)
+
+
 def options_from_args(args: argparse.Namespace):
     from beam_i3d.job.outputs import check_output_location
     from beam_i3d.job.pipeline import ScoreOptions, new_run_id
 
+    preset_name, overridden = _apply_preset(args)
     if "flow" in args.streams and not args.flow_checkpoint:
         raise UsageExit(f"beam-i3d score: error: {FLOW_CHECKPOINT_HELP}")
     if args.skip_existing and args.overwrite:
@@ -126,20 +266,7 @@ def options_from_args(args: argparse.Namespace):
     if args.retry_errors and not args.skip_existing:
         raise UsageExit("beam-i3d score: error: --retry-errors needs --skip-existing "
                         "(it retries the failed rows of an earlier run into the same output)")
-    window = None
-    if args.window is None:
-        for name in ("stride", "windows_per_item"):
-            if getattr(args, name) is not None:
-                raise UsageExit(f"beam-i3d score: error: --{name.replace('_', '-')} needs "
-                                "--window")
-    else:
-        from beam_i3d.job.windows import WindowOptions, check_window_options
-
-        try:
-            check_window_options(args.window, args.stride)
-        except ValueError as e:
-            raise UsageExit(f"beam-i3d score: error: {e}") from None
-        window = WindowOptions(args.window, args.stride, args.windows_per_item)
+    window = _window_options(args)
     return ScoreOptions(
         manifest=args.manifest,
         output=check_output_location(args.output),
@@ -168,6 +295,8 @@ def options_from_args(args: argparse.Namespace):
         decode_processes=args.decode_processes,
         window=window,
         run_id=new_run_id(),
+        preset=preset_name,
+        overridden=overridden,
     )
 
 

@@ -62,6 +62,11 @@ class RowParts:
     errors: dict[int | None, dict] = dataclasses.field(default_factory=dict)
     num_windows: int | None = None  # planned windows; None: no plan (clips, or failed)
     plan_run: str = ""
+    # From the plan (schema version 4 on; None where not recorded): the frames per second
+    # sampled (under --fps native the video's own), a looped short video, a VFR source.
+    fps: float | None = None
+    looped: bool | None = None
+    variable_frame_rate: bool | None = None
 
 
 def base_key(key: str, windowed: bool) -> tuple[str, int | None]:
@@ -82,6 +87,9 @@ def collect(row_key: str, entries: Iterable[tuple[str, dict]], windowed: bool) -
         if kind == "plan":
             if run >= parts.plan_run:
                 parts.num_windows, parts.plan_run = int(record["num_windows"]), run
+                parts.fps = record.get("fps")
+                parts.looped = record.get("looped")
+                parts.variable_frame_rate = record.get("variable_frame_rate")
             continue
         _, index = base_key(record["row_key"], windowed)
         if kind == "score":
@@ -118,7 +126,10 @@ def assemble(parts: RowParts, streams: Sequence[str], windowed: bool,
         "row_key": parts.row_key, "clip_id": parts.clip_id, "video_uri": parts.video_uri,
         "num_windows": planned, "windows_scored": 0, "missing_windows": [],
         "window_start_sec": [], "window_end_sec": [], "error": None, "status": "failed",
+        "looped": parts.looped, "variable_frame_rate": parts.variable_frame_rate,
     }
+    if parts.fps is not None:  # the rate this row was sampled at (else the recipe's)
+        index["fps"] = float(parts.fps)
     if planned is None or (not windowed and 0 not in parts.scores):
         own = parts.errors.get(None)
         index["num_windows"] = 0
@@ -172,12 +183,17 @@ def _window_error(parts: RowParts, k: int) -> str:
 
 
 def index_entry_fields(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """The index columns every row shares, from the run's recipe (recipe.json)."""
+    """The index columns every row shares, from the run's recipe (recipe.json). Under
+    ``--fps native`` the recipe's fps is "native": each row's ``fps`` is then its
+    plan's (the video's own rate; NaN here until the row's plan gives it)."""
     streams = recipe.get("streams", "rgb").split(",")
+    fps = recipe.get("fps", 25)
     return {
-        "fps": float(recipe.get("fps", 25)),
+        "fps": math.nan if fps == "native" else float(fps),
         "window_sec": recipe.get("window_sec"),
         "stride_sec": recipe.get("stride_sec"),
+        "window_frames": recipe.get("window_frames"),
+        "stride_frames": recipe.get("stride_frames"),
         "crops": recipe.get("crops", "center"),
         "streams": ",".join(streams),
         "weights": ",".join(f"{s}:{recipe.get(f'{s}_weights', '?')}" for s in streams),

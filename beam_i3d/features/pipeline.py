@@ -32,7 +32,8 @@ _SCORE_COLUMNS = ("row_key", "clip_id", "video_uri", "run_id", "start_sec", "end
 _COLUMNS = {
     "score": _SCORE_COLUMNS,
     "error": ("row_key", "clip_id", "video_uri", "run_id", "error_type", "message"),
-    "plan": ("row_key", "clip_id", "video_uri", "run_id", "num_windows"),
+    "plan": ("row_key", "clip_id", "video_uri", "run_id", "num_windows", "fps", "looped",
+             "variable_frame_rate"),
 }
 
 
@@ -104,7 +105,7 @@ class WriteRowFeatures(beam.DoFn):
         o = self._options
         parts = collect(row_key, entries, o.windowed)
         done = assemble(parts, o.streams, o.windowed, o.allow_gaps)
-        index = {**done.index, **o.shared, "run_id": o.run_id,
+        index = {**o.shared, **done.index, "run_id": o.run_id,
                  "feature_dim": 1024 * len(o.streams)}
         if done.features is not None:
             name = file_stem(parts.clip_id or row_key) + FORMATS[o.format]

@@ -352,13 +352,18 @@ def score_recipe(options, num_classes: int) -> dict[str, Any]:
     for stream in options.streams:
         out[f"{stream}_weights"] = weights.get(stream, NOT_READ)
     out["num_classes"] = num_classes
-    if options.window is not None:
+    frames = options.window is not None and options.window.in_frames
+    if frames:  # --window-frames / --stride-frames (at --fps)
+        out["window_frames"] = int(options.window.window_frames)
+        out["stride_frames"] = int(options.window.stride_in_frames)
+    elif options.window is not None:
         out["window_sec"] = float(options.window.window)
         out["stride_sec"] = float(options.window.stride_sec)
     else:
         out["max_seconds"] = float(options.max_seconds)
     out.update({
-        "fps": media.SAMPLE_FPS,
+        # "native" (the video's own frames) or frames per second sampled
+        "fps": options.window.fps if frames else media.SAMPLE_FPS,
         "resize_short_side": media.RESIZE_SHORT_SIDE,
         "crop": media.CROP_SIZE,
         "min_frames": media.MIN_FRAMES,
@@ -394,8 +399,12 @@ def score_recipe_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
         out["num_classes"] = get(metadata["num_classes"])
     if "window" in metadata:
         window = get(metadata["window"])
-        out["window_sec"] = float(window["window_sec"])
-        out["stride_sec"] = float(window["stride_sec"])
+        if window.get("window_frames") is not None:
+            out["window_frames"] = int(window["window_frames"])
+            out["stride_frames"] = int(window["stride_frames"])
+        else:
+            out["window_sec"] = float(window["window_sec"])
+            out["stride_sec"] = float(window["stride_sec"])
     recipe = get(metadata["recipe"]) if "recipe" in metadata else {}
     if "max_seconds" in recipe and "window" not in metadata:
         out["max_seconds"] = float(recipe["max_seconds"])

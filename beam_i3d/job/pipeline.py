@@ -78,6 +78,10 @@ class ScoreOptions:
     # launch: part of the output's recorded recipe (beam_i3d.job.output_record)
     weights: tuple[tuple[str, str], ...] = ()
     run_id: str = ""
+    # score --preset NAME (beam_i3d.job.presets) and the options given beside it that
+    # override its values: recorded in the run's metadata
+    preset: str | None = None
+    overridden: tuple[str, ...] = ()
 
     @property
     def manifest_options(self) -> ManifestOptions:
@@ -246,11 +250,17 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
         "embeddings": options.embeddings,
         **({"window": {"window_sec": options.window.window,
                        "stride_sec": options.window.stride_sec,
-                       "windows_per_item": options.window.windows_per_item}}
+                       "windows_per_item": options.window.windows_per_item,
+                       **({"window_frames": options.window.window_frames,
+                           "stride_frames": options.window.stride_in_frames,
+                           "fps": options.window.fps} if options.window.in_frames else {})}}
            if options.window else {}),
+        **({"preset": options.preset, "overridden": list(options.overridden)}
+           if options.preset else {}),
         "allow_tf32": options.allow_tf32,
         "recipe": {
-            "fps": recipe.SAMPLE_FPS,
+            "fps": (options.window.fps if options.window and options.window.in_frames
+                    else recipe.SAMPLE_FPS),
             "resize_short_side": recipe.RESIZE_SHORT_SIDE,
             "crop": recipe.CROP_SIZE,
             "max_seconds": options.max_seconds,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Sequence
 
 import apache_beam as beam
@@ -30,15 +31,19 @@ from beam_i3d.job.pooled import PoolDoFn
 from beam_i3d.job.progress import NAMESPACE
 from beam_i3d.job.records import request_error, scored_request
 from beam_i3d.job.windows import (
+    NATIVE,
     Window,
     WindowOptions,
+    frame_windows,
     merge_timeline,
     micro,
     parse_window_key,
+    plan_frame_windows,
     plan_windows,
     split_items,
     window_key,
 )
+from beam_i3d.media.recipe import SAMPLE_FPS
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,6 +89,8 @@ def plan_row(request: ClipRequest, probed, options: WindowOptions):
     frames end; see :func:`video_end`). Raises UnknownDuration / EmptyClip for a row that
     has no windows. The items' request records the range planned (``end_sec`` capped at
     the video's end, :func:`beam_i3d.job.records.scored_request`), as its plan does."""
+    if options.in_frames:
+        return plan_frame_row(request, probed, options)
     duration, end_of_video = probed.duration, video_end(probed)
     if end_of_video is None and request.end_sec is None:
         raise UnknownDuration(request.video_uri, "the container declares no duration and "
@@ -103,7 +110,84 @@ def plan_row(request: ClipRequest, probed, options: WindowOptions):
             "duration_sec": None if duration is None else float(duration),
             "range_start_sec": float(start), "range_end_sec": float(end),
             "window_sec": float(options.window), "stride_sec": float(options.stride_sec),
-            "num_windows": len(windows), "row_key": request.row_key}
+            "num_windows": len(windows), "row_key": request.row_key, "fps": float(SAMPLE_FPS),
+            "variable_frame_rate": None, "window_frames": None, "stride_frames": None,
+            "num_frames": None, "looped": None}
+    scored = scored_request(request, float(end))
+    items = [WorkItem(scored, tuple(part), len(windows))
+             for part in split_items(windows, options.windows_per_item)]
+    return plan, items
+
+
+def native_range(request: ClipRequest, frames):
+    """``(first, count, start, end)`` of a row's range among a video's own frames
+    (:class:`beam_i3d.media.video_open.FrameTimes`): the frames on screen in
+    ``[start_sec, end_sec)`` (the one on screen at the start first; all of them for a whole
+    video), and the range's start and end (s, exact)."""
+    import numpy as np
+
+    start = micro(request.start_sec or 0.0)
+    tb = frames.time_base
+    first = max(0, int(np.searchsorted(frames.pts, math.floor(start / tb), side="right")) - 1)
+    if frames.count and frames.time(first + 1) <= start:
+        first = frames.count  # the range starts after the last frame ends
+    stop = frames.count
+    if request.end_sec is not None:
+        end = micro(request.end_sec)
+        stop = int(np.searchsorted(frames.pts, math.ceil(end / tb), side="left"))
+    count = max(0, stop - first)
+    end_of_frames = frames.time(first + count) if count else start
+    end = end_of_frames if request.end_sec is None else min(micro(request.end_sec), end_of_frames)
+    return first, count, start, end
+
+
+def plan_frame_row(request: ClipRequest, probed, options: WindowOptions):
+    """:func:`plan_row` for frame windows (``--window-frames``): ``probed`` is the
+    video's :class:`~beam_i3d.media.video_open.FrameTimes` under ``--fps native``, else
+    its probed extent (frames resampled to ``options.fps`` by the recipe's rule). The plan
+    records the rate used, whether the source's frame rate varies, the range's frame
+    count and whether its one window was looped (a range shorter than a window)."""
+    from fractions import Fraction
+
+    W, S = options.window_frames, options.stride_in_frames
+    if options.fps == NATIVE:
+        first, count, start, end = native_range(request, probed)
+
+        def time_of(i: int) -> Fraction:
+            return max(probed.time(first + i), start) if i < count else probed.time(first + i)
+
+        duration, rate, variable = probed.declared, probed.rate, probed.variable
+        lasts = f" (the video's frames end at {float(probed.end):.3f} s)"
+    else:
+        duration, end_of_video = probed.duration, video_end(probed)
+        if end_of_video is None and request.end_sec is None:
+            raise UnknownDuration(request.video_uri, "the container declares no duration "
+                                                     "and its packets carry no times, so its "
+                                                     "windows cannot be planned")
+        start = micro(request.start_sec or 0.0)
+        end = micro(request.end_sec) if request.end_sec is not None else micro(end_of_video)
+        if end_of_video is not None:
+            end = min(end, micro(end_of_video))
+        fps = Fraction(options.fps)
+        count = max(0, math.ceil((end - start) * fps))
+
+        def time_of(i: int) -> Fraction:
+            return start + i / fps
+
+        rate, variable = float(options.fps), None
+        lasts = ("" if end_of_video is None
+                 else f" (the video's frames end at {float(end_of_video):.3f} s)")
+    windows = frame_windows(plan_frame_windows(count, W, S), time_of)
+    if not windows:
+        raise EmptyClip(request.video_uri, f"no windows: the range [{float(start):g} s, "
+                                           f"{float(end):g} s) holds no frames{lasts}")
+    plan = {"clip_id": request.clip_id, "video_uri": request.video_uri,
+            "duration_sec": None if duration is None else float(duration),
+            "range_start_sec": float(start), "range_end_sec": float(end),
+            "window_sec": None, "stride_sec": None,
+            "num_windows": len(windows), "row_key": request.row_key,
+            "fps": rate, "variable_frame_rate": variable, "window_frames": W,
+            "stride_frames": S, "num_frames": count, "looped": count < W}
     scored = scored_request(request, float(end))
     items = [WorkItem(scored, tuple(part), len(windows))
              for part in split_items(windows, options.windows_per_item)]
@@ -124,8 +208,14 @@ class PlanWindows(PoolDoFn):
 
     def process(self, request: ClipRequest, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        yield from self.submit(request, timestamp, window,
-                                lambda key: self._pool.submit_probe(key, request.video_uri))
+        if self._window.in_frames and self._window.fps == NATIVE:
+            from beam_i3d.media.decode_pool import probe_frames
+
+            submit = lambda key: self._pool.submit_call(key, request.video_uri,  # noqa: E731
+                                                         probe_frames)
+        else:
+            submit = lambda key: self._pool.submit_probe(key, request.video_uri)  # noqa: E731
+        yield from self.submit(request, timestamp, window, submit)
 
     def outputs(self, request, result, seconds):
         try:
@@ -156,6 +246,9 @@ class DecodeWindows(PoolDoFn):
         self._flow_backend = options.flow_backend
         self._flow_batch_pairs = options.flow_batch_pairs
         self._allow_tf32 = options.allow_tf32
+        frames = options.window is not None and options.window.in_frames
+        self._fps = options.window.fps if frames else None
+        self._loop_to = options.window.window_frames if frames else None
         self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
         self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
@@ -173,7 +266,8 @@ class DecodeWindows(PoolDoFn):
         yield from self.submit(item, timestamp, window, lambda key: self._pool.submit(
             key, item.request.video_uri, streams=self._streams,
             quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
-            flow_batch_pairs=self._flow_batch_pairs, windows=item.windows))
+            flow_batch_pairs=self._flow_batch_pairs, windows=item.windows, fps=self._fps,
+            loop_to=self._loop_to))
 
     def outputs(self, item: WorkItem, result, seconds):
         parts = [result] * len(item.windows) if isinstance(result, BaseException) else result
@@ -229,8 +323,9 @@ _TIMELINE_COLUMNS = ("clip_id", "video_uri", "label", "num_windows", "window_ind
                      "predicted_index", "predicted_probability")
 
 
-def earlier_windows(readable) -> list:
-    """A shard of DIR/windows -> ``(row_key, (run_id, timeline columns))`` per row."""
+def earlier_windows(readable, in_frames: bool = False) -> list:
+    """A shard of DIR/windows -> ``(row_key, (run_id, timeline columns))`` per row
+    (``in_frames``: see :func:`timeline_entry`)."""
     from beam_i3d.job.results import read_columns
 
     table = read_columns(readable.metadata.path, _TIMELINE_COLUMNS + ("row_key", "run_id"),
@@ -239,6 +334,8 @@ def earlier_windows(readable) -> list:
     for row in table.to_pylist():
         parsed = parse_window_key(row.pop("row_key"))
         if parsed is not None:
+            if in_frames:
+                row["num_frames"] = None
             out.append((parsed[0], (row.pop("run_id"), row)))
     return out
 
@@ -260,12 +357,13 @@ class Timelines(beam.PTransform):
     earlier runs wrote to ``output``/windows are merged in, for the rows this run
     scored windows of, so that a resumed row's new timeline covers all its windows."""
 
-    def __init__(self, output: str | None = None):
+    def __init__(self, output: str | None = None, in_frames: bool = False):
         super().__init__()
         self._output = output
+        self._in_frames = in_frames
 
     def expand(self, windows):
-        entries = windows | "ByRow" >> beam.Map(timeline_entry)
+        entries = windows | "ByRow" >> beam.Map(timeline_entry, self._in_frames)
         if self._output is None:
             grouped = entries | "GroupByRow" >> beam.GroupByKey()
         else:
@@ -278,17 +376,23 @@ class Timelines(beam.PTransform):
                        [bfileio.join(self._output, "windows", "*.parquet")])
                    | "MatchEarlier" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
                    | "ReadEarlier" >> fileio.ReadMatches()
-                   | "EarlierWindows" >> beam.FlatMap(earlier_windows))
+                   | "EarlierWindows" >> beam.FlatMap(earlier_windows, self._in_frames))
             grouped = ({"new": entries, "old": old}
                        | "GroupByRow" >> beam.CoGroupByKey()
                        | "WithEarlier" >> beam.FlatMap(resumed_timeline))
         return grouped | "Timeline" >> beam.Map(timeline_record)
 
 
-def timeline_entry(record: dict):
-    """A window row -> ``(row_key of its manifest row, the columns a timeline needs)``."""
+def timeline_entry(record: dict, in_frames: bool = False):
+    """A window row -> ``(row_key of its manifest row, the columns a timeline needs)``.
+    ``in_frames`` (frame windows): a window covers its own frames' times,
+    ``[window_start_sec, window_end_sec)``, not ``num_frames / 25`` (its ``num_frames``
+    is left out: :func:`beam_i3d.job.windows.window_extent`)."""
     row_key, _ = parse_window_key(record["row_key"])
-    return row_key, {c: record[c] for c in _TIMELINE_COLUMNS}
+    entry = {c: record[c] for c in _TIMELINE_COLUMNS}
+    if in_frames:
+        entry["num_frames"] = None
+    return row_key, entry
 
 
 class ScoreWindows(beam.PTransform):
@@ -319,7 +423,8 @@ class ScoreWindows(beam.PTransform):
                        DecodeWindows.ERRORS, main="clips"))
         windows, inference_errors = decoded.clips | "ScoreWindows" >> self._score_clips
         timelines = windows | "Timelines" >> Timelines(
-            self._options.output if self._done is not None else None)
+            self._options.output if self._done is not None else None,
+            self._options.window.in_frames)
         errors = ((planned.errors, decoded.errors, inference_errors)
                   | "WindowErrors" >> beam.Flatten())
         return windows, timelines, planned.plans, errors

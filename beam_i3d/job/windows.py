@@ -20,6 +20,17 @@ Times are exact fractions rounded to microseconds, as :func:`beam_i3d.media.vide
 clip_time_range` rounds a clip's times, so a window's ``(start, end)`` written as floats
 and decoded as a clip of its own gives the same frames.
 
+Frame windows (``score --window-frames W --stride-frames S [--fps native|N]``), the
+layout of the published feature sets: the row's range is taken as frames, the video's
+own (``--fps native``: every decoded frame in presentation order, from the packets'
+times, :class:`beam_i3d.media.video_open.FrameTimes`) or resampled to N fps by the
+recipe's rule; window ``k`` is frames ``[k*S, k*S + W)``, full windows only (a partial
+tail is dropped, as the feature sets do: ``T = (N - W) // S + 1``), and a range shorter
+than one window gives one window of its N frames, looped to W (flagged in its plan).
+A window's times are its frames' presentation times: from the start of its first frame
+to the end of its last (its pts + its duration). :func:`plan_frame_windows`,
+:func:`frame_windows`; items are cut by frame index (:func:`window_offsets`).
+
 Keys: window ``k`` of the manifest row keyed ``R`` (:mod:`beam_i3d.job.row_keys`) settles
 ``R@w<k>``, in ``DIR/windows`` or ``DIR/errors``.
 """
@@ -41,29 +52,60 @@ _MICRO = 1_000_000
 
 
 class Window(NamedTuple):
-    """Window ``index`` of a row: ``[start, end)`` seconds (exact, microseconds)."""
+    """Window ``index`` of a row: ``[start, end)`` seconds (exact, microseconds; frame
+    windows: exact presentation times). Frame windows also give ``first_frame``, the
+    index of its first frame among the row's range's frames, and ``frames``, its real
+    frame count (the window's W, or fewer for a range shorter than one window)."""
 
     index: int
     start: Fraction
     end: Fraction
+    first_frame: int | None = None
+    frames: int | None = None
+
+
+NATIVE = "native"  # --fps native: the video's own frames
+NATIVE_ITEM_FPS = 30  # frames per second assumed to size the work items of native runs
 
 
 @dataclasses.dataclass(frozen=True)
 class WindowOptions:
-    """``window``/``stride`` in seconds; ``per_item``: windows per work item (None:
-    :func:`default_windows_per_item`)."""
+    """``window``/``stride`` in seconds, or ``window_frames``/``stride_frames`` in frames
+    at ``fps`` (an int, or :data:`NATIVE`; seconds windows are always at 25 fps);
+    ``per_item``: windows per work item (None: :func:`default_windows_per_item`)."""
 
-    window: float
+    window: float | None = None
     stride: float | None = None
     per_item: int | None = None
+    window_frames: int | None = None
+    stride_frames: int | None = None
+    fps: int | str = SAMPLE_FPS
 
     @property
-    def stride_sec(self) -> float:
+    def in_frames(self) -> bool:
+        return self.window_frames is not None
+
+    @property
+    def stride_sec(self) -> float | None:
+        if self.in_frames:
+            return None
         return self.window if self.stride is None else self.stride
 
     @property
+    def stride_in_frames(self) -> int | None:
+        if not self.in_frames:
+            return None
+        return self.window_frames if self.stride_frames is None else self.stride_frames
+
+    @property
     def windows_per_item(self) -> int:
-        return self.per_item or default_windows_per_item(self.window, self.stride_sec)
+        if self.per_item:
+            return self.per_item
+        if self.in_frames:
+            rate = NATIVE_ITEM_FPS if self.fps == NATIVE else self.fps
+            return default_windows_per_item(self.window_frames, self.stride_in_frames,
+                                            ITEM_SECONDS * rate)
+        return default_windows_per_item(self.window, self.stride_sec)
 
 
 def micro(seconds) -> Fraction:
@@ -111,6 +153,42 @@ def plan_windows(start, end, window: float, stride: float | None = None) -> list
     return out
 
 
+def check_frame_options(window_frames: int, stride_frames: int | None = None,
+                        fps: int | str = SAMPLE_FPS) -> None:
+    """Raise ValueError (naming the option) unless the window and stride are positive
+    whole frame counts and ``fps`` is :data:`NATIVE` or a positive whole number."""
+    for name, value in (("--window-frames", window_frames), ("--stride-frames", stride_frames)):
+        if value is None and name == "--stride-frames":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of frames >= 1, got {value!r}")
+    if fps != NATIVE and (isinstance(fps, bool) or not isinstance(fps, int) or fps < 1):
+        raise ValueError(f"--fps must be 'native' or a whole number of frames per second "
+                         f">= 1, got {fps!r}")
+
+
+def plan_frame_windows(num_frames: int, window_frames: int,
+                       stride_frames: int | None = None) -> list[tuple[int, int]]:
+    """``(first frame, frame count)`` of each window over ``num_frames`` frames: frames
+    ``[k*S, k*S + W)`` while they fit (``T = (N - W) // S + 1``, a partial tail dropped);
+    one window of all N frames where ``0 < N < W``; ``[]`` where N is 0."""
+    stride = window_frames if stride_frames is None else stride_frames
+    if num_frames <= 0:
+        return []
+    if num_frames < window_frames:
+        return [(0, num_frames)]
+    return [(k * stride, window_frames)
+            for k in range((num_frames - window_frames) // stride + 1)]
+
+
+def frame_windows(spans: Sequence[tuple[int, int]], time_of) -> list[Window]:
+    """Windows of :func:`plan_frame_windows` with their times: ``time_of(i)`` is the
+    presentation time of the range's frame ``i`` (exact), and ``time_of(N)`` where the
+    range's last frame ends; a window is ``[time_of(first), time_of(first + count))``."""
+    return [Window(k, time_of(first), time_of(first + count), first, count)
+            for k, (first, count) in enumerate(spans)]
+
+
 def default_windows_per_item(window: float, stride: float | None = None,
                              item_seconds: float = ITEM_SECONDS) -> int:
     """Windows per work item so that an item spans about ``item_seconds`` of video
@@ -146,21 +224,38 @@ def span_of(windows: Sequence[Window]) -> tuple[Fraction, Fraction]:
     return windows[0].start, max(w.end for w in windows)
 
 
-def cut_windows(span, windows: Sequence[Window]) -> list:
-    """The frames of each window, sliced from ``span`` (a
-    :class:`beam_i3d.media.video.DecodedClip` of :func:`span_of` the windows, decoded without a
-    cap), as DecodedClips exactly like decoding each window as a clip of its own; a
-    window with no frames in the span (past the end of the video's frames) is an
-    EmptyClip error instead (its message does not name the window: the errors row adds
-    that, :func:`beam_i3d.job.records.request_error`)."""
+def span_frames(windows: Sequence[Window]) -> int | None:
+    """Frame windows: how many frames one decode of consecutive windows takes (from the
+    first window's first frame to the last frame any of them holds); None for windows in
+    seconds."""
+    if windows[0].first_frame is None:
+        return None
+    return max(w.first_frame + w.frames for w in windows) - windows[0].first_frame
+
+
+def window_offsets(span, windows: Sequence[Window]) -> list:
+    """Where each window's frames lie in ``span`` (the DecodedClip of :func:`span_of`
+    the windows): ``(first, count)`` frame indices, or, for a window with no frames
+    there (past the end of the video's frames), an EmptyClip error (its message does not
+    name the window: the errors row adds that). Frame windows whose frames the decode
+    did not reach in full are EmptyClip errors too (never silently shorter)."""
     from beam_i3d.errors import EmptyClip
-    from beam_i3d.media.video import DecodedClip
 
     origin = micro(span.start_sec)
-    # Where the span's frames really end (older spans: where its 25-fps frames end).
     frames_end = span.end_sec if span.range_end_sec is None else span.range_end_sec
     out = []
     for w in windows:
+        if w.first_frame is not None:
+            first, wanted = w.first_frame - windows[0].first_frame, w.frames
+            count = min(wanted, span.num_frames - first)
+            if count < wanted:
+                got = f"only {max(0, count)} of its {wanted}" if count > 0 else f"none of its {wanted}"
+                out.append(EmptyClip(span.info.uri, f"{got} frames were decoded: the video's "
+                                                    f"frames end at {frames_end:.3f} s, "
+                                                    "before its packets said"))
+                continue
+            out.append((first, count))
+            continue
         offset = (w.start - origin) * SAMPLE_FPS
         if offset.denominator != 1 or offset < 0:
             raise ValueError(f"window {w.index} starts off the span's 25-fps grid")
@@ -172,16 +267,60 @@ def cut_windows(span, windows: Sequence[Window]) -> list:
                                                 f"{float(w.start):g} s, after the end of the "
                                                 f"video's frames ({frames_end:.3f} s)"))
             continue
+        out.append((first, count))
+    return out
+
+
+def pair_runs(offsets: Sequence) -> list[tuple[int, int]]:
+    """The frame ranges ``[a, b)`` of a span whose consecutive pairs some window needs
+    (a window of frames ``[f, f + c)`` needs the pairs ``f .. f + c - 2``), merged where
+    they overlap or follow on, so that each pair's optical flow is computed once however
+    many windows share it; pairs no window needs (a stride longer than the window) are
+    left out. ``offsets``: :func:`window_offsets` (errors are skipped)."""
+    spans = sorted((first, first + count - 1) for o in offsets
+                   if not isinstance(o, BaseException) for first, count in [o] if count >= 2)
+    runs: list[list[int]] = []
+    for a, b in spans:  # pairs [a, b)
+        if runs and a <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], b)
+        else:
+            runs.append([a, b])
+    return [(a, b + 1) for a, b in runs]  # frames [a, b]: pairs a .. b - 1
+
+
+def cut_windows(span, windows: Sequence[Window]) -> list:
+    """The frames of each window, sliced from ``span`` (a
+    :class:`beam_i3d.media.video.DecodedClip` of :func:`span_of` the windows, decoded without a
+    cap), as DecodedClips exactly like decoding each window as a clip of its own; a
+    window with no frames in the span (past the end of the video's frames) is an
+    EmptyClip error instead (its message does not name the window: the errors row adds
+    that, :func:`beam_i3d.job.records.request_error`)."""
+    from beam_i3d.media.video import DecodedClip
+
+    # Where the span's frames really end (older spans: where its 25-fps frames end).
+    frames_end = span.end_sec if span.range_end_sec is None else span.range_end_sec
+    out = []
+    for w, where in zip(windows, window_offsets(span, windows)):
+        if isinstance(where, BaseException):
+            out.append(where)
+            continue
+        first, count = where
         part = slice(first, first + count)
+        if w.first_frame is not None:  # a frame window: its frames' own times
+            start_sec, end_sec, range_end = float(w.start), float(w.end), float(w.end)
+        else:
+            start_sec = float(w.start)
+            end_sec = float(w.start + Fraction(count, SAMPLE_FPS))
+            range_end = float(min(w.end, micro(frames_end)))
         out.append(DecodedClip(
             rgb=span.rgb[part],
             gray=None if span.gray is None else span.gray[part],
             times=span.times[part],
             source_times=span.source_times[part],
-            start_sec=float(w.start),
-            end_sec=float(w.start + Fraction(count, SAMPLE_FPS)),
+            start_sec=start_sec,
+            end_sec=end_sec,
             info=span.info,
-            range_end_sec=float(min(w.end, micro(frames_end)))))
+            range_end_sec=range_end))
     return out
 
 

@@ -52,9 +52,15 @@ children never import TensorFlow. The child then sends back the RGB crops and th
 grayscale frames, and the parent runs :func:`~beam_i3d.media.preprocess.finish_clip` when the
 result is collected (:meth:`DecodePool.next_result`); the ``opencv`` backend runs in the
 children, spreading its CPU work over the pool. So it does for a windowed work item: the
-child cuts the item's windows from the decoded span and computes each one's flow on its
-own frames (the limit then covers all their pairs), and sends the span's crops with the
-windows' flow; the parent cuts the windows again and finishes each with its flow.
+child finds which frame pairs the item's windows need (:func:`beam_i3d.job.windows.
+pair_runs`), computes each of those pairs' flow once (:func:`beam_i3d.media.preprocess.
+span_flow`; overlapping windows share their pairs: at a stride of 4 frames and windows
+of 16, each pair once instead of 4 times), the limit then covering those pairs, and
+sends the span's crops with the span's flow fields; the parent cuts the windows and
+finishes each with its slice of the fields (:func:`~beam_i3d.media.preprocess.
+window_flow`), bit for bit the flow of that window's frames alone. With ``tf`` the
+parent does the same with the span's grayscale frames. (``flow_per_window=True``, kept
+for the benchmark, computes each window's flow on its own frames instead, as before.)
 
 Arrays travel in shared-memory segments (``/dev/shm``), not through the pipe: the child
 decodes a clip's frames straight into segments (:class:`_SegmentAllocator`) and copies
@@ -101,7 +107,7 @@ from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
 
 __all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
-           "clip_time_limit", "flow_time_limit", "probe"]
+           "clip_time_limit", "flow_time_limit", "probe", "probe_frames"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -143,15 +149,17 @@ class Probed:
 @dataclasses.dataclass
 class _FlowedSpan:
     """A windowed item as a child sends it when it also computes the windows' flow (the
-    ``opencv`` backend): the span's RGB crops, and each window's flow (computed on that
-    window's frames only, as for a clip of its own) one after another along time. The
-    parent cuts the windows again and finishes each with its flow."""
+    ``opencv`` backend): the span's RGB crops, and the span's flow fields (each pair a
+    window needs computed once, :func:`beam_i3d.media.preprocess.span_flow`), from which
+    the parent slices each window's (``per_window``: each window's flow stream computed
+    on its own frames, one after another along time, as before flow was shared)."""
 
     span: Any  # the DecodedClip of the span, without its arrays
     rgb: Any  # the span's crops, [T,224,224,3] uint8
-    flow: Any  # the windows' flow streams, concatenated (None: no window has one)
-    flow_lengths: list  # per window: the length of its flow stream (0: none)
+    flow: Any  # the span's fields [T-1,...] (per_window: the windows' streams concatenated)
+    flow_lengths: list  # per_window: per window the length of its flow stream (0: none)
     errors: list  # per window: None, or the error of its flow as _describe_error gives it
+    per_window: bool = False
 
 
 class ChildException(Exception):
@@ -206,6 +214,15 @@ def probe(uri: str, limits: DecodeLimits) -> Probed:
 
     extent = probe_extent(uri, limits)
     return Probed(extent.declared, extent.exact, extent.frames_end)
+
+
+def probe_frames(uri: str, limits: DecodeLimits):
+    """A probe task for ``--fps native`` (:meth:`DecodePool.submit_call`), run in a child:
+    every frame's presentation time from the packets
+    (:func:`beam_i3d.media.video_open.probe_frame_times`)."""
+    from beam_i3d.media.video_open import probe_frame_times
+
+    return probe_frame_times(uri, limits)
 
 
 def _segment_name(prefix: str, seq: int, index: int) -> str:
@@ -395,7 +412,8 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
     try:
         clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
                                   max_seconds=options["max_seconds"], limits=limits,
-                                  decode_threads=1, allocate=allocator)
+                                  decode_threads=1, allocate=allocator,
+                                  fps=options.get("fps"), max_frames=options.get("max_frames"))
         if not finish_here and options.get("flow_in_child"):
             return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
                               ("rgb", "flow"), prefix, seq, allocator)
@@ -413,9 +431,47 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
 
 
 def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
-    """The flow of each window of a decoded item (the same cut as the parent's), written
-    into one array of the allocator's; the parent's hard limit is first moved to cover
-    all their pairs. Running out of memory fails the whole item (the child is replaced)."""
+    """The flow of a decoded item's windows: the span's fields, each pair the windows
+    need computed once, written into an array of the allocator's (the parent's hard
+    limit first moved to cover those pairs); one run's failure is the error of the
+    windows that need it. Running out of memory fails the whole item (the child is
+    replaced). ``options["flow_per_window"]``: :func:`_flow_each_window` instead."""
+    from beam_i3d.job.windows import pair_runs, window_offsets
+    from beam_i3d.media.preprocess import span_flow
+
+    if options.get("flow_per_window"):
+        return _flow_each_window(conn, seq, span, options, allocator)
+    offsets = window_offsets(span, options["windows"])
+    runs = pair_runs(offsets)
+    pairs = sum(b - a - 1 for a, b in runs)
+    conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
+    fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
+                       allocate=allocator)  # zeros, in shared memory
+    failed = []  # (run, error)
+    for run in runs:
+        try:
+            span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
+                      flow_backend=options["flow_backend"],
+                      flow_batch_pairs=options["flow_batch_pairs"], out=fields)
+        except Exception as e:  # noqa: BLE001: the result of the windows of this run
+            if _is_out_of_memory(e):
+                raise
+            failed.append((run, _describe_error(e)))
+    errors = []
+    for where in offsets:
+        error = None
+        if not isinstance(where, BaseException):
+            first, count = where
+            error = next((e for (a, b), e in failed if a <= first and first + count <= b), None)
+        errors.append(error)
+    return _FlowedSpan(span=dataclasses.replace(span, rgb=None, gray=None), rgb=span.rgb,
+                       flow=fields, flow_lengths=[], errors=errors)
+
+
+def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
+    """The flow of each window of a decoded item computed on that window's frames alone
+    (each pair as many times as windows share it: the way before flow was shared, kept
+    for ``benchmarks/features_speed.py``), concatenated in one array of the allocator's."""
     from beam_i3d.job.windows import cut_windows
     from beam_i3d.media.preprocess import clip_flow
 
@@ -430,7 +486,8 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
             try:
                 flow = clip_flow(part, quantize_flow=options["quantize_flow"],
                                  flow_backend=options["flow_backend"],
-                                 flow_batch_pairs=options["flow_batch_pairs"])
+                                 flow_batch_pairs=options["flow_batch_pairs"],
+                                 loop_to=options.get("loop_to") or 0)
             except Exception as e:  # noqa: BLE001: that window's result
                 if _is_out_of_memory(e):
                     raise
@@ -448,7 +505,7 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
             offset += len(f)
     del parts, clips, flows, done
     return _FlowedSpan(span=dataclasses.replace(span, rgb=None, gray=None), rgb=span.rgb,
-                       flow=joined, flow_lengths=lengths, errors=errors)
+                       flow=joined, flow_lengths=lengths, errors=errors, per_window=True)
 
 
 def _call_in_child(call, uri, limits, prefix, seq):
@@ -582,7 +639,8 @@ class DecodePool:
                end_sec: float | None = None, *, streams: Sequence[str] = ("rgb",),
                max_seconds: float | None = DEFAULT_MAX_SECONDS, quantize_flow: bool = True,
                flow_backend: str = DEFAULT_FLOW_BACKEND,
-               flow_batch_pairs: int | None = None, windows: Sequence | None = None) -> None:
+               flow_batch_pairs: int | None = None, windows: Sequence | None = None,
+               fps=None, loop_to: int | None = None, flow_per_window: bool = False) -> None:
         """Queue one clip; the arguments are those of
         :func:`~beam_i3d.media.preprocess.preprocess_clip` (limits: the pool's). ``key``
         (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
@@ -594,7 +652,12 @@ class DecodePool:
         ignored), and the parent cuts each window from it and finishes it
         (:func:`beam_i3d.job.windows.cut_windows`, then ``finish_clip``; the ``opencv``
         flow of each window is computed in the child, ``tf``'s here): the result is then
-        a list with, per window, its ClipTensors or its exception."""
+        a list with, per window, its ClipTensors or its exception. Frame windows
+        (:func:`beam_i3d.job.windows.frame_windows`) are decoded at ``fps`` (None: 25;
+        "native": the video's own frames) from their exact start, the span's frame count
+        and no more, and looped to ``loop_to`` frames where shorter (the window's W).
+        The flow of each frame pair the windows need is computed once per item and
+        sliced (``flow_per_window``: per window, as before; for benchmarks)."""
         from beam_i3d.media.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
@@ -605,8 +668,13 @@ class DecodePool:
             windows = list(windows)
             if not windows:
                 raise ValueError("a work item needs at least one window")
+            from beam_i3d.job.windows import span_frames
+
             start, end = span_of(windows)
             start_sec, end_sec, max_seconds = float(start), float(end), None
+            max_frames = span_frames(windows)
+            if max_frames is not None:  # frame windows: exact start, a frame count
+                start_sec, end_sec = start, None
             # The decode budget is per clip of up to 10 s: an item gets it per 10 s of
             # its span (a minute of video: six budgets).
             scale = max(1.0, float(end - start) / DEFAULT_MAX_SECONDS)
@@ -622,6 +690,9 @@ class DecodePool:
                    "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
                    "windows": windows, "flow_in_child": flow_in_child,
                    "limits": item_limits if windows is not None else None}
+        if windows is not None:
+            options.update(fps=fps, max_frames=max_frames, loop_to=loop_to,
+                           flow_per_window=flow_per_window)
         self._queue(key, uri, start_sec, end_sec, options, finish_here)
 
     def submit_probe(self, key: Hashable, uri: str) -> None:
@@ -729,7 +800,8 @@ class DecodePool:
                     return finish_clip(clip, streams=options["streams"],
                                        quantize_flow=options["quantize_flow"],
                                        flow_backend=options["flow_backend"],
-                                       flow_batch_pairs=options["flow_batch_pairs"], flow=flow)
+                                       flow_batch_pairs=options["flow_batch_pairs"], flow=flow,
+                                       loop_to=options.get("loop_to") or 0)
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
@@ -741,15 +813,23 @@ class DecodePool:
                     result = dataclasses.replace(flowed.span, rgb=flowed.rgb)
                 try:
                     parts = cut_windows(result, options["windows"])
+                    fields = offsets = None
+                    if (flowed is None and "flow" in options["streams"]
+                            and not options.get("flow_per_window")):
+                        fields, offsets = self._span_flow(result, options)
                 except Exception as e:  # noqa: BLE001: the whole item's result
                     result = e
                 else:
                     del result  # the windows hold views of the span's arrays
-                    if flowed is None:
+                    if flowed is not None:
+                        result = self._finish_flowed(task, parts, flowed, finish)
+                    elif fields is not None:
+                        result = [p if isinstance(p, BaseException) else
+                                  finish(p, self._slice_flow(fields, where, options))
+                                  for p, where in zip(parts, offsets)]
+                    else:
                         result = [p if isinstance(p, BaseException) else finish(p)
                                   for p in parts]
-                    else:
-                        result = self._finish_flowed(task, parts, flowed, finish)
             else:
                 result = finish(result)
             seconds += time.monotonic() - started
@@ -757,18 +837,54 @@ class DecodePool:
             self._outstanding.discard(task.key)
         return Finished(task.key, result, seconds)
 
+    @staticmethod
+    def _span_flow(span, options):
+        """``tf`` flow of an item, here: the span's fields, each needed pair once, and
+        where each window lies in the span."""
+        from beam_i3d.job.windows import pair_runs, window_offsets
+        from beam_i3d.media.preprocess import span_flow
+
+        offsets = window_offsets(span, options["windows"])
+        fields = span_flow(span.gray, pair_runs(offsets),
+                           quantize_flow=options["quantize_flow"],
+                           flow_backend=options["flow_backend"],
+                           flow_batch_pairs=options["flow_batch_pairs"])
+        return fields, offsets
+
+    @staticmethod
+    def _slice_flow(fields, where, options):
+        from beam_i3d.media.preprocess import window_flow
+
+        first, count = where
+        return window_flow(fields, first, count, quantize_flow=options["quantize_flow"],
+                           loop_to=options.get("loop_to") or 0)
+
     def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
         """Each window of an item whose flow the child computed: its ClipTensors with its
-        part of ``flowed.flow``, or its exception (the cut's, or its flow's)."""
+        slice of ``flowed.flow``, or its exception (the cut's, or its flow's)."""
+        from beam_i3d.job.windows import window_offsets
+
         out, offset = [], 0
-        for part, length, error in zip(parts, flowed.flow_lengths, flowed.errors):
+        options = task.options
+        if flowed.per_window:
+            for part, length, error in zip(parts, flowed.flow_lengths, flowed.errors):
+                if isinstance(part, BaseException):
+                    out.append(part)
+                elif error is not None:
+                    out.append(self._rebuild_error(task, error))
+                else:
+                    out.append(finish(part, flowed.flow[offset:offset + length]))
+                offset += length
+            return out
+        span = dataclasses.replace(flowed.span, rgb=flowed.rgb)
+        offsets = window_offsets(span, options["windows"])
+        for part, where, error in zip(parts, offsets, flowed.errors):
             if isinstance(part, BaseException):
                 out.append(part)
             elif error is not None:
                 out.append(self._rebuild_error(task, error))
             else:
-                out.append(finish(part, flowed.flow[offset:offset + length]))
-            offset += length
+                out.append(finish(part, self._slice_flow(flowed.flow, where, options)))
         return out
 
     def _wake(self) -> None:

@@ -72,6 +72,7 @@ from beam_i3d.media.video_pixels import (  # noqa: F401: re-exported
     yuv_to_rgb,
 )
 
+NATIVE_FPS = "native"  # decode_clip(fps=...): the video's own frames, no resampling
 # How far before the start to seek again when a seek lands after the start (seconds).
 _SEEK_BACKOFFS = (0, 1, 5, 30)
 # A declared duration longer than the decoded stream by more than this means the file
@@ -149,12 +150,71 @@ class FrameSampler:
         number of outputs that fall to it."""
         return self._fill_before(end_time) if self._have_frame else 0
 
+    def range_end(self, end_time: Fraction) -> Fraction:
+        """Where the range decoded ends: ``stop`` once every output was given, else
+        ``end_time`` (where the video's frames ended)."""
+        return self.stop if self.done else end_time
+
     def _fill_before(self, limit: Fraction) -> int:
         count = 0
         while not self.done and self.time_of(self.next_index) < limit:
             self.next_index += 1
             count += 1
         return count
+
+
+class NativeSampler:
+    """``--fps native``: every source frame on screen in ``[start, stop)`` is one output
+    frame, in presentation order, none repeated or dropped (the frame on screen at
+    ``start`` first), at most ``max_frames`` of them. The same interface as
+    :class:`FrameSampler`; :meth:`time_of` gives output ``k``'s presentation time (the
+    first: ``start`` if its frame began before), and ``time_of(T)`` where the last one
+    ends (its pts + its duration: the next frame's time, or the stream's end)."""
+
+    def __init__(self, start: Fraction, stop: Fraction | None, max_frames: int | None = None):
+        self.start = Fraction(start)
+        self.stop = None if stop is None else Fraction(stop)
+        self.max_frames = max_frames
+        self.next_index = 0
+        self._previous: Fraction | None = None
+        self._past_stop = False
+        self._starts: list[Fraction] = []
+        self._end: Fraction | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._past_stop or (self.max_frames is not None
+                                   and self.next_index >= self.max_frames)
+
+    def time_of(self, k: int) -> Fraction:
+        if k < len(self._starts):
+            return self._starts[k]
+        if k == len(self._starts) and self._end is not None:
+            return self._end
+        return self.start if not self._starts else self._end
+
+    def _close(self, until: Fraction) -> int:
+        previous = self._previous
+        if (previous is None or self.done or until <= self.start
+                or (self.stop is not None and previous >= self.stop)):
+            return 0
+        self._starts.append(max(previous, self.start))
+        self._end = until
+        self.next_index += 1
+        return 1
+
+    def push(self, frame_time: Fraction) -> int:
+        count = self._close(frame_time)
+        if self.stop is not None and frame_time >= self.stop:
+            self._past_stop = True
+        self._previous = frame_time
+        return count
+
+    def finish(self, end_time: Fraction) -> int:
+        return self._close(end_time)
+
+    def range_end(self, end_time: Fraction) -> Fraction:
+        return self._end if self.done and self._end is not None else end_time
 
 
 def clip_time_range(uri: str, start_sec: float | None, end_sec: float | None,
@@ -165,14 +225,20 @@ def clip_time_range(uri: str, start_sec: float | None, end_sec: float | None,
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
 
-    def exact(seconds: float, name: str) -> Fraction:
+    def exact(seconds, name: str) -> Fraction:
+        if isinstance(seconds, Fraction):  # already exact (a frame window's start)
+            if seconds < 0:
+                raise EmptyClip(uri, f"invalid time range: {name} {float(seconds)} s is not "
+                                     "a time >= 0")
+            return seconds
+        seconds = float(seconds)
         if not math.isfinite(seconds) or seconds < 0:
             raise EmptyClip(uri, f"invalid time range: {name} {seconds} s is not a time >= 0")
         # In exact arithmetic: seconds * 1e6 in floats overflows to inf for huge times.
         return Fraction(round(Fraction(seconds) * 1_000_000), 1_000_000)
 
-    start = exact(float(start_sec), "start") if start_sec is not None else Fraction(0)
-    stop = exact(float(end_sec), "end") if end_sec is not None else None
+    start = exact(start_sec, "start") if start_sec is not None else Fraction(0)
+    stop = exact(end_sec, "end") if end_sec is not None else None
     if stop is not None and stop <= start:
         raise EmptyClip(uri, f"empty time range [{float(start):g} s, {float(stop):g} s)")
     if max_seconds is not None:
@@ -252,23 +318,36 @@ class _Frames:
 _MAX_INITIAL_FRAMES = 8192  # 5.5 min at 25 fps; beyond, the frame array grows as needed
 
 
-def _expected_frames(video: _OpenVideo, start: Fraction, stop: Fraction | None) -> int:
+def _expected_frames(video: _OpenVideo, start: Fraction, stop: Fraction | None,
+                     fps=SAMPLE_FPS, max_frames: int | None = None) -> int:
     """How many output frames ``[start, stop)`` should give: exactly those of the range
     (the sampler stops there), fewer where the declared duration ends the video first
-    (one more for its rounding); 250 (10 s) when neither bounds it."""
-    counts = []
+    (one more for its rounding); 10 s worth when neither bounds it. ``fps``: the output
+    rate ("native": the stream's own, about); ``max_frames``: a cap on the count."""
+    if fps == NATIVE_FPS:
+        rate = video.stream.average_rate or video.stream.guessed_rate
+        fps = Fraction(rate) if rate else Fraction(30)
+    counts = [] if max_frames is None else [max_frames]
     if stop is not None:
-        counts.append(math.ceil((stop - start) * SAMPLE_FPS))
+        counts.append(math.ceil((stop - start) * fps))
     if video.declared_duration is not None:
-        counts.append(math.ceil((video.declared_duration - start) * SAMPLE_FPS) + 1)
-    return max(1, min(*counts, _MAX_INITIAL_FRAMES) if counts else 10 * SAMPLE_FPS)
+        counts.append(math.ceil((video.declared_duration - start) * fps) + 1)
+    return max(1, min(*counts, _MAX_INITIAL_FRAMES) if counts else math.ceil(10 * fps))
 
 
 def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None = None, *,
                 max_seconds: float | None = DEFAULT_MAX_SECONDS,
                 limits: DecodeLimits | None = None, keep_gray: bool = False,
-                decode_threads: int = 0, allocate=None) -> DecodedClip:
+                decode_threads: int = 0, allocate=None, fps=SAMPLE_FPS,
+                max_frames: int | None = None) -> DecodedClip:
     """Decode ``[start_sec, end_sec)`` of the video at ``uri`` into 25-fps frames.
+
+    ``fps``: the output rate (default the recipe's 25; any positive int or Fraction
+    samples by the same rule), or ``"native"`` (:data:`NATIVE_FPS`): every source frame on
+    screen in the range, in presentation order, none repeated or dropped
+    (:class:`NativeSampler`). ``max_frames``: stop after this many output frames (a frame
+    window's count; exact, where an end time rounded to microseconds might not be).
+    ``start_sec``/``end_sec`` may be exact Fractions (not rounded).
 
     ``start_sec`` defaults to 0 (the first frame), ``end_sec`` to the end of the video;
     at most ``max_seconds`` (None: no cap) are decoded. ``keep_gray`` also returns the
@@ -286,6 +365,9 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
     """
     limits = limits or DecodeLimits()
     start, stop = clip_time_range(uri, start_sec, end_sec, max_seconds)
+    if max_frames is not None and fps != NATIVE_FPS:
+        cap = start + Fraction(max_frames) / Fraction(fps)
+        stop = cap if stop is None else min(stop, cap)
     with _OpenVideo(uri, limits, decode_threads) as video:
         # Not refused from the declared duration: a header may declare less than its frames
         # (a range past the end is found out by decoding, after one seek).
@@ -293,11 +375,12 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
             # Also keeps seek offsets in FFmpeg's 64-bit range (a start of 1e15 s).
             raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of any "
                                  f"video accepted (at most {limits.max_duration_seconds:g} s long)")
-        return _decode(video, start, stop, keep_gray, allocate)
+        return _decode(video, start, stop, keep_gray, allocate, fps, max_frames)
 
 
 def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
-            keep_gray: bool, allocate=None) -> DecodedClip:
+            keep_gray: bool, allocate=None, fps=SAMPLE_FPS,
+            max_frames: int | None = None) -> DecodedClip:
     import av
     import cv2
 
@@ -308,7 +391,7 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
         try:
             result = _decode_from(video, start, stop, keep_gray, target,
                                   retry_if_late=attempt < len(attempts) - 1,
-                                  allocate=allocate)
+                                  allocate=allocate, fps=fps, max_frames=max_frames)
         except VideoError:
             raise
         except av.error.DecoderNotFoundError as e:
@@ -325,8 +408,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
 
 
 def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep_gray: bool,
-                 seek_target: Fraction | None, retry_if_late: bool, allocate=None
-                 ) -> DecodedClip | None:
+                 seek_target: Fraction | None, retry_if_late: bool, allocate=None,
+                 fps=SAMPLE_FPS, max_frames: int | None = None) -> DecodedClip | None:
     container, stream, tb, uri = video.container, video.stream, video.time_base, video.uri
     origin_pts = video.origin_pts
     if seek_target is not None:
@@ -336,13 +419,15 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
         container.seek(origin_pts, stream=stream, backward=True, any_frame=False)
     video.seeked = video.seeked or seek_target is not None
 
-    sampler = FrameSampler(start, stop)
-    expected = _expected_frames(video, start, stop)
+    sampler = (NativeSampler(start, stop, max_frames) if fps == NATIVE_FPS
+               else FrameSampler(start, stop, fps))
+    expected = _expected_frames(video, start, stop, fps, max_frames)
     rgb, gray, source_times = _Frames(expected, allocate), _Frames(expected, allocate), []
     sizes: dict[tuple[int, int], tuple[int, int]] = {}
     orientation: Orientation | None = None
     previous = previous_time = None
     last_interval: Fraction | None = None
+    end_time: Fraction | None = None  # where the last frame ends, once the stream ends
 
     def emit(frame, frame_time: Fraction, count: int) -> None:
         nonlocal orientation
@@ -414,7 +499,7 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
                                  f"end of the video's frames ({float(end_time):.3f} s)")
     num = rgb.count
     # Where the range scored ends: its stop where the frames reached it, else the video's end.
-    range_end = sampler.stop if sampler.done else end_time
+    range_end = sampler.range_end(end_time)
     times = np.array([float(sampler.time_of(k)) for k in range(num)])
     return DecodedClip(
         rgb=rgb.result(),

@@ -642,6 +642,111 @@ def probe_extent(uri: str, limits: DecodeLimits | None = None) -> Extent:
         return Extent(video.declared_duration, video.exact_duration, end)
 
 
+VFR_SPREAD = 0.1  # frame durations spread wider than this fraction of their median: VFR
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameTimes:
+    """Every frame of a video's stream in presentation order (``--fps native``):
+    ``pts``, int64 ``[N]`` sorted presentation times in ``time_base`` units from the
+    stream's start (frame k is on screen from ``pts[k] * time_base`` seconds); ``end``:
+    where the last frame ends (s, exact: its pts + its duration); ``declared``/``exact``:
+    as :class:`Extent`; ``declared_rate``: the stream's average frame rate (fps, None if
+    it declares none); ``variable``: whether the frame durations (the steps between
+    presentation times) spread wider than :data:`VFR_SPREAD` of their median: a
+    variable-frame-rate source (or dropped frames), whose frames are taken as they are."""
+
+    pts: object
+    time_base: Fraction
+    end: Fraction
+    declared: Fraction | None
+    exact: bool
+    declared_rate: Fraction | None
+    variable: bool
+
+    @property
+    def count(self) -> int:
+        return int(len(self.pts))
+
+    def time(self, k: int) -> Fraction:
+        """Presentation time of frame ``k`` (s, exact); ``time(N)`` is :attr:`end`."""
+        return self.end if k >= self.count else int(self.pts[k]) * self.time_base
+
+    @property
+    def rate(self) -> float | None:
+        """Frames per second of the frames themselves ((N - 1) over the span of their
+        times), else the declared rate; None when neither is known."""
+        if self.count >= 2 and self.pts[-1] > self.pts[0]:
+            return float((self.count - 1) / (int(self.pts[-1] - self.pts[0]) * self.time_base))
+        return None if self.declared_rate is None else float(self.declared_rate)
+
+
+def frame_spread_is_variable(pts) -> bool:
+    """Whether sorted presentation times step unevenly (see :class:`FrameTimes`)."""
+    import numpy as np
+
+    steps = np.diff(np.asarray(pts, np.int64))
+    steps = steps[steps > 0]
+    if len(steps) < 2:
+        return False
+    median = float(np.median(steps))
+    return float(steps.max() - steps.min()) > VFR_SPREAD * median + 1  # 1 tick: rounding
+
+
+def probe_frame_times(uri: str, limits: DecodeLimits | None = None) -> FrameTimes:
+    """Every packet's presentation time of the video stream, read from the packets
+    (no frame decoded; every packet of the file is read, within the clip's time budget):
+    the frames ``--fps native`` takes (see :class:`FrameTimes`). Raises what
+    :func:`probe_video` raises, CorruptVideo where the packets cannot be read,
+    VideoTooLong past ``limits.max_duration_seconds``, and UnknownFrameRate where the
+    packets carry no presentation times (the frames cannot be placed in time)."""
+    import av
+    import numpy as np
+
+    from beam_i3d.errors import UnknownFrameRate
+
+    limits = limits or DecodeLimits()
+    with _OpenVideo(uri, limits) as video:
+        stream, tb = video.stream, video.time_base
+        pts, last_duration = [], {}
+        try:
+            for packet in video.container.demux(stream):
+                video.check_deadline()
+                if packet.pts is None or packet.is_discard or packet.size == 0:
+                    continue
+                pts.append(packet.pts - video.origin_pts)
+                if packet.duration:
+                    last_duration[packet.pts - video.origin_pts] = packet.duration
+        except VideoError:
+            raise
+        except IndexError:
+            raise CorruptVideo(uri, "a packet of a stream that was not in the header "
+                                    "(damaged file)") from None
+        except (av.error.FFmpegError, OverflowError, ValueError) as e:
+            raise CorruptVideo(uri, f"reading the packets failed: {_one_line(e)}") from None
+        rate = stream.average_rate or stream.guessed_rate
+        if not pts:
+            raise UnknownFrameRate(uri, "its packets carry no presentation times, so its own "
+                                        "frames (--fps native) cannot be placed in time")
+        times = np.unique(np.asarray(pts, np.int64))  # sorted; a repeated time is one frame
+        last = int(times[-1])
+        if last in last_duration:
+            tail = Fraction(last_duration[last]) * tb
+        elif len(times) >= 2:
+            tail = Fraction(last - int(times[-2])) * tb
+        elif rate:
+            tail = 1 / Fraction(rate)
+        else:
+            raise UnknownFrameRate(uri, "one frame, and the stream declares no frame rate")
+        end = last * tb + tail
+        if end > limits.max_duration_seconds:
+            raise VideoTooLong(uri, f"the video's frames run to {float(end):.1f} s, over the "
+                                    f"limit of {limits.max_duration_seconds:g} s")
+        return FrameTimes(times, Fraction(tb), end, video.declared_duration,
+                          video.exact_duration, Fraction(rate) if rate else None,
+                          frame_spread_is_variable(times))
+
+
 def probe_duration(uri: str, limits: DecodeLimits | None = None) -> Fraction | None:
     """The video stream's declared duration in seconds (exact fraction), from the
     container's header without decoding a frame; None if it declares none. Raises what
