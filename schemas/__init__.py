@@ -41,6 +41,16 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "4"
 METADATA_PREFIX = "beam_i3d."
+# Versions whose files read as one dataset: each later one only adds nullable columns
+# (pyarrow's promote_options="default" and DuckDB's union_by_name fill them with null),
+# so an output may hold shards of several of them, and a run may resume an output
+# written by an earlier one of them.
+READ_TOGETHER = ("3", "4")
+
+
+def read_together(a: str, b: str) -> bool:
+    """Whether files of schema versions ``a`` and ``b`` belong in one output."""
+    return a == b or (a in READ_TOGETHER and b in READ_TOGETHER)
 
 TOP_K_ENTRY = pa.struct([
     pa.field("label", pa.string(), nullable=False),

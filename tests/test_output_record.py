@@ -164,6 +164,7 @@ def strip_recipe(out: Path) -> None:
         table = pq.read_table(path)
         meta = {k: v for k, v in table.schema.metadata.items()
                 if k != f"{METADATA_PREFIX}output_recipe".encode()}
+        meta[f"{METADATA_PREFIX}schema_version".encode()] = b"3"  # as it then was
         pq.write_table(table.replace_schema_metadata(meta), path)
 
 
@@ -331,3 +332,9 @@ def test_records_and_shards_on_gcs(gcs_emulator):
         output_record.check_output_recipe(out, "score", {**recipe, "top_k": 4})
     with pytest.raises(output_record.RecipeMismatch, match="is a `beam-i3d score` output"):
         output_record.check_output_recipe(out, "fvd", {})
+
+
+def test_schema_versions_that_read_together_are_one_experiment():
+    assert differences({"schema_version": "3"}, {"schema_version": "4"}) == []
+    assert differences({"schema_version": "2"}, {"schema_version": "4"}) == [
+        "schema_version: recorded 2, this run 4"]

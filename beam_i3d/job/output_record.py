@@ -142,10 +142,23 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
             continue
         if common_only and (a is missing or b is missing):
             continue
+        if name in _SAME and a is not missing and b is not missing and _SAME[name](a, b):
+            continue
         if _canonical(a) != _canonical(b):
             out.append(f"{name}: recorded {'not set' if a is missing else _shown(a)}, "
                        f"this run {'not set' if b is missing else _shown(b)}")
     return out
+
+
+def _same_schema(a: Any, b: Any) -> bool:
+    from schemas import read_together
+
+    return read_together(str(a), str(b))
+
+
+# Entries whose values may differ and still be one experiment: schema versions whose
+# files read together (a later one only adds nullable columns).
+_SAME: dict[str, Callable[[Any, Any], bool]] = {"schema_version": _same_schema}
 
 
 def _canonical(value: Any) -> Any:
