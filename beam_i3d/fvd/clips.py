@@ -458,13 +458,14 @@ def _read_video(uri: str, num_frames: int, limits=None) -> np.ndarray:
 
     from beam_i3d.media.recipe import DecodeLimits
     from beam_i3d.media.video import _OpenVideo, frame_orientation, resource_error
+    from beam_i3d.media.video_pixels import SWSCALE_THREADS
 
     frames = []
     with _OpenVideo(uri, limits or DecodeLimits()) as video:
         try:
             for frame in video.container.decode(video.stream):
                 video.check_deadline()
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24", threads=SWSCALE_THREADS)
                 frames.append(np.ascontiguousarray(frame_orientation(frame).apply(rgb)))
                 if len(frames) >= num_frames:
                     break

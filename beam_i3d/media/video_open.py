@@ -107,10 +107,12 @@ def resource_error(uri: str, e: BaseException, doing: str) -> VideoError | None:
     """The transient VideoError for an FFmpeg error that says the system refused a
     resource rather than that the file is bad, else None: ``ENOMEM`` is
     DecodeOutOfMemory; ``EAGAIN`` is DecodeResourceExhausted. FFmpeg returns ``EAGAIN``
-    from ``avcodec_open2`` when a decoder thread cannot start (``pthread_create``:
-    no room for its stack under the address-space limit, or no task or memory left on
-    the machine); PyAV opens the decoder at the first packet, so it surfaces from the
-    first decode call. ``doing`` says what was being done ("decoding")."""
+    where a thread of its own cannot start (``pthread_create``: no room for its stack
+    under the address-space limit, or no task or memory left on a loaded machine):
+    from ``avcodec_open2`` (decoder threads; PyAV opens the decoder at the first packet,
+    so it surfaces from the first decode call) and from swscale's conversion of a frame
+    (PyAV starts its threads anew for every frame unless told one thread). ``doing``
+    says what was being done ("decoding")."""
     code = getattr(e, "errno", None)
     reason = getattr(e, "strerror", None) or _one_line(e)
     if code == errno.ENOMEM:
