@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 
 from beam_i3d import errors
-from beam_i3d.fvd.clips import ClipSpec, _count_video_frames, _read_video, count_frames, \
-    read_protocol_clip
+from beam_i3d.fvd.clips import (
+    ClipSpec,
+    _count_video_frames,
+    _read_video,
+    count_frames,
+    read_protocol_clip,
+)
 from beam_i3d.media.decode_pool import HOOK_ENV, DecodePool
 from beam_i3d.media.preprocess import preprocess_clip
 from beam_i3d.media.video import decode_clip, probe_extent
