@@ -28,6 +28,7 @@ using the class name as ``error_type``.
     │   ├── DecodeTimeout          (transient)
     │   ├── DecoderCrashed         (transient) the decoding child process died
     │   ├── DecodeOutOfMemory      (transient) the decoding child ran out of memory
+    │   ├── DecodeResourceExhausted (transient) the system refused FFmpeg a resource (EAGAIN)
     │   ├── StorageError           (transient) auth/network failure reading the video
     │   ├── UnsupportedShape       extreme aspect ratio (flow cost unbounded)
     │   ├── UnsupportedURI         a URI scheme beam-i3d cannot read
@@ -38,7 +39,7 @@ using the class name as ``error_type``.
     └── ReportError                a run's outputs cannot be reported on
 
 ``transient`` (a class attribute) says whether the same clip may succeed when tried
-again (time-outs, crashes, I/O, out of memory): ``score --skip-existing --retry-errors``
+again (time-outs, crashes, I/O, out of memory or other resources): ``score --skip-existing --retry-errors``
 scores those again and leaves the deterministic ones (not a video, bad rows) settled.
 """
 
@@ -216,6 +217,13 @@ class DecoderCrashed(VideoError):
 
 class DecodeOutOfMemory(VideoError):
     """The child process decoding the clip went over its memory limit."""
+
+    transient = True
+
+
+class DecodeResourceExhausted(VideoError):
+    """FFmpeg was refused a resource of the system (``EAGAIN``: most often a decoder
+    thread that could not be started on a loaded machine), not a fault of the file."""
 
     transient = True
 

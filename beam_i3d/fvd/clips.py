@@ -362,7 +362,7 @@ def _count_video_frames(uri: str, limits=None, at_most: int | None = None) -> in
     import av
 
     from beam_i3d.media.recipe import DecodeLimits
-    from beam_i3d.media.video import _OpenVideo
+    from beam_i3d.media.video import _OpenVideo, resource_error
 
     count = 0
     with _OpenVideo(uri, limits or DecodeLimits()) as video:
@@ -373,8 +373,9 @@ def _count_video_frames(uri: str, limits=None, at_most: int | None = None) -> in
                 if at_most is not None and count >= at_most:
                     break
         except av.error.FFmpegError as e:
-            raise CorruptVideo(uri, f"decoding failed after {count} frames: "
-                                    f"{e.strerror}") from None
+            raise (resource_error(uri, e, f"decoding after {count} frames")
+                   or CorruptVideo(uri, f"decoding failed after {count} frames: "
+                                        f"{e.strerror}")) from None
     return count
 
 
@@ -456,20 +457,22 @@ def _read_video(uri: str, num_frames: int, limits=None) -> np.ndarray:
     import av
 
     from beam_i3d.media.recipe import DecodeLimits
-    from beam_i3d.media.video import _OpenVideo, frame_orientation
+    from beam_i3d.media.video import _OpenVideo, frame_orientation, resource_error
+    from beam_i3d.media.video_pixels import SWSCALE_THREADS
 
     frames = []
     with _OpenVideo(uri, limits or DecodeLimits()) as video:
         try:
             for frame in video.container.decode(video.stream):
                 video.check_deadline()
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24", threads=SWSCALE_THREADS)
                 frames.append(np.ascontiguousarray(frame_orientation(frame).apply(rgb)))
                 if len(frames) >= num_frames:
                     break
         except av.error.FFmpegError as e:
-            raise CorruptVideo(uri, f"decoding failed after {len(frames)} frames: "
-                                    f"{e.strerror}") from None
+            raise (resource_error(uri, e, f"decoding after {len(frames)} frames")
+                   or CorruptVideo(uri, f"decoding failed after {len(frames)} frames: "
+                                        f"{e.strerror}")) from None
     if not frames:
         raise TooFewFrames(uri, "has no frames")
     return np.stack(frames)

@@ -13,14 +13,17 @@ Besides clips, a child runs other work that opens untrusted media under the same
 the windowed job's length probes, ``fvd``'s frame counts and clips).
 
 Children are started when first needed and reused. Each sets OpenCV to one thread,
-decodes with one FFmpeg thread (the pool spreads the CPUs over clips instead), and limits
-its address space to ``DecodeLimits.memory_mb`` MiB (``RLIMIT_AS``).
+decodes every video it opens (clips, windowed items, probes, ``fvd``'s readers) with one
+FFmpeg thread (:func:`~beam_i3d.media.video_open.limit_decode_threads`: the pool spreads
+the CPUs over clips instead, and a decoder that starts no thread cannot fail for want of
+one on a loaded machine), and limits its address space to ``DecodeLimits.memory_mb`` MiB
+(``RLIMIT_AS``).
 
 What can go wrong, and what the clip's result is then (every one a
 :class:`~beam_i3d.errors.VideoError` whose message starts with the URI):
 
-* the normal decode path raises (NotAVideo, CorruptVideo, DecodeTimeout...): the same
-  class and message, rebuilt in the parent;
+* the normal decode path raises (NotAVideo, CorruptVideo, DecodeTimeout,
+  DecodeResourceExhausted...): the same class and message, rebuilt in the parent;
 * a MemoryError or an allocation failure in the child (numpy, FFmpeg's ENOMEM, OpenCV's
   "Insufficient memory"): DecodeOutOfMemory; the child is replaced, since its heap may
   be in a bad state;
@@ -530,8 +533,10 @@ def _child_main(conn, prefix: str, memory_mb: int) -> None:
     import cv2
 
     import beam_i3d.media.preprocess  # noqa: F401: imported once, before the first clip
+    from beam_i3d.media.video_open import limit_decode_threads
 
     cv2.setNumThreads(1)
+    limit_decode_threads(1)
     hook = _load_hook()
     conn.send(("ready", os.getpid()))
     while True:

@@ -60,6 +60,7 @@ from beam_i3d.media.video_open import (  # noqa: F401: re-exported
     probe_duration,
     probe_extent,
     probe_video,
+    resource_error,
     storage_error,
 )
 from beam_i3d.media.video_pixels import (  # noqa: F401: re-exported
@@ -360,6 +361,8 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
     StorageError (credentials, network, storage service; transient), NotAVideo,
     NoVideoStream (audio only), UnsupportedCodec, CorruptVideo (damaged or truncated
     data), VideoTooLarge, VideoTooLong, UnsupportedShape (aspect ratio), DecodeTimeout,
+    DecodeResourceExhausted and DecodeOutOfMemory (FFmpeg refused a thread or memory:
+    transient, :func:`~beam_i3d.media.video_open.resource_error`),
     EmptyClip (empty or inverted range, or a range after the end of the video or past
     ``limits.max_duration_seconds``).
     """
@@ -397,7 +400,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodec(uri, f"no decoder for codec {video.info.codec}: {e}") from None
         except av.error.FFmpegError as e:
-            raise CorruptVideo(uri, f"decoding failed: {_one_line(e)}") from None
+            raise (resource_error(uri, e, "decoding")
+                   or CorruptVideo(uri, f"decoding failed: {_one_line(e)}")) from None
         except (ValueError, OverflowError, ZeroDivisionError, cv2.error) as e:
             # What hostile streams make PyAV, NumPy or OpenCV raise (timestamps out of
             # range, a pixel format swscale cannot convert, cv2.error...).

@@ -21,6 +21,7 @@ URLs; other files are NotAVideo with what they are ("an image (png), not a video
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
 import queue
@@ -31,6 +32,8 @@ from fractions import Fraction
 from beam_i3d import fileio
 from beam_i3d.errors import (
     CorruptVideo,
+    DecodeOutOfMemory,
+    DecodeResourceExhausted,
     DecodeTimeout,
     NotAVideo,
     NoVideoStream,
@@ -79,6 +82,47 @@ class VideoInfo:
 
 
 # --- Opening ------------------------------------------------------------------------
+
+_thread_cap: int | None = None  # see limit_decode_threads
+
+
+def limit_decode_threads(count: int) -> None:
+    """Decode every video this process opens from now on with at most ``count`` FFmpeg
+    threads, whatever its caller asks (0, FFmpeg's choice, included). The decode pool's
+    children set 1: the pool runs one child per CPU, and a decoder of one thread starts
+    no thread at all, so it cannot fail for want of one (see :func:`resource_error`)."""
+    global _thread_cap
+    if count < 1:
+        raise ValueError(f"at least one decoder thread, not {count}")
+    _thread_cap = count
+
+
+def _decoder_threads(asked: int) -> int:
+    if _thread_cap is None:
+        return asked
+    return _thread_cap if asked <= 0 else min(asked, _thread_cap)
+
+
+def resource_error(uri: str, e: BaseException, doing: str) -> VideoError | None:
+    """The transient VideoError for an FFmpeg error that says the system refused a
+    resource rather than that the file is bad, else None: ``ENOMEM`` is
+    DecodeOutOfMemory; ``EAGAIN`` is DecodeResourceExhausted. FFmpeg returns ``EAGAIN``
+    where a thread of its own cannot start (``pthread_create``: no room for its stack
+    under the address-space limit, or no task or memory left on a loaded machine):
+    from ``avcodec_open2`` (decoder threads; PyAV opens the decoder at the first packet,
+    so it surfaces from the first decode call) and from swscale's conversion of a frame
+    (PyAV starts its threads anew for every frame unless told one thread). ``doing``
+    says what was being done ("decoding")."""
+    code = getattr(e, "errno", None)
+    reason = getattr(e, "strerror", None) or _one_line(e)
+    if code == errno.ENOMEM:
+        return DecodeOutOfMemory(uri, f"{doing} failed: FFmpeg ran out of memory ({reason})")
+    if code == errno.EAGAIN:
+        return DecodeResourceExhausted(
+            uri, f"{doing} failed: the system refused FFmpeg a resource ({reason}; most "
+                 "likely a decoder thread that could not start): not a fault of the file, "
+                 "it may decode when tried again")
+    return None
 
 
 class _DeadlineReader:
@@ -429,6 +473,9 @@ class _OpenVideo:
                 buffer_size=1 << 16,
                 metadata_errors="replace")  # tags that are not UTF-8 must not stop us
         except av.error.FFmpegError as e:
+            resource = resource_error(uri, e, "opening the container")
+            if resource is not None:
+                raise resource from None
             if _looks_like_video_container(head):
                 raise CorruptVideo(uri, "the container does not open: damaged or truncated "
                                         f"header ({e.strerror})") from None
@@ -476,7 +523,7 @@ class _OpenVideo:
         # The decoder itself refuses frames over the pixel limit (a stream may change size).
         codec_context.options = {"max_pixels": str(self.limits.max_pixels)}
         codec_context.thread_type = "AUTO"
-        codec_context.thread_count = decode_threads
+        codec_context.thread_count = _decoder_threads(decode_threads)
         rate = stream.average_rate or stream.guessed_rate
         self.info = VideoInfo(
             uri=uri, format_name=container.format.name, codec=codec_context.name,
@@ -632,7 +679,8 @@ def probe_extent(uri: str, limits: DecodeLimits | None = None) -> Extent:
             raise CorruptVideo(uri, "a packet of a stream that was not in the header "
                                     "(damaged file)") from None
         except (av.error.FFmpegError, OverflowError, ValueError) as e:
-            raise CorruptVideo(uri, f"reading the packets failed: {_one_line(e)}") from None
+            raise (resource_error(uri, e, "reading the packets")
+                   or CorruptVideo(uri, f"reading the packets failed: {_one_line(e)}")) from None
         if end is not None and end > limits.max_duration_seconds:
             declared = ("declares no duration" if video.declared_duration is None else
                         f"declares {float(video.declared_duration):.3f} s")
