@@ -12,7 +12,8 @@ build_model`, so checkpoints and their identities do not change):
   OpenVINO's CPU plugin otherwise computes in bfloat16 on CPUs with AVX512_BF16 or AMX.
   ``Core.read_model`` rather than ``openvino.convert_model``: the latter does the same
   conversion but sends usage telemetry (``openvino-telemetry``) unless a consent file
-  in the home directory says no; reading the SavedModel sends nothing.
+  in the home directory says no; reading the SavedModel sends nothing. The converted
+  model is cached on local disk by a digest of the weights (:func:`read_openvino_model`).
 
 ``auto`` is TensorFlow where TensorFlow sees a GPU, OpenVINO elsewhere (and OpenVINO
 for ``bf16``, which only it implements). A backend that cannot run never falls back to
@@ -188,15 +189,83 @@ class TFBackend:
         return {k: v.numpy() for k, v in outputs.items()}
 
 
+CACHE_ENTRIES = 8  # converted models kept in the cache directory (48 MB each for RGB)
+
+
+def cache_dir() -> str:
+    """Where converted models are kept between processes: ``BEAM_I3D_OPENVINO_CACHE``,
+    else ``<temp dir>/beam-i3d-openvino``."""
+    return os.environ.get("BEAM_I3D_OPENVINO_CACHE") or os.path.join(
+        tempfile.gettempdir(), "beam-i3d-openvino")
+
+
+def model_digest(model) -> str:
+    """A digest of what the converted model depends on: the weights (names, shapes,
+    values), the network's code and the OpenVINO version."""
+    import hashlib
+    import inspect
+
+    import openvino as ov
+
+    from model import export as export_module, i3d as i3d_module
+
+    h = hashlib.sha256()
+    for module in (i3d_module, export_module):
+        h.update(inspect.getsource(module).encode())
+    h.update(ov.get_version().encode())
+    h.update(",".join(model.stream_names).encode())
+    for variable in sorted(model.variables, key=lambda v: v.name):
+        value = variable.numpy()
+        h.update(f"{variable.name}{value.shape}{value.dtype}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()[:32]
+
+
 def read_openvino_model(model, core):
     """The I3DModel's float32 signature as an ``openvino.Model`` (dynamic B and T),
-    through a SavedModel in a temporary directory (see module doc)."""
+    through a SavedModel in a temporary directory (see module doc). The result is kept
+    as OpenVINO IR (float32) in :func:`cache_dir` under :func:`model_digest`, so the
+    other processes of a worker, and later runs, read it in milliseconds instead of
+    tracing and converting (about 2-3 s)."""
+    import openvino as ov
     import tensorflow as tf
 
+    directory = cache_dir()
+    xml = os.path.join(directory, f"i3d-{model_digest(model)}.xml")
+    if os.path.exists(xml):
+        try:
+            return core.read_model(xml)
+        except RuntimeError as e:  # a damaged entry: convert again
+            _LOG.warning("converting again: cannot read cached %s (%s)", xml, e)
     with tempfile.TemporaryDirectory(prefix="beam-i3d-openvino-") as tmp:
         tf.saved_model.save(model, tmp, signatures={
             "serving_default": model.predict.get_concrete_function()})
-        return core.read_model(tmp)
+        converted = core.read_model(tmp)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory) as staging:
+            ov.save_model(converted, os.path.join(staging, "m.xml"), compress_to_fp16=False)
+            # .bin first: an .xml in place means its weights are too (concurrent
+            # writers of one digest write the same bytes).
+            os.replace(os.path.join(staging, "m.bin"), xml[:-4] + ".bin")
+            os.replace(os.path.join(staging, "m.xml"), xml)
+        _prune_cache(directory)
+    except OSError as e:  # no writable temp dir: converting each time still works
+        _LOG.warning("cannot cache the converted model in %s: %s", directory, e)
+    return converted
+
+
+def _prune_cache(directory: str) -> None:
+    """Keep the :data:`CACHE_ENTRIES` most recently written models."""
+    entries = sorted((os.path.join(directory, n) for n in os.listdir(directory)
+                      if n.startswith("i3d-") and n.endswith(".xml")),
+                     key=os.path.getmtime, reverse=True)
+    for xml in entries[CACHE_ENTRIES:]:
+        for path in (xml, xml[:-4] + ".bin"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 class OpenVINOBackend:
@@ -255,12 +324,29 @@ class OpenVINOBackend:
         feed = {}
         for stream, array in inputs.items():
             array = np.asarray(array)
+            check_input(stream, array)
             if array.dtype == np.uint8:
                 array = uint8_to_unit_range(array)
             feed[stream] = np.ascontiguousarray(array, dtype=np.float32)
         with self._lock:
             result = self._request.infer(feed, share_inputs=True, share_outputs=False)
             return {name: np.array(result[port]) for name, port in self._outputs.items()}
+
+
+def check_input(stream: str, array: np.ndarray) -> None:
+    """InvalidModelInput unless ``array`` is ``[B, T, 224, 224, C]`` with T >= 9, uint8
+    or float32: what TensorFlow's traced model checks, for a backend that does not."""
+    from beam_i3d.errors import InvalidModelInput
+    from model.i3d import INPUT_SIZE, MIN_FRAMES, STREAM_CHANNELS, _too_short_message
+
+    want = (INPUT_SIZE, INPUT_SIZE, STREAM_CHANNELS[stream])
+    if array.ndim != 5 or array.shape[2:] != want:
+        raise InvalidModelInput(f"I3D {stream} input must have shape [B, T, "
+                                f"{', '.join(map(str, want))}], got {list(array.shape)}")
+    if array.dtype not in (np.uint8, np.float32):
+        raise InvalidModelInput(f"I3D input must be uint8 or float32, got {array.dtype}")
+    if array.shape[1] < MIN_FRAMES:
+        raise InvalidModelInput(_too_short_message(array.shape[1]))
 
 
 def load_backend(model, backend: str = DEFAULT_BACKEND,

@@ -59,6 +59,8 @@ class ScoreOptions:
     model_copies: int | None = None
     allow_tf32: bool = False
     require_gpu: bool = False  # fail the job where the model loads if TF sees no GPU
+    model_backend: str = "auto"  # auto | tf | openvino: beam_i3d.job.backends
+    precision: str = "f32"       # f32 | bf16 (openvino only)
     embeddings: bool = True
     video_template: str | None = None
     ignore_times: bool = False
@@ -235,6 +237,9 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
                        "windows_per_item": options.window.windows_per_item}}
            if options.window else {}),
         "allow_tf32": options.allow_tf32,
+        # as asked; what each worker ran: the counters forwards_<backend>_<precision>
+        "model_backend": options.model_backend,
+        "precision": options.precision,
         "recipe": {
             "fps": recipe.SAMPLE_FPS,
             "resize_short_side": recipe.RESIZE_SHORT_SIDE,
@@ -265,7 +270,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         max_batch_frames=options.max_batch_frames,
         model_copies=options.model_copies,
         allow_tf32=options.allow_tf32,
-        require_gpu=options.require_gpu)
+        require_gpu=options.require_gpu,
+        model_backend=options.model_backend,
+        precision=options.precision)
 
     requests, manifest_errors, done = pipeline | "Manifests" >> ReadClipRequests(options)
     score_clips = ScoreClips(handler, label_map(num_classes), options.top_k,
