@@ -28,6 +28,8 @@ setup(
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",
+        # --model-backend openvino (auto's choice on CPUs); beam_i3d.job.backends
+        "openvino>=2026.4,<2026.5",
         "apache-beam[gcp]>=2.77,<2.78",
         "numpy>=1.26,<3",
         "pyarrow>=14",
