@@ -27,6 +27,12 @@ def rgb_clips(batch: int, frames: int, seed: int) -> np.ndarray:
                                                 dtype=np.uint8)
 
 
+def gpu_here() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def assert_backends_agree(tf_backend, ov_backend, inputs) -> None:
     want = tf_backend.score(inputs)
     got = ov_backend.score(inputs)
@@ -172,8 +178,9 @@ def test_openvino_not_installed_on_a_worker(monkeypatch, default_model):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(BackendUnavailable, match="cannot be imported"):
         backends.load_backend(default_model, "openvino")
-    with pytest.raises(BackendUnavailable, match="cannot be imported"):
-        backends.load_backend(default_model, "auto")  # no GPU here: auto is openvino
+    if not gpu_here():  # auto is openvino here
+        with pytest.raises(BackendUnavailable, match="cannot be imported"):
+            backends.load_backend(default_model, "auto")
 
 
 def test_auto_resolves_by_gpu_and_precision():
@@ -244,3 +251,25 @@ def test_score_with_openvino_equals_tensorflow(tmp_path):
             diff = np.abs(np.asarray(got[key]) - np.asarray(want[key])).max()
             assert diff <= TOLERANCE, (clip_id, key, diff)
     assert rows["tf"]["cricket"]["top_k"][0]["label"] == "playing cricket"
+
+
+def test_each_worker_counts_what_ran():
+    """The counter forwards_<backend>_<precision> says which backend auto chose."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from beam_i3d.job.inference import ClipExample, I3DModelHandler
+    from beam_i3d.job.manifest import ClipRequest
+    from beam_i3d.job.pipeline import ScoreClips
+    from model.labels import label_map
+
+    request = ClipRequest("c", "mem://c.mp4", None, None, None, "m:0")
+    example = ClipExample(request=request, num_frames=9, rgb=rgb_clips(1, 9, 3)[0])
+    handler = I3DModelHandler("default", None, model_backend="auto")
+    pipeline = beam.Pipeline(runner="DirectRunner")
+    _ = pipeline | beam.Create([example]) | ScoreClips(handler, label_map(400), 1, False)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter())["counters"] if c.key.metric.name.startswith("forwards_")}
+    assert counters == {f"forwards_{'tf' if gpu_here() else 'openvino'}_f32": 1}
