@@ -17,7 +17,9 @@ The machine's fp32 rate is the best of three 4096x4096 matmuls: numpy's (OpenBLA
 child process with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset, which can
 force a slower kernel; the kernel it picked is printed, and the figure with the
 environment as given too), ``tf.matmul``, and a MatMul compiled by OpenVINO (f32
-forced). ``--static`` adds OpenVINO with a model compiled for each shape;
+forced). Each rate is given twice: by wall-clock time, and per CPU-second of this
+process (all its threads), which other processes on a shared machine disturb less
+(threads waiting for a descheduled partner still count, so it errs low). ``--static`` adds OpenVINO with a model compiled for each shape;
 ``--shapes-memory N`` runs OpenVINO on N frame counts from 9 up and prints the
 resident memory after each (does it stay bounded?). Absolute times on shared machines
 are noisy, the ratios less so.
@@ -46,17 +48,21 @@ FLAG_NAMES = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512_
               ("amx_tile", "AMX"), ("amx_bf16", "AMX_BF16"))
 
 _NUMPY_MATMUL = r"""
-import ctypes, glob, json, os, time
+import ctypes, glob, json, os, resource, time
 import numpy as np
 n = %d
 a = np.random.default_rng(0).random((n, n), dtype=np.float32)
 b = np.random.default_rng(1).random((n, n), dtype=np.float32)
 a @ b
-best = 0.0
+best, best_cpu = 0.0, 0.0
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 for _ in range(3):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu()
     a @ b
     best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    best_cpu = max(best_cpu, 2 * n**3 / (cpu() - start_cpu) / 1e9)
 core = "unknown"
 for lib in sorted(set(l.split()[-1] for l in open("/proc/self/maps") if "openblas" in l)):
     so = ctypes.CDLL(lib)
@@ -66,7 +72,7 @@ for lib in sorted(set(l.split()[-1] for l in open("/proc/self/maps") if "openbla
             getattr(so, fn).restype = ctypes.c_char_p
             core = getattr(so, fn)().decode()
             break
-print(json.dumps({"gflops": best, "kernel": core}))
+print(json.dumps({"gflops": best, "cpu_gflops": best_cpu, "kernel": core}))
 """ % MATMUL_N
 
 
@@ -106,22 +112,27 @@ def numpy_matmul(unset_openblas: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def tf_matmul(n: int = MATMUL_N, repeats: int = 5) -> float:
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of ``fn()``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def tf_matmul(n: int = MATMUL_N, repeats: int = 5) -> tuple[float, float]:
     import tensorflow as tf
 
     a = tf.random.uniform([n, n])
     b = tf.random.uniform([n, n])
     mm = tf.function(lambda x, y: tf.matmul(x, y))
     mm(a, b).numpy()  # warm up
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        mm(a, b).numpy()
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
+    times = [timed(lambda: mm(a, b).numpy()) for _ in range(repeats)]
+    return (2 * n**3 / min(w for w, _ in times) / 1e9,
+            2 * n**3 / min(c for _, c in times) / 1e9)
 
 
-def openvino_matmul(precision: str = "f32", n: int = MATMUL_N, repeats: int = 5) -> float:
+def openvino_matmul(precision: str = "f32", n: int = MATMUL_N,
+                    repeats: int = 5) -> tuple[float, float]:
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -134,12 +145,9 @@ def openvino_matmul(precision: str = "f32", n: int = MATMUL_N, repeats: int = 5)
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random((n, n), dtype=np.float32)
     request.infer({0: x})
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        request.infer({0: x}, share_inputs=True)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
+    times = [timed(lambda: request.infer({0: x}, share_inputs=True)) for _ in range(repeats)]
+    return (2 * n**3 / min(w for w, _ in times) / 1e9,
+            2 * n**3 / min(c for _, c in times) / 1e9)
 
 
 class StaticOpenVINO:
@@ -206,25 +214,31 @@ def main() -> None:
           f"L2_SIZE unset, kernel {unset['kernel']}); with the environment as given "
           f"{env or '(none set)'}: {given['gflops']:.0f} GFLOP/s (kernel {given['kernel']})")
     configure_tensorflow()
-    machine = {"numpy": unset["gflops"]}
+    machine = {"numpy": (unset["gflops"], unset["cpu_gflops"])}
     if "tf" in args.backend:
         import tensorflow as tf
 
         machine["tf.matmul"] = tf_matmul()
-        print(f"tf.matmul {MATMUL_N}: {machine['tf.matmul']:.0f} GFLOP/s (TensorFlow "
-              f"{tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))})")
+        print(f"tf.matmul {MATMUL_N}: {machine['tf.matmul'][0]:.0f} GFLOP/s, "
+              f"{machine['tf.matmul'][1]:.0f} per CPU-second (TensorFlow {tf.__version__}, "
+              f"GPUs: {len(tf.config.list_physical_devices('GPU'))})")
     if "openvino" in args.backend:
         import openvino as ov
 
         machine["openvino MatMul"] = openvino_matmul("f32")
         print(f"OpenVINO {ov.get_version()} MatMul {MATMUL_N} f32: "
-              f"{machine['openvino MatMul']:.0f} GFLOP/s")
+              f"{machine['openvino MatMul'][0]:.0f} GFLOP/s, "
+              f"{machine['openvino MatMul'][1]:.0f} per CPU-second")
         if "bf16" in args.precision and backends.cpu_has_bf16():
+            bf16 = openvino_matmul("bf16")
             print(f"OpenVINO MatMul {MATMUL_N} bf16 (not counted as fp32): "
-                  f"{openvino_matmul('bf16'):.0f} GFLOP/s")
-    best_name = max(machine, key=machine.get)
-    fp32 = machine[best_name]
-    print(f"machine fp32 matmul: {fp32:.0f} GFLOP/s ({best_name})")
+                  f"{bf16[0]:.0f} GFLOP/s, {bf16[1]:.0f} per CPU-second")
+    best_name = max(machine, key=lambda k: machine[k][0])
+    fp32 = machine[best_name][0]
+    best_cpu_name = max(machine, key=lambda k: machine[k][1])
+    fp32_cpu = machine[best_cpu_name][1]
+    print(f"machine fp32 matmul: {fp32:.0f} GFLOP/s ({best_name}); {fp32_cpu:.0f} GFLOP "
+          f"per CPU-second ({best_cpu_name})")
 
     model = build_model("default")
     runners = []
@@ -245,26 +259,22 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     print("\n| backend | precision | B | T | first forward (s) | forward (s) | GFLOP/s | "
-          "of fp32 matmul |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "of fp32 matmul | CPU-s | GFLOP per CPU-s | of matmul's per CPU-s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for frames in args.frames:
         for batch in args.batch:
             x = rng.integers(0, 256, (batch, frames, 224, 224, 3), dtype=np.uint8)
             flops = REFERENCE_GFLOP_T64 * 1e9 * batch * frames / 64
             for runner in runners:
-                start = time.perf_counter()
-                runner.score({"rgb": x})
-                first = time.perf_counter() - start
-                times = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    runner.score({"rgb": x})
-                    times.append(time.perf_counter() - start)
-                seconds = min(times)  # the least disturbed by other load
-                rate = flops / seconds / 1e9
+                first, _ = timed(lambda: runner.score({"rgb": x}))
+                times = [timed(lambda: runner.score({"rgb": x}))
+                         for _ in range(args.repeats)]
+                seconds = min(w for w, _ in times)  # the least disturbed by other load
+                cpu = min(c for _, c in times)
+                rate, cpu_rate = flops / seconds / 1e9, flops / cpu / 1e9
                 print(f"| {runner.name} | {runner.precision} | {batch} | {frames} | "
-                      f"{first:.2f} | {seconds:.3f} | {rate:.0f} | {rate / fp32:.2f} |",
-                      flush=True)
+                      f"{first:.2f} | {seconds:.3f} | {rate:.0f} | {rate / fp32:.2f} | "
+                      f"{cpu:.2f} | {cpu_rate:.0f} | {cpu_rate / fp32_cpu:.2f} |", flush=True)
     if args.shapes_memory:
         runner = next(r for r in runners if r.name == "openvino")
         print(f"\nOpenVINO ({runner.precision}), B=1, {args.shapes_memory} frame counts "
