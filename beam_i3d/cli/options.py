@@ -115,7 +115,7 @@ def add_model_backend_options(parser: argparse.ArgumentParser) -> None:
              "TensorFlow sees a GPU, openvino elsewhere; chosen on each worker)")
     add("--precision", choices=["f32", "bf16"], default="f32",
         help="f32 (default) or bf16: bfloat16 convolutions (openvino, on CPUs with "
-             "AVX512_BF16 or AMX only): about 1.5x faster there; logits move by up "
+             "AVX512_BF16 or AMX only): about 1.6x faster there; logits move by up "
              "to about 0.2 (see the README)")
 
 
