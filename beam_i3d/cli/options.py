@@ -107,13 +107,15 @@ def add_clip_options(parser: argparse.ArgumentParser) -> None:
 
 def add_model_backend_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--model-backend`` and ``--precision`` (``score`` and ``fvd``); see
-    :mod:`beam_i3d.job.backends` (not imported here: it needs numpy)."""
+    :mod:`beam_i3d.job.backends`."""
+    from beam_i3d.job import backends
+
     add = parser.add_argument
-    add("--model-backend", choices=["auto", "tf", "openvino"], default="auto",
+    add("--model-backend", choices=backends.BACKENDS, default=backends.DEFAULT_BACKEND,
         help="what runs I3D: tf (TensorFlow, on the GPU if there is one), openvino "
              "(OpenVINO on the CPU, usually faster there) or auto (default: tf where "
              "TensorFlow sees a GPU, openvino elsewhere; chosen on each worker)")
-    add("--precision", choices=["f32", "bf16"], default="f32",
+    add("--precision", choices=backends.PRECISIONS, default=backends.DEFAULT_PRECISION,
         help="f32 (default) or bf16: bfloat16 convolutions (openvino, on CPUs with "
              "AVX512_BF16 or AMX only): about 1.6x faster there; logits move by up "
              "to about 0.2 (see the README)")

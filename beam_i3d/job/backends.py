@@ -30,11 +30,12 @@ import os
 import socket
 import tempfile
 import threading
-from typing import Callable, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from beam_i3d.errors import BackendUnavailable
+
+if TYPE_CHECKING:  # numpy is imported where used: the CLI reads the names below
+    import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
@@ -316,6 +317,8 @@ class OpenVINOBackend:
                 f"{self.threads} threads)")
 
     def score(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+
         from beam_i3d.media.preprocess import uint8_to_unit_range
 
         if set(inputs) != set(self.stream_names):
@@ -336,6 +339,8 @@ class OpenVINOBackend:
 def check_input(stream: str, array: np.ndarray) -> None:
     """InvalidModelInput unless ``array`` is ``[B, T, 224, 224, C]`` with T >= 9, uint8
     or float32: what TensorFlow's traced model checks, for a backend that does not."""
+    import numpy as np
+
     from beam_i3d.errors import InvalidModelInput
     from model.i3d import INPUT_SIZE, MIN_FRAMES, STREAM_CHANNELS, _too_short_message
 
