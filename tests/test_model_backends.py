@@ -86,11 +86,15 @@ def test_openvino_refuses_what_the_network_cannot_take(default_backends):
         ov_backend.score({"rgb": rgb_clips(1, 9, 0)[..., :2]})
 
 
-def test_openvino_is_float32_whatever_the_cpu_would_pick(default_backends):
+def test_openvino_is_float32_whatever_the_cpu_would_pick(default_backends, default_model):
     import openvino as ov
 
     _, ov_backend = default_backends
     assert ov_backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    core = ov.Core()  # left to itself, OpenVINO computes in bf16 where the CPU has it
+    unset = core.compile_model(backends.read_openvino_model(default_model, core), "CPU")
+    assert unset.get_property("INFERENCE_PRECISION_HINT") == (
+        ov.Type.bf16 if backends.cpu_has_bf16() else ov.Type.f32)
     assert ov_backend.threads == backends.worker_cpus()
     assert "f32" in ov_backend.describe()
 
