@@ -28,6 +28,8 @@ setup(
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",
+        # --model-backend openvino (auto's choice on CPUs); beam_i3d.job.backends
+        "openvino>=2026.4,<2026.5",
         "apache-beam[gcp]>=2.77,<2.78",
         "numpy>=1.26,<3",
         "pyarrow>=14",
@@ -46,6 +48,9 @@ setup(
             "pandas>=2.0",
             "hypothesis>=6.100",
         ],
+        # A workstation's or a GPU worker's TensorFlow with its CUDA libraries (README,
+        # "One machine, several GPUs"); the Dockerfile installs the same.
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["beam-i3d=beam_i3d.cli:console_main"]},
     classifiers=[

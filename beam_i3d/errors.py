@@ -9,7 +9,9 @@ using the class name as ``error_type``.
     ├── ConfigurationError         the run cannot start as asked (exit status 3)
     │   ├── OutputError            the output location is unusable or already holds a run
     │   ├── StorageUnreachable     storage the manifest points at cannot be read
-    │   └── GPUUnavailable         --require-gpu, and TensorFlow sees no GPU on a worker
+    │   ├── GPUUnavailable         --require-gpu, and TensorFlow sees no GPU on a worker
+    │   └── BackendUnavailable     --model-backend / --precision cannot run here (not
+    │                              installed; bf16 on a CPU without bf16)
     ├── ModelError                 the network or its weights
     │   ├── CheckpointNotFound     no checkpoint at the given spec
     │   ├── CheckpointMismatch     names/shapes do not fit the network
@@ -78,6 +80,13 @@ class GPUUnavailable(ConfigurationError):
     """``--require-gpu`` was given and TensorFlow sees no GPU where the model loads
     (no driver, CUDA libraries that do not fit it, or a CPU-only TensorFlow). It fails
     the job instead of letting it score on the CPU, many times slower."""
+
+
+class BackendUnavailable(ConfigurationError):
+    """The model backend or precision asked for cannot run here: OpenVINO is not
+    installed, or ``--precision bf16`` on a CPU without bfloat16 instructions. Raised
+    at launch where that can be known there, else where the model loads (failing the
+    job, as GPUUnavailable does); never a silent fall-back to another backend."""
 
 
 class ReconciliationError(BeamI3DError):

@@ -73,6 +73,7 @@ def time_job(paths: list[str], directory: str, workers: int, name: str = "all") 
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "beam_i3d", "score", "--manifest", manifest,
                     "--output", os.path.join(directory, f"out_{name}"), "--quiet",
+                    "--model-backend", "tf",  # the loop's backend: the job's overhead only
                     "--direct_num_workers", str(workers),
                     "--direct_running_mode", "multi_processing"], check=True)
     return time.perf_counter() - start

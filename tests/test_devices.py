@@ -59,3 +59,34 @@ def test_a_process_keeps_its_claim(tmp_path):
         other.wait()
     finally:
         release_devices()
+
+
+def test_a_model_on_a_machine_of_several_gpus_takes_one_and_scores(monkeypatch, tmp_path):
+    """ClipScorer with two made-up GPUs: it claims one, builds and runs there (soft
+    placement falls back to the CPU here), and scores as a model placed by TensorFlow."""
+    import collections
+
+    import numpy as np
+    import tensorflow as tf
+
+    from beam_i3d.job import devices
+    from beam_i3d.job.inference import ClipScorer
+
+    Device = collections.namedtuple("Device", "name device_type")
+    fake = [Device("/device:GPU:0", "GPU"), Device("/device:GPU:1", "GPU")]
+    real_list = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: fake if kind == "GPU" else real_list(kind))
+    monkeypatch.setattr(devices.tempfile, "gettempdir", lambda: str(tmp_path))
+    try:
+        placed = ClipScorer("default", None, model_backend="tf")
+        assert placed._device == "/device:GPU:0"
+        assert (tmp_path / "beam-i3d-gpu-0.lock").exists()
+    finally:
+        release_devices()
+    monkeypatch.setattr(tf.config, "list_logical_devices", real_list)
+    plain = ClipScorer("default", None, model_backend="tf")
+    assert plain._device is None
+    clip = np.random.default_rng(0).integers(0, 256, (1, 16, 224, 224, 3), np.uint8)
+    a, b = placed.score({"rgb": clip}), plain.score({"rgb": clip})
+    np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)

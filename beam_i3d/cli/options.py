@@ -1,4 +1,4 @@
-"""Options that ``beam-i3d score`` and ``beam-i3d preprocess`` share, defined once.
+"""Options that ``beam-i3d score``, ``preprocess`` and ``fvd`` share, defined once.
 
 Both subcommands decode clips by the same recipe, so they take the same options for it
 and validate them the same way: the streams, the longest stretch decoded, the optical
@@ -103,6 +103,22 @@ def add_clip_options(parser: argparse.ArgumentParser) -> None:
         default=recipe.DEFAULT_DECODE_MEMORY_MB,
         help=f"address-space limit of a child process decoding clips, in MB (default: "
              f"{recipe.DEFAULT_DECODE_MEMORY_MB}): DecodeOutOfMemory")
+
+
+def add_model_backend_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--model-backend`` and ``--precision`` (``score`` and ``fvd``); see
+    :mod:`beam_i3d.job.backends`."""
+    from beam_i3d.job import backends
+
+    add = parser.add_argument
+    add("--model-backend", choices=backends.BACKENDS, default=backends.DEFAULT_BACKEND,
+        help="what runs I3D: tf (TensorFlow, on the GPU if there is one), openvino "
+             "(OpenVINO on the CPU, usually faster there) or auto (default: tf where "
+             "TensorFlow sees a GPU, openvino elsewhere; chosen on each worker)")
+    add("--precision", choices=backends.PRECISIONS, default=backends.DEFAULT_PRECISION,
+        help="f32 (default) or bf16: bfloat16 convolutions (openvino, on CPUs with "
+             "AVX512_BF16 or AMX only): about 1.6x faster there; logits move by up "
+             "to about 0.2 (see the README)")
 
 
 def decode_limits_from_args(args: argparse.Namespace) -> recipe.DecodeLimits:

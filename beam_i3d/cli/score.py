@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli.options import (add_clip_options, decode_limits_from_args, fraction,
-                                  positive)
+from beam_i3d.cli.options import (add_clip_options, add_model_backend_options,
+                                  decode_limits_from_args, fraction, positive)
 
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail the job where the model loads if TensorFlow sees no GPU there (no "
              "driver, CUDA libraries that do not fit it), instead of scoring on the CPU; "
              "run_dataflow.sh sets it for GPU workers")
+    add_model_backend_options(parser)
     add("--no-embeddings", action="store_true",
         help="do not write the 1024-d embeddings (their columns are null)")
     add("--video-template", metavar="TEMPLATE",
@@ -266,6 +267,11 @@ def options_from_args(args: argparse.Namespace):
     if args.retry_errors and not args.skip_existing:
         raise UsageExit("beam-i3d score: error: --retry-errors needs --skip-existing "
                         "(it retries the failed rows of an earlier run into the same output)")
+    from beam_i3d.job.backends import conflicting_options
+
+    conflict = conflicting_options(args.model_backend, args.precision, args.require_gpu)
+    if conflict:
+        raise UsageExit(f"beam-i3d score: error: {conflict}")
     window = _window_options(args)
     return ScoreOptions(
         manifest=args.manifest,
@@ -280,6 +286,8 @@ def options_from_args(args: argparse.Namespace):
         model_copies=args.model_copies,
         allow_tf32=args.allow_tf32,
         require_gpu=args.require_gpu,
+        model_backend=args.model_backend,
+        precision=args.precision,
         embeddings=not args.no_embeddings,
         video_template=args.video_template,
         ignore_times=args.ignore_times,
@@ -350,6 +358,16 @@ def check_inputs(options, local_only: bool = False) -> None:
                       file=sys.stderr)
         else:
             launch_checks.check_storage(samples, options.output)
+
+
+def check_backend_at_launch(options, pipeline_options) -> None:
+    """BackendUnavailable (exit 3, one line) for a backend that is not installed, or
+    bf16 on a CPU without it where the workers run on this machine."""
+    from beam_i3d.job.backends import check_at_launch
+    from beam_i3d.job.launch import workers_see_local_disk
+
+    check_at_launch(options.model_backend, options.precision,
+                    workers_here=workers_see_local_disk(pipeline_options))
 
 
 def _checkpoint_classes(options, local_only: bool) -> tuple[dict[str, int], dict[str, str]]:
@@ -497,6 +515,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     if args.no_wait and not args.dry_run:
         refuse_no_wait(PipelineOptions(extra_args))
     before_launch(options, PipelineOptions(extra_args))  # e.g. no local paths on Dataflow
+    check_backend_at_launch(options, PipelineOptions(extra_args))
     num_classes, weights = check_checkpoints(options, local_only=args.dry_run)
     options = dataclasses.replace(options, weights=weights)
     reads_output = not (args.dry_run and not fileio.is_local(options.output))

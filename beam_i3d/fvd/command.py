@@ -15,7 +15,7 @@ import json
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli.options import fraction, positive
+from beam_i3d.cli.options import add_model_backend_options, fraction, positive
 
 PROTOCOLS = ("original", "styleganv")
 # What the statistics of each protocol are computed by (recorded in every output).
@@ -106,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="let Ampere-or-newer GPUs use TensorFloat-32 (moves the FVD; default float32)")
     add("--require-gpu", action="store_true",
         help="fail where the model loads if TensorFlow sees no GPU there")
+    add_model_backend_options(parser)
     add("--max-error-rate", type=fraction, metavar="R",
         help="exit 5 when more than this fraction of a side's rows failed (default: "
              "report the failures and go on)")
@@ -165,6 +166,8 @@ def deviations(args) -> list[str]:
         found.append(f"--resize {args.resize}")
     if args.protocol == "original" and args.subsample != 1:
         found.append(f"--subsample {args.subsample}")
+    if args.precision != "f32":
+        found.append(f"--precision {args.precision} (the protocols compute in float32)")
     if args.protocol == "styleganv" and (args.frames, args.subsample) not in STYLEGANV_METRICS:
         found.append(f"--frames {args.frames} --subsample {args.subsample} (StyleGAN-V "
                      "defines 16, 128, and 16 every 8)")
@@ -177,6 +180,11 @@ def check_arguments(args) -> list[str]:
     if args.seed is not None and args.protocol != "styleganv":
         raise UsageExit(f"{prog}: error: --seed is for styleganv's random clip starts; the "
                         f"{args.protocol} protocol takes the first frames")
+    from beam_i3d.job.backends import conflicting_options
+
+    conflict = conflicting_options(args.model_backend, args.precision, args.require_gpu)
+    if conflict:
+        raise UsageExit(f"{prog}: error: {conflict}")
     found = deviations(args)
     if found and not args.nonstandard:
         raise UsageExit(f"{prog}: error: {'; '.join(found)}: not the {args.protocol} "
@@ -202,6 +210,7 @@ def fvd_recipe(args, identity: dict) -> dict:
             else None,
             "max_clips": STYLEGANV_CLIPS if args.protocol == "styleganv" else None,
             "video_template": args.video_template,
+            "precision": args.precision,  # the backend at f32 does not enter (see score's)
             "allow_tf32": bool(args.allow_tf32)}
 
 
@@ -338,6 +347,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         video_template=args.video_template, recipe=recipe, batch_size=args.batch_size,
         max_batch_frames=args.max_batch_frames, model_copies=args.model_copies,
         allow_tf32=args.allow_tf32, require_gpu=args.require_gpu,
+        model_backend=args.model_backend, precision=args.precision,
         limits=_limits(args), decode_processes=args.decode_processes,
         shard_rows=args.shard_rows,
         shard_seconds=args.shard_seconds, run_id=new_run_id())
@@ -346,6 +356,9 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
         pipeline_options = PipelineOptions(extra_args)
         refuse_local_paths(specs, manifests, output, args.video_template, pipeline_options)
         before_launch(_LaunchView(options, next(iter(manifests.values()))), pipeline_options)
+        from beam_i3d.cli.score import check_backend_at_launch
+
+        check_backend_at_launch(options, pipeline_options)
         if args.checkpoint == "default":
             default_weights.default_checkpoint()
         for side, manifest in manifests.items():
@@ -480,6 +493,7 @@ def _about(args, found, options, stats) -> dict:
         "metric": metric_name(args),
         "nonstandard": bool(found), "deviations": found,
         "checkpoint": args.checkpoint,
+        "model_backend": args.model_backend, "precision": args.precision,
         "clip_start": {s: stats[s].clip_start for s in stats},
         "max_clips": options.max_clips,
         "unverified": list(STYLEGANV_UNVERIFIED) if args.protocol == "styleganv" else [],

@@ -89,6 +89,8 @@ class FvdOptions:
     model_copies: int | None = None
     allow_tf32: bool = False
     require_gpu: bool = False
+    model_backend: str = "auto"  # auto | tf | openvino: beam_i3d.job.backends
+    precision: str = "f32"       # f32 | bf16 (openvino only; needs --nonstandard)
     limits: Any = None  # DecodeLimits (None: the defaults)
     decode_processes: int | None = None  # decode children per worker (None: one per CPU)
     shard_rows: int = 500
@@ -339,7 +341,8 @@ def build_pipeline(pipeline, options: FvdOptions) -> None:
     handler = I3DModelHandler(
         options.checkpoint, None, max_batch_size=options.batch_size,
         max_batch_frames=options.max_batch_frames, model_copies=options.model_copies,
-        allow_tf32=options.allow_tf32, require_gpu=options.require_gpu)
+        allow_tf32=options.allow_tf32, require_gpu=options.require_gpu,
+        model_backend=options.model_backend, precision=options.precision)
     outcomes = {"clips": [], "errors": []}
     for side in SIDES:
         if side in options.manifests:

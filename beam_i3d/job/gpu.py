@@ -19,11 +19,13 @@ import logging
 import re
 import socket
 
-from beam_i3d.errors import GPUUnavailable
+from beam_i3d.errors import BackendUnavailable, GPUUnavailable
 
 # The line as a worker raised it, without the "[while running 'step']" Beam appends.
-_MARKER = re.compile(r"GPUUnavailable: (--require-gpu: [^\n]*?)(?: \[while running [^\n]*)?$",
-                     re.M)
+# BackendUnavailable (--model-backend / --precision on a worker) travels the same way.
+_MARKER = re.compile(r"(?:GPUUnavailable|BackendUnavailable): "
+                     r"((?:--require-gpu|--model-backend \w+|--precision \w+): [^\n]*?)"
+                     r"(?: \[while running [^\n]*)?$", re.M)
 
 
 def _driver_version() -> str | None:
@@ -74,7 +76,7 @@ def gpu_failure_in(error: BaseException) -> str | None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         text = str(error)
-        if isinstance(error, GPUUnavailable):
+        if isinstance(error, (GPUUnavailable, BackendUnavailable)):
             # Beam re-raises a worker's error as the same class, with the step appended.
             text = f"{type(error).__name__}: {text}"
         found = _MARKER.search(text)
@@ -92,7 +94,8 @@ class _DropGPUTracebacks(logging.Filter):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return "GPUUnavailable" not in text and "--require-gpu: " not in text
+        return not any(m in text for m in ("GPUUnavailable", "--require-gpu: ",
+                                           "BackendUnavailable"))
 
 
 _WORKER_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
@@ -112,7 +115,8 @@ def gpu_failure_as_error():
         message = gpu_failure_in(e)
         if message is None:
             raise
-        raise GPUUnavailable(message) from None
+        raise (GPUUnavailable if message.startswith("--require-gpu")
+               else BackendUnavailable)(message) from None
     finally:
         for logger in loggers:
             logger.removeFilter(drop)

@@ -8,9 +8,10 @@ on its batch-mates. The model is loaded once per worker process and shared by it
 (RunInference's shared handle), or, with ``model_copies``, once per machine and shared
 across processes (Beam's ``multi_process_shared``: one model per GPU).
 
-The same code runs on CPU and GPU: TensorFlow places the ops, and on GPUs the handler
-turns on memory growth before the model loads (by default TensorFlow grabs the whole
-card in every process).
+The forwards run on a model backend (:mod:`beam_i3d.job.backends`, ``model_backend``
+and ``precision``): TensorFlow, which places the ops on a GPU if there is one (the
+handler turns on memory growth before the model loads: by default TensorFlow grabs the
+whole card in every process), or OpenVINO on the CPU; ``auto`` picks per worker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from beam_i3d.job.manifest import ClipRequest
@@ -102,11 +104,14 @@ class ClipScorer:
     """The loaded I3D model behind a numpy-in, numpy-out method.
 
     Plain arrays in and out keep it usable through Beam's multi-process sharing, where
-    calls cross a process boundary.
+    calls cross a process boundary. The forwards run on the backend that
+    ``model_backend`` and ``precision`` resolve to here (:mod:`beam_i3d.job.backends`).
     """
 
     def __init__(self, rgb_checkpoint: str | None, flow_checkpoint: str | None,
-                 allow_tf32: bool = False, require_gpu: bool = False):
+                 allow_tf32: bool = False, require_gpu: bool = False,
+                 model_backend: str = "auto", precision: str = "f32"):
+        from beam_i3d.job.backends import load_backend
         from model.export import build_model
 
         if require_gpu:
@@ -114,11 +119,22 @@ class ClipScorer:
 
             ensure_gpu()  # before the weights load: fail in seconds, not after them
         configure_tensorflow(allow_tf32)
-        self.model = build_model(rgb_checkpoint, flow_checkpoint)
+        # On a machine with several GPUs, each loading process (a model copy, or a
+        # worker's own model) takes a GPU of its own (beam_i3d.job.devices); the weights
+        # are placed there and the forwards run there.
+        self._device = gpu_for_this_model(model_backend, precision)
+        with _on_device(self._device):
+            model = build_model(rgb_checkpoint, flow_checkpoint)
+        self._num_classes = model.num_classes
+        self.backend = load_backend(model, model_backend, precision)
 
     @property
     def num_classes(self) -> int:
-        return self.model.num_classes
+        return self._num_classes
+
+    def backend_label(self) -> str:
+        """What runs the forwards, e.g. ``openvino_f32`` (a counter's name suffix)."""
+        return f"{self.backend.name}_{self.backend.precision}"
 
     def score(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Stacked clips of one shape -> model outputs as numpy arrays.
@@ -130,16 +146,31 @@ class ClipScorer:
           ``logits``, ``probabilities`` ``[B,C]``; ``<stream>_logits`` ``[B,C]``,
           ``<stream>_embedding`` ``[B,1024]`` float32.
         """
-        import tensorflow as tf
+        with _on_device(self._device):
+            return self.backend.score(inputs)
 
-        from model.i3d import uint8_to_unit_range
 
-        feed = {}
-        for stream, array in inputs.items():
-            x = tf.convert_to_tensor(array)
-            feed[stream] = uint8_to_unit_range(x) if x.dtype == tf.uint8 else x
-        outputs = self.model.predict(feed)
-        return {k: v.numpy() for k, v in outputs.items()}
+def gpu_for_this_model(model_backend: str, precision: str) -> str | None:
+    """The GPU this process's model goes on where TensorFlow sees several and the
+    model runs on TensorFlow (:func:`beam_i3d.job.devices.claim_device`); else None
+    (TensorFlow's own placement: its first GPU, or the CPU)."""
+    if model_backend == "openvino" or precision != "f32":
+        return None
+    import tensorflow as tf
+
+    from beam_i3d.job.devices import claim_device
+
+    return claim_device([d.name for d in tf.config.list_logical_devices("GPU")])
+
+
+def _on_device(device: str | None):
+    import contextlib
+
+    if device is None:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device(device)
 
 
 class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
@@ -155,6 +186,8 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         model_copies: int | None = None,
         allow_tf32: bool = False,
         require_gpu: bool = False,
+        model_backend: str = "auto",
+        precision: str = "f32",
     ):
         """
         Args:
@@ -169,6 +202,8 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
           allow_tf32: let GPUs use TensorFloat-32 (see :func:`configure_tensorflow`).
           require_gpu: fail loading the model (GPUUnavailable, which fails the job)
             when TensorFlow sees no GPU, instead of scoring on the CPU.
+          model_backend, precision: what runs the forwards (``auto``, ``tf`` or
+            ``openvino``; ``f32`` or ``bf16``), see :mod:`beam_i3d.job.backends`.
         """
         if max_batch_size < 1 or max_batch_frames < 1:
             raise ValueError("max_batch_size and max_batch_frames must be at least 1")
@@ -182,10 +217,14 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         self.max_batch_frames = max_batch_frames
         self.allow_tf32 = allow_tf32
         self.require_gpu = require_gpu
+        self.model_backend = model_backend
+        self.precision = precision
+        self._backend_label = None
 
     def load_model(self) -> ClipScorer:
         return ClipScorer(self.rgb_checkpoint, self.flow_checkpoint, self.allow_tf32,
-                          require_gpu=self.require_gpu)
+                          require_gpu=self.require_gpu, model_backend=self.model_backend,
+                          precision=self.precision)
 
     def run_inference(self, batch: Sequence[ClipExample], model: ClipScorer,
                       inference_args: dict[str, Any] | None = None
@@ -193,9 +232,15 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         """Score a batch; a forward that fails (e.g. out of memory) is retried clip by
         clip, and a clip that still fails gets an :class:`InferenceFailure` as its
         inference, so the rest of the batch is unaffected."""
+        if self._backend_label is None:  # the same model for this handler's life
+            self._backend_label = model.backend_label()
+        # What ran, per worker: the counter forwards_<backend>_<precision>.
+        forwards = Metrics.counter(self.get_metrics_namespace(),
+                                   f"forwards_{self._backend_label}")
         results: list[PredictionResult | None] = [None] * len(batch)
         for indices in plan_forwards(batch, self.max_batch_frames):
             try:
+                forwards.inc()
                 self._forward(batch, indices, model, results)
             except Exception as e:  # noqa: BLE001: isolate the failing clip(s)
                 if len(indices) == 1:

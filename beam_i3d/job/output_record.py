@@ -384,7 +384,13 @@ def score_recipe(options, num_classes: int) -> dict[str, Any]:
     if "flow" in options.streams:
         out["flow_backend"] = options.flow_backend
         out["flow_quantized"] = bool(options.quantize_flow)
+    # The precision changes every number (bf16 drifts up to 0.2 in a logit). The model
+    # backend at f32 does not enter: TensorFlow and OpenVINO agree within 1e-4 on every
+    # shape the job makes (tests/test_model_backends.py), closer than one backend on two
+    # CPU families, and `auto` resolves per worker (TensorFlow on GPUs), so a resume on
+    # other hardware may run the other one; each shard's metadata says which was asked.
     out.update({
+        "precision": getattr(options, "precision", "f32"),
         "allow_tf32": bool(options.allow_tf32),
         "top_k": options.top_k,
         "embeddings": bool(options.embeddings),
@@ -431,6 +437,8 @@ def score_recipe_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
     for name in ("allow_tf32", "top_k", "embeddings"):
         if name in metadata:
             out[name] = get(metadata[name])
+    if "precision" in metadata:
+        out["precision"] = metadata["precision"]
     if "ignore_times" in recipe:
         out["ignore_times"] = bool(recipe["ignore_times"])
     if "schema_version" in metadata:

@@ -60,6 +60,8 @@ class ScoreOptions:
     model_copies: int | None = None
     allow_tf32: bool = False
     require_gpu: bool = False  # fail the job where the model loads if TF sees no GPU
+    model_backend: str = "auto"  # auto | tf | openvino: beam_i3d.job.backends
+    precision: str = "f32"       # f32 | bf16 (openvino only)
     embeddings: bool = True
     video_template: str | None = None
     ignore_times: bool = False
@@ -258,6 +260,9 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
         **({"preset": options.preset, "overridden": list(options.overridden)}
            if options.preset else {}),
         "allow_tf32": options.allow_tf32,
+        # as asked; what each worker ran: the counters forwards_<backend>_<precision>
+        "model_backend": options.model_backend,
+        "precision": options.precision,
         "recipe": {
             "fps": (options.window.fps if options.window and options.window.in_frames
                     else recipe.SAMPLE_FPS),
@@ -290,7 +295,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: ScoreOptions, num_classes: 
         max_batch_frames=options.max_batch_frames,
         model_copies=options.model_copies,
         allow_tf32=options.allow_tf32,
-        require_gpu=options.require_gpu)
+        require_gpu=options.require_gpu,
+        model_backend=options.model_backend,
+        precision=options.precision)
 
     requests, manifest_errors, done = pipeline | "Manifests" >> ReadClipRequests(options)
     score_clips = ScoreClips(handler, label_map(num_classes), options.top_k,
