@@ -338,3 +338,17 @@ def test_schema_versions_that_read_together_are_one_experiment():
     assert differences({"schema_version": "3"}, {"schema_version": "4"}) == []
     assert differences({"schema_version": "2"}, {"schema_version": "4"}) == [
         "schema_version: recorded 2, this run 4"]
+
+
+def test_the_precision_is_part_of_the_recipe_and_the_backend_at_f32_is_not(tmp_path):
+    from beam_i3d.job.output_record import score_recipe
+    from beam_i3d.job.pipeline import ScoreOptions
+
+    base = ScoreOptions(manifest="m.csv", output=str(tmp_path))
+    f32 = score_recipe(base, 400)
+    assert f32["precision"] == "f32" and "model_backend" not in f32
+    other_backend = ScoreOptions(manifest="m.csv", output=str(tmp_path), model_backend="tf")
+    assert differences(f32, score_recipe(other_backend, 400)) == []
+    bf16 = ScoreOptions(manifest="m.csv", output=str(tmp_path), precision="bf16")
+    assert differences(f32, score_recipe(bf16, 400)) == [
+        "precision: recorded f32, this run bf16"]
