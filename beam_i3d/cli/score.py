@@ -308,14 +308,6 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
-def check_before_launch(options, local_only: bool = False) -> int:
-    """Fail fast, on the launching machine, on what would fail every clip or fail late
-    (:func:`check_checkpoints`, then :func:`check_inputs`). Returns the class count."""
-    num_classes, _ = check_checkpoints(options, local_only)
-    check_inputs(options, local_only)
-    return num_classes
-
-
 def check_checkpoints(options, local_only: bool = False) -> tuple[int, tuple]:
     """An usable output location (checked before the model loads), and checkpoints that
     can be read and fit each other. Returns the class count (400 where no checkpoint
