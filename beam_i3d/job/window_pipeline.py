@@ -91,15 +91,7 @@ def plan_row(request: ClipRequest, probed, options: WindowOptions):
     the video's end, :func:`beam_i3d.job.records.scored_request`), as its plan does."""
     if options.in_frames:
         return plan_frame_row(request, probed, options)
-    duration, end_of_video = probed.duration, video_end(probed)
-    if end_of_video is None and request.end_sec is None:
-        raise UnknownDuration(request.video_uri, "the container declares no duration and "
-                                                 "its packets carry no times, so its windows "
-                                                 "cannot be planned")
-    start = micro(request.start_sec or 0.0)
-    end = micro(request.end_sec) if request.end_sec is not None else micro(end_of_video)
-    if end_of_video is not None:
-        end = min(end, micro(end_of_video))
+    duration, end_of_video, start, end = seconds_range(request, probed)
     windows = plan_windows(start, end, options.window, options.stride_sec)
     if not windows:
         lasts = ("" if end_of_video is None
@@ -117,6 +109,22 @@ def plan_row(request: ClipRequest, probed, options: WindowOptions):
     items = [WorkItem(scored, tuple(part), len(windows))
              for part in split_items(windows, options.windows_per_item)]
     return plan, items
+
+
+def seconds_range(request: ClipRequest, probed):
+    """``(declared duration, end of the frames, start, end)`` of a row's range in
+    seconds (exact, microseconds), the end capped at where the video's frames end
+    (:func:`video_end`); UnknownDuration where neither the row nor the video gives one."""
+    duration, end_of_video = probed.duration, video_end(probed)
+    if end_of_video is None and request.end_sec is None:
+        raise UnknownDuration(request.video_uri, "the container declares no duration and "
+                                                 "its packets carry no times, so its windows "
+                                                 "cannot be planned")
+    start = micro(request.start_sec or 0.0)
+    end = micro(request.end_sec) if request.end_sec is not None else micro(end_of_video)
+    if end_of_video is not None:
+        end = min(end, micro(end_of_video))
+    return duration, end_of_video, start, end
 
 
 def native_range(request: ClipRequest, frames):
@@ -159,15 +167,7 @@ def plan_frame_row(request: ClipRequest, probed, options: WindowOptions):
         duration, rate, variable = probed.declared, probed.rate, probed.variable
         lasts = f" (the video's frames end at {float(probed.end):.3f} s)"
     else:
-        duration, end_of_video = probed.duration, video_end(probed)
-        if end_of_video is None and request.end_sec is None:
-            raise UnknownDuration(request.video_uri, "the container declares no duration "
-                                                     "and its packets carry no times, so its "
-                                                     "windows cannot be planned")
-        start = micro(request.start_sec or 0.0)
-        end = micro(request.end_sec) if request.end_sec is not None else micro(end_of_video)
-        if end_of_video is not None:
-            end = min(end, micro(end_of_video))
+        duration, end_of_video, start, end = seconds_range(request, probed)
         fps = Fraction(options.fps)
         count = max(0, math.ceil((end - start) * fps))
 
