@@ -98,13 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds from one window's start to the next (default: the window); a "
              "multiple of 0.04 s (whole 25-fps frames)")
     windows.add_argument(
-        "--window-frames", type=frame_count("--window-frames"), metavar="W",
+        "--window-frames", type=positive(int), metavar="W",
         help="score windows of W frames instead (at --fps), the layout of published "
              "feature sets: frames [k*S, k*S+W) of each row's range, full windows only "
              "(T = (N - W) // S + 1); a range shorter than W frames gives one window "
              "looped to W. Not with --window")
     windows.add_argument(
-        "--stride-frames", type=frame_count("--stride-frames"), metavar="S",
+        "--stride-frames", type=positive(int), metavar="S",
         help="with --window-frames: frames from one window's start to the next (default: "
              "W)")
     windows.add_argument(
@@ -140,33 +140,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(gs://) inputs are not read")
 
 
-def frame_count(option: str):
-    """An argparse ``type``: a whole number of frames >= 1."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number of frames, got "
-                                             f"{text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be at least 1 frame, got {text}")
-        return value
-    parse.__name__ = f"{option} frames"
-    return parse
-
-
 def fps_argument(text: str):
     """``--fps``: "native", or a whole number of frames per second >= 1."""
     if text.strip().lower() == "native":
         return "native"
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'native' or a whole number of frames "
-                                         f"per second, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 'native' or at least 1, got {text}")
-    return value
+        return positive(int)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected 'native' or a whole number of frames per second >= 1 ({e})") from None
 
 
 class ListPresets(argparse.Action):
