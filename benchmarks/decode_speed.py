@@ -84,14 +84,9 @@ def best_rates(runs, repeats: int) -> list[float]:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    from beam_i3d.job.backends import cpu_name as name
+
+    return name()
 
 
 def pool_comparison(path: str, clips: int, repeats: int) -> None:

@@ -43,26 +43,12 @@ W, S = 16, 4
 
 
 def make_video(path: str, seconds: float, width: int = 1280, height: int = 720) -> str:
-    import av
-    import cv2
+    """The cricket sample played forwards and backwards at 29.97 fps for ``seconds``
+    (windows_speed.py's writer, at the NTSC rate)."""
+    from windows_speed import make_video as write_looped
 
-    with av.open(str(SAMPLE)) as container:
-        frames = [cv2.resize(f.to_ndarray(format="rgb24"), (width, height),
-                             interpolation=cv2.INTER_LINEAR)
-                  for f in container.decode(video=0)]
-    period = 2 * len(frames) - 2
-    with av.open(path, "w") as out:
-        stream = out.add_stream("libx264", rate=NTSC)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "23", "preset": "ultrafast"}
-        for k in range(int(seconds * NTSC)):
-            i = k % period
-            image = frames[i if i < len(frames) else period - i]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_looped(path, Fraction(seconds).limit_denominator(1000) / 60, width, height,
+                        fps=NTSC)
 
 
 def _touch(tensors) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -55,13 +54,9 @@ def sample_pairs(n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarra
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from beam_i3d.job.backends import cpu_name as name
+
+    return name()
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +48,10 @@ sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "beam_i3d" / "data" / "samples" / "v_CricketShot_g04_c01.mp4"
 
 
-def make_video(path: str, minutes: float, width: int, height: int, fps: int = 30,
+def make_video(path: str, minutes: float, width: int, height: int, fps: int | Fraction = 30,
                keyint: int = 250) -> str:
+    """The cricket sample resized to ``width`` x ``height``, played forwards then backwards
+    for ``minutes`` at ``fps`` (an int, or a Fraction such as 30000/1001), H.264."""
     import av
     import cv2
 
