@@ -310,14 +310,17 @@ def check_output_recipe(output: str, command: str, recipe: Mapping[str, Any], *,
 
 def shards_off_recipe(output: str, record: OutputRecord | None,
                       from_legacy: Callable[[Mapping[str, str]], dict] | None = None,
-                      directories: Iterable[str] | None = None
+                      directories: Iterable[str] | None = None,
+                      known: Mapping[str, Mapping[str, str]] | None = None
                       ) -> list[tuple[str, list[str]]]:
     """(shard path, differences) for each shard under ``output`` not written under its
-    recorded recipe (reads each shard's footer; see :func:`off_recipe`)."""
+    recorded recipe (see :func:`off_recipe`). Reads the footer of each shard whose
+    metadata ``known`` (path -> metadata, e.g. ``results.Settled.metadata``) lacks."""
     command = record.command if record else (command_of_files(output) or "score")
     dirs = [d for d in (directories or COMMAND_FILES[command]) if "." not in d]
-    return off_recipe({path: shard_metadata(path) for path in shard_paths(output, dirs)},
-                      record, from_legacy)
+    known = known or {}
+    return off_recipe({path: known[path] if path in known else shard_metadata(path)
+                       for path in shard_paths(output, dirs)}, record, from_legacy)
 
 
 def off_recipe(metadata_by_path: Mapping[str, Mapping[str, str]],

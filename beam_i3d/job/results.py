@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from beam_i3d import fileio
 from beam_i3d.errors import OutputError
+from schemas import read_run_metadata
 
 KINDS = ("scores", "errors")
 
@@ -123,6 +124,9 @@ class Settled:
     doubled: list[str]
     files: dict[str, list[str]]
     keep: dict[str, np.ndarray]
+    # per shard read, its ``beam_i3d.*`` metadata (schemas.read_run_metadata), read with
+    # its keys: the recipe check (beam_i3d.job.output_record) needs no second read
+    metadata: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
         """(scored, failed) rows kept that ``run_id`` wrote."""
@@ -140,11 +144,13 @@ def settle(output: str, scores_dir: str = "scores") -> Settled:
     rows = {kind: 0 for kind in KINDS}
     sizes: dict[str, int] = {}
     doubled: set[str] = set()
+    metadata: dict[str, dict[str, str]] = {}
     for kind in KINDS:
         chosen = best[kind]
         for f, path in enumerate(files[kind]):
             table = read_columns(path, ("row_key", "clip_id", "run_id", "error_type", "stage"))
             sizes[path] = table.num_rows
+            metadata[path] = read_run_metadata(table.schema)
             keys = _keys(table)
             runs = _runs(table, len(keys))
             rows[kind] += len(keys)
@@ -176,7 +182,7 @@ def settle(output: str, scores_dir: str = "scores") -> Settled:
         scores={k: v[0] for k, v in best["scores"].items()},
         errors={k: (v[0], v[3], v[4]) for k, v in best["errors"].items()},
         rows=rows, repeated=rows["scores"] + rows["errors"] - kept, superseded=superseded,
-        doubled=sorted(doubled), files=files, keep=keep)
+        doubled=sorted(doubled), files=files, keep=keep, metadata=metadata)
 
 
 def read_plans(output: str) -> dict[str, int]:

@@ -232,7 +232,8 @@ def run(args, extra_args, stream: TextIO | None = None) -> int:
     result = reconcile_output(expected_rows(args.manifest, options), output,
                               windowed=windowed)
     off = output_record.shards_off_recipe(output, record,
-                                          output_record.score_recipe_from_metadata)
+                                          output_record.score_recipe_from_metadata,
+                                          known=result.settled.metadata)
     for line in result.summary_lines():
         print(line, file=stream)
     for line in off_recipe_lines(off, record):
