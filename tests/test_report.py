@@ -695,6 +695,39 @@ def test_video_chooses_one_timeline_and_an_unknown_one_is_an_error(tmp_path, cap
     assert not (tmp_path / "o3").exists()
 
 
+def test_frame_windows_last_their_frames_at_the_rate_used(tmp_path, capsys):
+    """A real run of ``--window-frames 16 --fps native`` on a 29.97-fps video (40 frames:
+    2 windows): each window in the report lasts its 16 frames' 16 / 29.97 = 0.534 s, as
+    its row's own start and end say (not 16 / 25 = 0.64 s); the report says the rate used."""
+    from fractions import Fraction
+
+    from test_pipeline import moving_texture
+
+    ntsc = Fraction(30000, 1001)
+    video = moving_texture(tmp_path / "ntsc.mp4", 40, rate=ntsc, size=(48, 64))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"clip_id,video_uri\nntsc,{video}\n")
+    run = tmp_path / "run"
+    assert cli.main(["score", "--manifest", str(manifest), "--output", str(run),
+                     "--window-frames", "16", "--fps", "native", "--quiet"]) == 0
+    out = tmp_path / "out"
+    assert cli.main(["report", str(run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["timelines"]["shown"][0]
+    assert [w["window_index"] for w in entry["windows"]] == [0, 1]
+    for k, w in enumerate(entry["windows"]):
+        assert w["start_sec"] == pytest.approx(float(16 * k / ntsc), abs=1e-6)
+        assert w["end_sec"] == pytest.approx(float(16 * (k + 1) / ntsc), abs=1e-6)
+        assert w["end_sec"] - w["start_sec"] == pytest.approx(0.534, abs=1e-3)
+    assert entry["end_sec"] == pytest.approx(float(32 / ntsc), abs=1e-6)
+    assert max(s["end_sec"] for s in entry["segments"]) == pytest.approx(entry["end_sec"])
+    assert entry["fps"] == pytest.approx(float(ntsc))
+    said = "16-frame windows, stride 16 frames, at 29.97 fps (the video's own)"
+    assert said in printed
+    assert said.replace("'", "&#x27;") in (out / "report.html").read_text()
+
+
 def test_video_on_a_run_without_timelines_is_an_error(known_run, tmp_path, capsys):
     assert cli.main(["report", str(known_run), "--out", str(tmp_path / "o"), "--video",
                      "a1"]) == 1
