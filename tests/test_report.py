@@ -294,6 +294,13 @@ def test_pure_functions():
     assert (stats["min"], stats["median"], stats["max"], stats["mean"]) == (3, 3, 10, 5.0)
     cal = metrics.calibration(np.array([1, 0]), np.array([1, 2]), np.array([0.5, 2.4]))
     assert cal["ece"] == pytest.approx((2 * abs(0.5 - 0.25) + 2 * abs(0.0 - 1.2)) / 4)
+    from beam_i3d.report.charts import num_frames_label
+
+    assert num_frames_label({"metadata": {"recipe": json.dumps({"fps": 25})}}) == \
+        "num_frames (decoded 25-fps frames per clip)"
+    assert num_frames_label({"metadata": {"recipe": json.dumps({"fps": 12})}}) == \
+        "num_frames (decoded 12-fps frames per clip)"
+    assert num_frames_label({"metadata": {}}) == "num_frames (decoded 25-fps frames per clip)"
     vocab = metrics.Vocabulary(["x", "y"])
     codes = vocab.encode(pa.array(["y", None, "z", "x"]).dictionary_encode())
     assert codes.tolist() == [1, -1, 2, 0] and vocab.outside_label_map == ["z"]
@@ -695,35 +702,41 @@ def test_video_chooses_one_timeline_and_an_unknown_one_is_an_error(tmp_path, cap
     assert not (tmp_path / "o3").exists()
 
 
-def test_frame_windows_last_their_frames_at_the_rate_used(tmp_path, capsys):
-    """A real run of ``--window-frames 16 --fps native`` on a 29.97-fps video (40 frames:
-    2 windows): each window in the report lasts its 16 frames' 16 / 29.97 = 0.534 s, as
-    its row's own start and end say (not 16 / 25 = 0.64 s); the report says the rate used."""
+@pytest.mark.parametrize("fps, frames, windows, said", [
+    ("native", 16, 2, "16-frame windows, stride 16 frames, at 29.97 fps (the video's own)"),
+    ("10", 4, 3, "4-frame windows, stride 4 frames, at 10 fps"),
+])
+def test_frame_windows_last_their_frames_at_the_rate_used(tmp_path, capsys, fps, frames,
+                                                          windows, said):
+    """Real runs of ``--window-frames W --fps native|N`` on a 29.97-fps video of 40 frames
+    (1.33 s): each window in the report lasts its W frames at the rate used, as its row's
+    own start and end say: 16 / 29.97 = 0.534 s at ``--fps native``, 4 / 10 = 0.4 s at
+    ``--fps 10`` (not W / 25 s: 0.64 s, 0.16 s); the report says the rate used."""
     from fractions import Fraction
 
     from test_pipeline import moving_texture
 
     ntsc = Fraction(30000, 1001)
+    rate = ntsc if fps == "native" else Fraction(int(fps))
     video = moving_texture(tmp_path / "ntsc.mp4", 40, rate=ntsc, size=(48, 64))
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"clip_id,video_uri\nntsc,{video}\n")
     run = tmp_path / "run"
     assert cli.main(["score", "--manifest", str(manifest), "--output", str(run),
-                     "--window-frames", "16", "--fps", "native", "--quiet"]) == 0
+                     "--window-frames", str(frames), "--fps", fps, "--quiet"]) == 0
     out = tmp_path / "out"
     assert cli.main(["report", str(run), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["timelines"]["shown"][0]
-    assert [w["window_index"] for w in entry["windows"]] == [0, 1]
+    assert [w["window_index"] for w in entry["windows"]] == list(range(windows))
     for k, w in enumerate(entry["windows"]):
-        assert w["start_sec"] == pytest.approx(float(16 * k / ntsc), abs=1e-6)
-        assert w["end_sec"] == pytest.approx(float(16 * (k + 1) / ntsc), abs=1e-6)
-        assert w["end_sec"] - w["start_sec"] == pytest.approx(0.534, abs=1e-3)
-    assert entry["end_sec"] == pytest.approx(float(32 / ntsc), abs=1e-6)
+        assert w["start_sec"] == pytest.approx(float(frames * k / rate), abs=1e-6)
+        assert w["end_sec"] == pytest.approx(float(frames * (k + 1) / rate), abs=1e-6)
+    assert entry["end_sec"] == pytest.approx(float(frames * windows / rate), abs=1e-6)
     assert max(s["end_sec"] for s in entry["segments"]) == pytest.approx(entry["end_sec"])
-    assert entry["fps"] == pytest.approx(float(ntsc))
-    said = "16-frame windows, stride 16 frames, at 29.97 fps (the video's own)"
+    assert entry["fps"] == pytest.approx(float(rate))
+    assert (entry["window_frames"], entry["stride_frames"]) == (frames, frames)
     assert said in printed
     assert said.replace("'", "&#x27;") in (out / "report.html").read_text()
 

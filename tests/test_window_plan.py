@@ -326,3 +326,6 @@ def test_window_extent_is_the_time_its_frames_stand_for():
     assert window_extent({"window_start_sec": 9.0, "window_end_sec": 9.033333,
                           "num_frames": 1}) == (9.0, 9.04)
     assert window_extent({"window_start_sec": 1.0, "window_end_sec": 2.0}) == (1.0, 2.0)
+    # A frame window (16 frames of a 29.97-fps video at --fps native): its own times.
+    assert window_extent({"window_start_sec": 0.533867, "window_end_sec": 1.067733,
+                          "num_frames": 16}, in_frames=True) == (0.533867, 1.067733)

@@ -330,13 +330,16 @@ def cut_windows(span, windows: Sequence[Window]) -> list:
 _TOUCH = 1e-6  # seconds: windows closer than this touch (times are whole microseconds)
 
 
-def window_extent(w: dict) -> tuple[float, float]:
-    """The time a scored window's frames stand for, in seconds: ``[window_start_sec,
-    window_start_sec + num_frames / 25)``, each frame lasting one 25-fps frame (so a last
-    window of one frame lasts 0.04 s, and a window whose video ended early ends where its
-    frames do); ``[window_start_sec, window_end_sec)`` for a row without ``num_frames``."""
+def window_extent(w: dict, in_frames: bool = False) -> tuple[float, float]:
+    """The time a scored window's frames stand for, in seconds. A seconds window (always
+    at 25 fps): ``[window_start_sec, window_start_sec + num_frames / 25)``, each frame
+    lasting one 25-fps frame (so a last window of one frame lasts 0.04 s, and a window
+    whose video ended early ends where its frames do). A frame window (``in_frames``:
+    ``--window-frames``, at ``--fps native`` or N) or a row without ``num_frames``: its
+    own ``[window_start_sec, window_end_sec)``, its frames' presentation times at the
+    rate used (16 frames of a 29.97-fps video: 0.534 s)."""
     start = float(w["window_start_sec"])
-    if w.get("num_frames") is None:
+    if in_frames or w.get("num_frames") is None:
         return start, float(w["window_end_sec"])
     return start, float(micro(start) + Fraction(int(w["num_frames"]), SAMPLE_FPS))
 

@@ -155,6 +155,21 @@ def calibration_chart(summary: dict) -> bytes | None:
     return _png(fig)
 
 
+def num_frames_label(summary: dict) -> str:
+    """The num_frames chart's axis: the frames decoded per clip at the rate the run
+    sampled, from its metadata's recipe (clips are always at the recipe's 25 fps)."""
+    import json
+
+    from beam_i3d.media.recipe import SAMPLE_FPS
+
+    try:
+        fps = json.loads(summary["metadata"]["recipe"])["fps"]
+    except (KeyError, TypeError, ValueError):
+        fps = SAMPLE_FPS
+    rate = f"{round(fps, 3):g}-fps" if isinstance(fps, (int, float)) else f"{fps}-fps"
+    return f"num_frames (decoded {rate} frames per clip)"
+
+
 def num_frames_chart(summary: dict) -> bytes | None:
     frames = summary["scores"]["num_frames"]
     if not frames["count"]:
@@ -165,7 +180,7 @@ def num_frames_chart(summary: dict) -> bytes | None:
     bins = min(60, values[-1] - values[0] + 1)
     ax.hist(values, bins=bins, weights=counts, color=BLUE)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("num_frames (decoded 25-fps frames per clip)")
+    ax.set_xlabel(num_frames_label(summary))
     ax.set_ylabel("clips")
     ax.set_title(f"Distribution of num_frames (median {frames['median']})")
     return _png(fig)
@@ -293,7 +308,8 @@ def timeline_chart(entry: dict) -> bytes:
     strip.set_ylabel("top-1", fontsize=8)
     strip.tick_params(axis="x", labelbottom=False)
     strip.set_title(f"{entry['clip_id']}: {len(segments)} segment(s), "
-                    f"{entry['windows_scored']}/{entry['num_windows']} windows scored",
+                    f"{entry['windows_scored']}/{entry['num_windows']} windows scored"
+                    + (f"\n{entry['layout']}" if entry.get("layout") else ""),
                     fontsize=10)
     handles = [Patch(color=c, label=label) for label, c in colours.items()]
     others = len({s["label"] for s in segments} - set(colours))

@@ -245,6 +245,7 @@ def _timelines_section(summary: dict, charts: dict[str, bytes]) -> str:
                      f"{_e(clock(entry['start_sec']))}&ndash;{_e(clock(entry['end_sec']))} "
                      f"&middot; {entry['windows_scored']:,} of {entry['num_windows']:,} "
                      f"windows scored &middot; {len(entry['segments']):,} segment(s)"
+                     + (f" &middot; {_e(entry['layout'])}" if entry.get("layout") else "")
                      + (f" &middot; manifest label {_e(entry['label'])}" if entry["label"]
                         else "") + "</p>")
         name = entry["chart"][:-len(".png")]
