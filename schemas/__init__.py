@@ -69,7 +69,8 @@ SCORES_SCHEMA = pa.schema([
     # they end first (or the max_seconds cap); null: to the end (capped by max_seconds).
     pa.field("end_sec", pa.float64()),
     pa.field("label", pa.string()),             # ground truth from the manifest, if any
-    pa.field("num_frames", pa.int32(), nullable=False),  # real 25-fps frames, before looping
+    # real 25-fps frames, before looping (frame windows: at the rate used, the plan's fps)
+    pa.field("num_frames", pa.int32(), nullable=False),
     pa.field("predicted_label", pa.string(), nullable=False),
     pa.field("predicted_index", pa.int32(), nullable=False),
     pa.field("predicted_probability", pa.float32(), nullable=False),
@@ -109,7 +110,7 @@ SEGMENT = pa.struct([
     pa.field("label", pa.string(), nullable=False),
     pa.field("label_index", pa.int32(), nullable=False),
     # Within the time its windows' frames stand for (a window: [start, start +
-    # num_frames / 25)); a segment never spans time no window scored (gaps between
+    # num_frames / 25); a frame window: its own [start, end)); a segment never spans time no window scored (gaps between
     # windows, failed windows): segments are split there.
     pa.field("start_sec", pa.float64(), nullable=False),
     pa.field("end_sec", pa.float64(), nullable=False),
