@@ -434,7 +434,7 @@ def verify_command(options) -> str:
 def finish(options, expected, skipped: int, max_error_rate: float | None,
            state: str | None = None) -> int:
     """Reconcile the output against the manifest after a run; print the outcome and
-    return the exit status (README "Exit codes")."""
+    return the exit status (docs/commands/index.md, "Exit codes")."""
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
     from beam_i3d.job.verify import reconcile_output
 

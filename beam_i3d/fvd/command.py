@@ -19,7 +19,7 @@ from beam_i3d.cli.options import add_model_backend_options, fraction, positive
 
 PROTOCOLS = ("original", "styleganv")
 # What the statistics of each protocol are computed by (recorded in every output).
-WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (README, Weights)
+WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (docs/weights.md)
 FEATURES = "logits_mean"  # RGB/inception_i3d/Mean: 400-d logits averaged over time
 # --features NAME -> the model output taken (see model/export.py)
 FEATURE_OUTPUTS = {"logits_mean": "rgb_logits", "mixed_5c": "rgb_embedding"}
@@ -33,7 +33,7 @@ MIN_CLIPS = 2
 STYLEGANV_CLIPS = 2048
 STYLEGANV_METRICS = {(16, 1): "fvd2048_16f", (128, 1): "fvd2048_128f",
                      (16, 8): "fvd2048_128f_subsample8f"}
-# What styleganv does that could not be read or reproduced (README, Protocols); recorded
+# What styleganv does that could not be read or reproduced (docs/commands/fvd.md, Protocols); recorded
 # in fvd.json's "unverified".
 STYLEGANV_UNVERIFIED = [
     "resize: StyleGAN-V resizes inside its TorchScript detector (resize=True), whose code "
