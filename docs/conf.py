@@ -46,7 +46,6 @@ suppress_warnings = ["myst.domains"]
 nitpicky = True
 
 
-
 # The options reference (each commands/*.md's "Options") is sphinx-argparse's rendering of
 # beam_i3d.cli.build_parser(), used with :nodefault: since our help texts state their
 # defaults. Two adjustments, made to what sphinx-argparse reads from the parser: help texts
