@@ -36,7 +36,7 @@
 # and to Beam (e.g. --service_account_email, --network, --subnetwork); they come after
 # this script's defaults, so they override them.
 #
-# Process model (README "Running on Dataflow"): one SDK process per vCPU (Dataflow's
+# Process model (docs/dataflow.md): one SDK process per vCPU (Dataflow's
 # default), each decoding through DECODE_PROCESSES child processes; one I3D model per
 # GPU (--model-copies) in its own process, shared by the SDK processes; --require-gpu
 # fails the job if a worker's TensorFlow sees no GPU.

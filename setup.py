@@ -48,6 +48,19 @@ setup(
             "pandas>=2.0",
             "hypothesis>=6.100",
         ],
+        # The manual in docs/ (tests/test_docs.py builds it strictly). Sphinx rather than
+        # MkDocs: MkDocs' last release (1.6.1) was in Aug 2024, over two years without one,
+        # while Sphinx, MyST-Parser and sphinx-argparse (sphinx-doc org) are released
+        # actively; sphinx-argparse renders the options reference from our argparse
+        # parsers (one place for each option's text), and sphinx-build -W -n --keep-going
+        # fails on a broken cross-reference, a page missing from the toctree or a bad link
+        # target. Pages are Markdown (MyST).
+        "docs": [
+            "sphinx>=8",
+            "myst-parser>=4",
+            "sphinx-argparse>=0.5",
+            "furo>=2024.8",
+        ],
         # A workstation's or a GPU worker's TensorFlow with its CUDA libraries (README,
         # "One machine, several GPUs"); the Dockerfile installs the same.
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],

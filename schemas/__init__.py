@@ -13,7 +13,7 @@ the outputs of different runs concatenate and load into one BigQuery table.
 
 Every row of both also names the manifest row it settles (``row_key``) and the run that
 wrote it (``run_id``). A run writes its rows in shards as it goes, so a row can appear
-twice where a runner retried work; :mod:`beam_i3d.job.results` (and the README's read recipe)
+twice where a runner retried work; :mod:`beam_i3d.job.results` (and the manual's read recipe, docs/outputs.md)
 keeps one row per ``row_key``: the latest run's, and a score over an error.
 
 Windowed runs (``score --window``) write, instead of ``scores``, ``DIR/windows`` (one row

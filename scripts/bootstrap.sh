@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create and fill the project's virtualenv if it is missing or stale, then fetch and
-# convert the default I3D weights once (cached in ~/.cache/beam-i3d, see README).
+# convert the default I3D weights once (cached in ~/.cache/beam-i3d, see docs/weights.md).
+# The docs extra too: tests/test_docs.py builds the manual.
 # Sourced by run_tests.sh, run_local.sh and run_dataflow.sh; sets $VENV_PY.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ STAMP="$VENV/.beam-i3d-installed"
 if [ -z "${BEAM_I3D_NO_INSTALL:-}" ] && { [ ! -f "$STAMP" ] || [ "$ROOT/setup.py" -nt "$STAMP" ]; }; then
   echo "[bootstrap] installing beam-i3d and its dependencies into $VENV" >&2
   "$VENV_PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
+  "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,docs]"
   touch "$STAMP"
 fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -293,10 +293,10 @@ def test_a_resume_with_another_stride_or_fps_is_refused(native_run, capsys):
         assert shown in capsys.readouterr().err
 
 
-def test_the_readme_lists_the_presets_as_the_command_does():
+def test_the_manual_lists_the_presets_as_the_command_does():
     from pathlib import Path
 
     from beam_i3d.job.presets import listing
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "features.md").read_text()
     assert listing() in readme

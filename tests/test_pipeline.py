@@ -232,14 +232,15 @@ def test_gcs_end_to_end_with_progress(gcs_emulator, corpus, tmp_path):
 
 
 def test_readme_queries_run_on_the_output(first_run):
-    """The README's pandas and DuckDB examples work on a real run's output."""
+    """The manual's DuckDB example (docs/outputs.md) and its pandas reading work on a
+    real run's output."""
     import re
 
     import duckdb
     import pandas as pd
 
     _, out = first_run
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "outputs.md").read_text()
     sql = re.search(r"<!-- duckdb-accuracy-per-label -->\s*```sql\n(.*?)```", readme, re.S)
     query = sql.group(1).replace("out/run1/scores", str(out / "scores"))
     rows = duckdb.sql(query).fetchall()

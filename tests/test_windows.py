@@ -295,7 +295,7 @@ def test_readme_timelines_query_runs_on_the_output(windowed_run):
     import duckdb
 
     _, out = windowed_run
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "features.md").read_text()
     sql = re.search(r"<!-- duckdb-timelines -->\s*```sql\n(.*?)```", readme, re.S).group(1)
     rows = duckdb.sql(sql.replace("out/lectures/timelines", str(out / "timelines"))).fetchall()
     expected = [(t["clip_id"], s["label"], s["start_sec"], s["end_sec"])

@@ -14,7 +14,7 @@ import sys
 
 from beam_i3d import __version__
 
-# Exit statuses of every subcommand (README "Exit codes").
+# Exit statuses of every subcommand (docs/commands/index.md, "Exit codes").
 EXIT_OK = 0             # done; for score: every row settled, error rate within bounds
 EXIT_FAILURE = 1        # the command failed (bad input for preprocess/export, a crash)
 EXIT_USAGE = 2          # bad or unknown options

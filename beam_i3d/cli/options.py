@@ -74,9 +74,14 @@ def add_clip_options(parser: argparse.ArgumentParser) -> None:
     add("--no-quantize-flow", dest="quantize_flow", action="store_false",
         help="feed unquantised float flow (x/20) instead of the release's 256 levels "
              "(recorded in score's output metadata)")
-    limits = parser.add_argument_group(
-        "decode limits", "what one video may cost before it is refused (an error naming "
-        "the video, not a crash)")
+    add_decode_limit_options(parser, "what one video may cost before it is refused (an "
+                             "error naming the video, not a crash)")
+
+
+def add_decode_limit_options(parser: argparse.ArgumentParser, description: str) -> None:
+    """Add the decode limits (``score``, ``preprocess``, ``fvd``) to ``parser``, as a
+    group described by ``description``."""
+    limits = parser.add_argument_group("decode limits", description)
     limits.add_argument(
         "--max-pixels", type=positive(int), default=recipe.DEFAULT_MAX_PIXELS, metavar="N",
         help=f"largest coded frame, width x height (default: {recipe.DEFAULT_MAX_PIXELS}, "
@@ -118,7 +123,7 @@ def add_model_backend_options(parser: argparse.ArgumentParser) -> None:
     add("--precision", choices=backends.PRECISIONS, default=backends.DEFAULT_PRECISION,
         help="f32 (default) or bf16: bfloat16 convolutions (openvino, on CPUs with "
              "AVX512_BF16 or AMX only): about 1.6x faster there; logits move by up "
-             "to about 0.2 (see the README)")
+             "to about 0.2 (see the manual's Model backends page)")
 
 
 def decode_limits_from_args(args: argparse.Namespace) -> recipe.DecodeLimits:

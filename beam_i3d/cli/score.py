@@ -42,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "directory, local or gs:// (default: default)")
     add("--flow-checkpoint", metavar="SPEC",
         help="flow weights (required for the flow stream): a checkpoint prefix or "
-             "directory, local or gs://")
-    add("--top-k", type=positive(int), default=5, help="labels kept per clip (default: 5)")
-    add("--batch-size", type=positive(int), default=8, help="most clips a batch (default: 8)")
-    add("--max-batch-frames", type=positive(int), default=2000,
+             "directory, local or gs:// (the release's flow_imagenet or flow_scratch)")
+    add("--top-k", type=positive(int), default=5, metavar="K", help="labels kept per clip (default: 5)")
+    add("--batch-size", type=positive(int), default=8, metavar="N", help="most clips a batch (default: 8)")
+    add("--max-batch-frames", type=positive(int), default=2000, metavar="F",
         help="most frames in one forward, both streams counted (default: 2000); caps "
              "GPU memory for batches of long clips")
-    add("--model-copies", type=positive(int), default=None,
+    add("--model-copies", type=positive(int), default=None, metavar="N",
         help="load this many models per machine, shared across worker processes (use 1 "
              "per GPU on GPU workers); default: one model per worker process")
     add("--allow-tf32", action="store_true",
@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "pass on a retry (time-outs, crashes, storage, out of memory); bad rows "
              "and files that are not videos stay settled")
     add("--overwrite", action="store_true",
-        help="replace what DIR holds: its scores/ and errors/ are deleted before the run")
+        help="replace what DIR holds, if DIR is a score output of the same recipe: its "
+             "result directories are deleted before the run")
     add("--max-error-rate", type=fraction, metavar="R",
         help="exit with status 5 (after writing everything) when more than this "
              "fraction (0-1) of the manifest's rows failed (with --window: of the "
@@ -433,7 +434,7 @@ def verify_command(options) -> str:
 def finish(options, expected, skipped: int, max_error_rate: float | None,
            state: str | None = None) -> int:
     """Reconcile the output against the manifest after a run; print the outcome and
-    return the exit status (README "Exit codes")."""
+    return the exit status (docs/commands/index.md, "Exit codes")."""
     from beam_i3d.cli import EXIT_ERROR_RATE, EXIT_OK, EXIT_RECONCILIATION
     from beam_i3d.job.verify import reconcile_output
 

@@ -19,7 +19,7 @@ from beam_i3d.cli.options import add_model_backend_options, fraction, positive
 
 PROTOCOLS = ("original", "styleganv")
 # What the statistics of each protocol are computed by (recorded in every output).
-WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (README, Weights)
+WEIGHTS = "rgb_scratch"  # the default weights: the release's rgb_scratch (docs/weights.md)
 FEATURES = "logits_mean"  # RGB/inception_i3d/Mean: 400-d logits averaged over time
 # --features NAME -> the model output taken (see model/export.py)
 FEATURE_OUTPUTS = {"logits_mean": "rgb_logits", "mixed_5c": "rgb_embedding"}
@@ -33,7 +33,7 @@ MIN_CLIPS = 2
 STYLEGANV_CLIPS = 2048
 STYLEGANV_METRICS = {(16, 1): "fvd2048_16f", (128, 1): "fvd2048_128f",
                      (16, 8): "fvd2048_128f_subsample8f"}
-# What styleganv does that could not be read or reproduced (README, Protocols); recorded
+# What styleganv does that could not be read or reproduced (docs/commands/fvd.md, Protocols); recorded
 # in fvd.json's "unverified".
 STYLEGANV_UNVERIFIED = [
     "resize: StyleGAN-V resizes inside its TorchScript detector (resize=True), whose code "
@@ -55,8 +55,7 @@ def frames_argument(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from beam_i3d.media import recipe
-    from beam_i3d.cli.options import aspect_ratio
+    from beam_i3d.cli.options import add_decode_limit_options
 
     parser.usage = ("beam-i3d fvd --real SPEC [--fake SPEC] --output DIR [options] "
                     "[Beam pipeline options]")
@@ -74,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="original (default): google-research frechet_video_distance: first N frames, "
              "TF1 bilinear resize to 224x224, unbiased covariance; styleganv: StyleGAN-V's "
              "fvd2048_*: the first 2048 clips of each set, real clips from a random "
-             "start, PyTorch bilinear resize (assumed: see the README), biased "
+             "start, PyTorch bilinear resize (assumed: see the manual's FVD page), biased "
              "covariance")
     add("--frames", type=frames_argument, default=16, metavar="N",
         help="frames per clip (default 16, at least 9); styleganv: 16 or 128")
@@ -97,10 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "centre crop); another than the protocol's needs --nonstandard")
     add("--video-template", metavar="TEMPLATE",
         help="build each video URI from the manifest row's columns (as for score)")
-    add("--batch-size", type=positive(int), default=8, help="most clips a batch (default: 8)")
-    add("--max-batch-frames", type=positive(int), default=2000,
+    add("--batch-size", type=positive(int), default=8, metavar="N", help="most clips a batch (default: 8)")
+    add("--max-batch-frames", type=positive(int), default=2000, metavar="F",
         help="most frames in one forward (default: 2000)")
-    add("--model-copies", type=positive(int), default=None,
+    add("--model-copies", type=positive(int), default=None, metavar="N",
         help="models per machine shared by the worker processes (1 per GPU)")
     add("--allow-tf32", action="store_true",
         help="let Ampere-or-newer GPUs use TensorFloat-32 (moves the FVD; default float32)")
@@ -116,21 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-clip outcome rows per shard (default: 500)")
     add("--shard-seconds", type=positive(float), default=120.0, metavar="S",
         help="... or seconds after a shard's first row (default: 120)")
-    limits = parser.add_argument_group(
-        "decode limits", "as for score: every clip (video file, frames or array) is read "
-        "in a decoding child process")
-    limits.add_argument("--max-pixels", type=positive(int), default=recipe.DEFAULT_MAX_PIXELS,
-                        metavar="N")
-    limits.add_argument("--max-duration", type=positive(float), metavar="SEC",
-                        default=recipe.DEFAULT_MAX_DURATION_SECONDS)
-    limits.add_argument("--decode-timeout", type=positive(float), metavar="SEC",
-                        default=recipe.DEFAULT_DECODE_TIMEOUT_SECONDS)
-    limits.add_argument("--max-aspect-ratio", type=aspect_ratio, metavar="R",
-                        default=recipe.DEFAULT_MAX_ASPECT_RATIO)
-    limits.add_argument("--decode-memory-mb", type=positive(int), metavar="MB",
-                        default=recipe.DEFAULT_DECODE_MEMORY_MB,
-                        help="address-space limit of a decoding child process (default: "
-                             f"{recipe.DEFAULT_DECODE_MEMORY_MB}): DecodeOutOfMemory")
+    add_decode_limit_options(parser, (
+        "as for score: every input (video file, frame directory or array) is counted and "
+        "read in a decoding child process, so one that crashes, hangs or exhausts its "
+        "reader is one error row (DecoderCrashed, DecodeTimeout, DecodeOutOfMemory)"))
     add("--decode-processes", type=positive(int), metavar="N",
         help="child processes reading clips on each worker (default: the worker's CPU "
              "count)")

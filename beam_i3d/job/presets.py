@@ -1,5 +1,5 @@
 """Presets: the options of published I3D feature sets (``score --preset NAME``), in one
-table that ``score --list-presets`` and the README's "Features for research" read.
+table that ``score --list-presets`` and the manual's "Features for research" (docs/features.md) read.
 
 A preset sets the streams and the frame windows (``--window-frames``,
 ``--stride-frames``, ``--fps``) a feature set was made with; options given beside it

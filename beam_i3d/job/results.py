@@ -3,7 +3,7 @@
 ``DIR/scores`` and ``DIR/errors`` hold the shards of every run into ``DIR`` (resumed
 runs add theirs). A ``row_key`` can appear more than once: a runner that retried a
 bundle wrote its rows twice, or ``--retry-errors`` scored a row that had failed before.
-The rule, here and in the README's read recipe, is:
+The rule, here and in the manual's read recipe (docs/outputs.md), is:
 
 * a row with a score is settled by its score (of the latest run, if several);
 * a row without a score is settled by its error of the latest run.

@@ -10,7 +10,7 @@ A backend is a function ``(prev [N,H,W] uint8, next [N,H,W] uint8, *, batch_pair
 
 * ``"tf"`` (default): ``beam_i3d.media.flow_tf``, a TensorFlow port of OpenCV's DualTVL1,
   batched over frame pairs (``batch_pairs`` at a time), on the worker's GPU if it has
-  one; imported on first use. It meets the parity bar against OpenCV (see README).
+  one; imported on first use. It meets the parity bar against OpenCV (see docs/flow.md).
 * ``"opencv"``: OpenCV contrib's ``DualTVL1OpticalFlow`` with its default parameters,
   one pair at a time on the CPU (about a second per 256x340 pair; ``batch_pairs`` is
   ignored).

@@ -498,7 +498,7 @@ def tvl1_flow_tf(
         is ``(prev[k], nxt[k])``. For a clip ``frames`` ``[T, H, W]`` pass
         ``frames[:-1], frames[1:]``.
       batch_pairs: pairs per call of the TensorFlow graph (memory bound: the graph
-        holds about 20 full-size float32 planes per pair, see README); ``None`` = all
+        holds about 20 full-size float32 planes per pair, see docs/flow.md); ``None`` = all
         N at once. Results do not depend on it.
       params: the DualTVL1 parameters; the default is OpenCV's defaults.
       jit_compile: compile the graph with XLA (default). XLA fuses the elementwise
