@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import traceback
+
+from beam_i3d.errors import BeamI3DError, VideoError
+
+
+class ChildException(Exception):
+    """An exception of an unexpected type raised in a decoding child. Each original type
+    name gets a subclass of this name (:func:`child_exception`), so that
+    ``type(e).__name__`` is the original's; ``type_name``, ``module`` and
+    ``child_traceback`` (text) say what it was."""
+
+    type_name = "ChildException"
+    module = ""
+
+    def __init__(self, message: str = "", child_traceback: str = ""):
+        super().__init__(message)
+        self.child_traceback = child_traceback
+
+    def __reduce__(self):
+        return child_exception, (self.type_name, str(self), self.child_traceback, self.module)
+
+
+_CHILD_EXCEPTION_TYPES: dict[tuple[str, str], type] = {}
+
+
+def child_exception(type_name: str, message: str, child_traceback: str = "",
+                    module: str = "") -> ChildException:
+    """A :class:`ChildException` whose class is named ``type_name``."""
+    cls = _CHILD_EXCEPTION_TYPES.get((module, type_name))
+    if cls is None:
+        cls = type(type_name, (ChildException,), {"type_name": type_name, "module": module})
+        _CHILD_EXCEPTION_TYPES[(module, type_name)] = cls
+    return cls(message, child_traceback)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, MemoryError):
+            return True
+        if type(error).__name__ == "error" and type(error).__module__ == "cv2":
+            text = str(error)
+            if "Insufficient memory" in text or "Failed to allocate" in text:
+                return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+def _describe_error(error: BaseException) -> tuple:
+    """An exception raised in the child as plain data for the pipe."""
+    if _is_out_of_memory(error):
+        return ("oom", f"{type(error).__name__}: {error}")
+    if isinstance(error, VideoError):
+        return ("video", type(error).__name__, error.uri, error.cause)
+    if isinstance(error, BeamI3DError):
+        return ("ours", type(error).__name__, str(error))
+    return ("other", type(error).__module__, type(error).__name__, str(error),
+            "".join(traceback.format_exception(error)))
