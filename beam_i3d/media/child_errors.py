@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import traceback
 
-from beam_i3d.errors import BeamI3DError, VideoError
+from beam_i3d.errors import BeamI3DError, DecodeOutOfMemory, VideoError, error_classes
 
 
 class ChildException(Exception):
@@ -59,3 +59,25 @@ def _describe_error(error: BaseException) -> tuple:
         return ("ours", type(error).__name__, str(error))
     return ("other", type(error).__module__, type(error).__name__, str(error),
             "".join(traceback.format_exception(error)))
+
+
+def rebuild_error(uri: str, memory_mb: int, payload: tuple) -> BaseException:
+    """The parent's half of :func:`_describe_error`: the exception ``payload`` stands
+    for, of the clip at ``uri`` (``memory_mb``: the child's limit, for the message)."""
+    kind = payload[0]
+    if kind == "oom":
+        return DecodeOutOfMemory(uri, f"the decoding process ran out of memory (over its "
+                                      f"limit of {memory_mb} MiB): {payload[1]}")
+    if kind in ("video", "ours"):
+        cls = error_classes().get(payload[1])
+        try:
+            if kind == "video" and cls is not None and issubclass(cls, VideoError):
+                return cls(payload[2], payload[3])
+            if kind == "ours" and cls is not None:
+                return cls(payload[2])
+        except Exception:  # noqa: BLE001: a constructor of another shape
+            pass
+        message = f"{payload[2]}: {payload[3]}" if kind == "video" else payload[2]
+        return child_exception(payload[1], message, "", "beam_i3d.errors")
+    _, module, type_name, message, text = payload
+    return child_exception(type_name, message, text, module)

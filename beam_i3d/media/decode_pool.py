@@ -101,9 +101,8 @@ from beam_i3d.errors import (
     DecoderCrashed,
     DecodeTimeout,
     VideoError,
-    error_classes,
 )
-from beam_i3d.media.child_errors import ChildException, child_exception
+from beam_i3d.media.child_errors import ChildException, child_exception, rebuild_error
 from beam_i3d.media.decode_child import HOOK_ENV, _FlowedSpan, _child_main
 from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
@@ -648,24 +647,7 @@ class DecodePool:
         return True
 
     def _rebuild_error(self, task: _Task, payload: tuple) -> BaseException:
-        kind = payload[0]
-        if kind == "oom":
-            return DecodeOutOfMemory(task.uri, f"the decoding process ran out of memory (over "
-                                               f"its limit of {self.limits.memory_mb} MiB): "
-                                               f"{payload[1]}")
-        if kind in ("video", "ours"):
-            cls = error_classes().get(payload[1])
-            try:
-                if kind == "video" and cls is not None and issubclass(cls, VideoError):
-                    return cls(payload[2], payload[3])
-                if kind == "ours" and cls is not None:
-                    return cls(payload[2])
-            except Exception:  # noqa: BLE001: a constructor of another shape
-                pass
-            message = f"{payload[2]}: {payload[3]}" if kind == "video" else payload[2]
-            return child_exception(payload[1], message, "", "beam_i3d.errors")
-        _, module, type_name, message, text = payload
-        return child_exception(type_name, message, text, module)
+        return rebuild_error(task.uri, self.limits.memory_mb, payload)
 
     def _kill(self, child: _Child, reason: str) -> None:
         child.killed_for = reason
