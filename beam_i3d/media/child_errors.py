@@ -1,3 +1,12 @@
+"""An exception raised in a decoding child, on its way to the parent.
+
+The child turns it into plain data for the pipe (:func:`_describe_error`; running out of
+memory told apart, :func:`_is_out_of_memory`); the parent rebuilds it
+(:func:`rebuild_error`): our own errors as the same class and message, anything else as
+a :class:`ChildException` named like the original. What each failure of a child becomes:
+:mod:`beam_i3d.media.decode_pool`.
+"""
+
 from __future__ import annotations
 
 import traceback

@@ -1,3 +1,17 @@
+"""What runs in a decode pool's child process: :func:`_child_main`, the children's entry
+point (started by module path, ``spawn`` or ``forkserver``), and the tasks it runs: a
+clip's decode and, where the child does it, its finish (:func:`_decode_in_child`), a
+windowed item's flow (:func:`_flow_windows`), a function of
+:meth:`~beam_i3d.media.decode_pool.DecodePool.submit_call` (:func:`_call_in_child`).
+It imports neither TensorFlow nor the pool's module. The design and the parent's side:
+:mod:`beam_i3d.media.decode_pool`.
+
+Test-only fault hook: if the environment variable ``BEAM_I3D_TEST_DECODE_HOOK`` is
+``module:function`` when a child starts, the child imports it and calls ``function(uri)``
+before decoding each clip (the tests use it to abort, hang or exhaust memory on chosen
+files). Not for production use.
+"""
+
 from __future__ import annotations
 
 import dataclasses

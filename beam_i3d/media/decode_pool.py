@@ -66,18 +66,16 @@ parent does the same with the span's grayscale frames. (``flow_per_window=True``
 for the benchmark, computes each window's flow on its own frames instead, as before.)
 
 Arrays travel in shared-memory segments (``/dev/shm``), not through the pipe: the child
-decodes a clip's frames straight into segments (:class:`_SegmentAllocator`) and copies
-any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
+decodes a clip's frames straight into segments (:mod:`beam_i3d.media.shared_arrays`) and
+copies any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
 number>_<task>_<index>``, and sends names, shapes and dtypes; the parent maps the
 segment (the result's arrays are views of it, not copies) and unlinks its name at once,
 so its memory goes back when the last view of the array is dropped. A child that dies
 mid-clip may leave segments of its current task: the parent unlinks those names, and
 :meth:`DecodePool.close` removes any ``/dev/shm`` entry with the pool's prefix.
 
-Test-only fault hook: if the environment variable ``BEAM_I3D_TEST_DECODE_HOOK`` is
-``module:function`` when a child starts, the child imports it and calls ``function(uri)``
-before decoding each clip (the tests use it to abort, hang or exhaust memory on chosen
-files). Not for production use.
+What runs in a child: :mod:`beam_i3d.media.decode_child` (with the test-only fault hook,
+``HOOK_ENV``); how its exceptions come back: :mod:`beam_i3d.media.child_errors`.
 """
 
 from __future__ import annotations
@@ -164,7 +162,7 @@ def flow_time_limit(pairs: int, height: int, width: int, grace_seconds: float = 
     return grace_seconds + seconds_per_megapixel_pair * max(1, pairs) * height * width / 1e6
 
 
-# --- The child -------------------------------------------------------------------------
+# --- Tasks run in a child --------------------------------------------------------------
 
 
 def probe(uri: str, limits: DecodeLimits) -> Probed:

@@ -1,3 +1,13 @@
+"""A decode pool's arrays through shared memory (``/dev/shm``), both halves.
+
+The child writes each array of its result into a segment of its own
+(:class:`_SegmentAllocator`: a clip's frames, as they are decoded; :func:`_to_shared`:
+any other array), named ``<prefix>_<task>_<index>`` (:func:`_segment_name`), and sends
+names, shapes and dtypes; the parent maps each one (:func:`_from_shared`, no copy) and
+unlinks its name at once. The design, and who removes what a dead child leaves:
+:mod:`beam_i3d.media.decode_pool`.
+"""
+
 from __future__ import annotations
 
 import dataclasses
