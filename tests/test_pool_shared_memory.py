@@ -59,28 +59,28 @@ def test_a_child_decodes_straight_into_the_segment_it_hands_over(video, tmp_path
     the allocator, _to_shared hands those over without a copy and unlinks the rest (the
     gray frames a finished clip no longer needs), and a failed decode leaves nothing."""
     from beam_i3d.errors import NotAVideo
-    from beam_i3d.media import decode_pool
+    from beam_i3d.media import shared_arrays
     from beam_i3d.media.preprocess import decode_for_streams
 
     prefix = f"bi3d{os.getpid()}ptestc1"
-    allocator = decode_pool._SegmentAllocator(prefix, 1)
+    allocator = shared_arrays._SegmentAllocator(prefix, 1)
     clip = decode_for_streams(video, streams=("rgb", "flow"), allocate=allocator)
     want = decode_for_streams(video, streams=("rgb", "flow"))
     np.testing.assert_array_equal(clip.rgb, want.rgb)
     np.testing.assert_array_equal(clip.gray, want.gray)
     assert mapped(clip.rgb) and mapped(clip.gray)
     assert sorted(our_segments()) == [f"{prefix}_1_4", f"{prefix}_1_5"]  # rgb, gray
-    meta, described = decode_pool._to_shared(clip, ("rgb",), prefix, 1, allocator)
+    meta, described = shared_arrays._to_shared(clip, ("rgb",), prefix, 1, allocator)
     assert meta.rgb is None and [d[:2] for d in described] == [("rgb", f"{prefix}_1_4")]
     assert our_segments() == [f"{prefix}_1_4"]  # the gray frames' segment is unlinked
     del clip
-    back = decode_pool._from_shared(meta, described)
+    back = shared_arrays._from_shared(meta, described)
     np.testing.assert_array_equal(back.rgb, want.rgb)
     assert not our_segments()
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 100)
-    allocator = decode_pool._SegmentAllocator(prefix, 2)
+    allocator = shared_arrays._SegmentAllocator(prefix, 2)
     with pytest.raises(NotAVideo):
         decode_for_streams(str(bad), allocate=allocator)
     allocator.release()

@@ -66,18 +66,16 @@ parent does the same with the span's grayscale frames. (``flow_per_window=True``
 for the benchmark, computes each window's flow on its own frames instead, as before.)
 
 Arrays travel in shared-memory segments (``/dev/shm``), not through the pipe: the child
-decodes a clip's frames straight into segments (:class:`_SegmentAllocator`) and copies
-any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
+decodes a clip's frames straight into segments (:mod:`beam_i3d.media.shared_arrays`) and
+copies any other array into one, each named ``bi3d<parent pid>p<pool token>c<child
 number>_<task>_<index>``, and sends names, shapes and dtypes; the parent maps the
 segment (the result's arrays are views of it, not copies) and unlinks its name at once,
 so its memory goes back when the last view of the array is dropped. A child that dies
 mid-clip may leave segments of its current task: the parent unlinks those names, and
 :meth:`DecodePool.close` removes any ``/dev/shm`` entry with the pool's prefix.
 
-Test-only fault hook: if the environment variable ``BEAM_I3D_TEST_DECODE_HOOK`` is
-``module:function`` when a child starts, the child imports it and calls ``function(uri)``
-before decoding each clip (the tests use it to abort, hang or exhaust memory on chosen
-files). Not for production use.
+What runs in a child: :mod:`beam_i3d.media.decode_child` (with the test-only fault hook,
+``HOOK_ENV``); how its exceptions come back: :mod:`beam_i3d.media.child_errors`.
 """
 
 from __future__ import annotations
@@ -85,7 +83,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -95,34 +92,37 @@ import queue
 import signal
 import threading
 import time
-import traceback
 from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 
 from beam_i3d.errors import (
-    BeamI3DError,
     DecodeOutOfMemory,
     DecoderCrashed,
     DecodeTimeout,
     VideoError,
-    error_classes,
 )
+from beam_i3d.media.child_errors import ChildException, child_exception, rebuild_error
+from beam_i3d.media.decode_child import HOOK_ENV, _FlowedSpan, _child_main
 from beam_i3d.media.flow import DEFAULT_FLOW_BACKEND
 from beam_i3d.media.recipe import DEFAULT_MAX_SECONDS, DecodeLimits
+from beam_i3d.media.shared_arrays import (
+    _DECODE_SEGMENTS,
+    _MAX_ARRAYS,
+    _SHM_DIR,
+    _from_shared,
+    _segment_name,
+    _unlink_segment,
+)
 
 __all__ = ["ChildException", "DecodePool", "Finished", "HOOK_ENV", "child_exception",
            "clip_time_limit", "flow_time_limit", "probe", "probe_frames"]
 
 _LOG = logging.getLogger(__name__)
 
-HOOK_ENV = "BEAM_I3D_TEST_DECODE_HOOK"  # test-only fault hook, see the module doc
 GRACE_SECONDS = 5.0  # beyond decode_timeout_seconds before a child is killed
 FLOW_SECONDS_PER_MEGAPIXEL_PAIR = 200.0  # time allowed for opencv flow in a child
 START_TIMEOUT_SECONDS = 120.0  # for a new child to import its modules and say it is ready
 _START_FAILURES = 3  # children in a row that die before ready: the pool gives up
 CHILD_FLOW_BACKENDS = ("opencv",)  # flow backends run in the children (the rest: parent)
-_SHM_DIR = "/dev/shm"
-_MAX_ARRAYS = 4  # shared-memory segments one result may use
-_DECODE_SEGMENTS = 8  # segments a child's decode may write frames into, per clip
 
 
 class Finished(NamedTuple):
@@ -149,52 +149,6 @@ class Probed:
     frames_end: Any = None
 
 
-@dataclasses.dataclass
-class _FlowedSpan:
-    """A windowed item as a child sends it when it also computes the windows' flow (the
-    ``opencv`` backend): the span's RGB crops, and the span's flow fields (each pair a
-    window needs computed once, :func:`beam_i3d.media.preprocess.span_flow`), from which
-    the parent slices each window's (``per_window``: each window's flow stream computed
-    on its own frames, one after another along time, as before flow was shared)."""
-
-    span: Any  # the DecodedClip of the span, without its arrays
-    rgb: Any  # the span's crops, [T,224,224,3] uint8
-    flow: Any  # the span's fields [T-1,...] (per_window: the windows' streams concatenated)
-    flow_lengths: list  # per_window: per window the length of its flow stream (0: none)
-    errors: list  # per window: None, or the error of its flow as _describe_error gives it
-    per_window: bool = False
-
-
-class ChildException(Exception):
-    """An exception of an unexpected type raised in a decoding child. Each original type
-    name gets a subclass of this name (:func:`child_exception`), so that
-    ``type(e).__name__`` is the original's; ``type_name``, ``module`` and
-    ``child_traceback`` (text) say what it was."""
-
-    type_name = "ChildException"
-    module = ""
-
-    def __init__(self, message: str = "", child_traceback: str = ""):
-        super().__init__(message)
-        self.child_traceback = child_traceback
-
-    def __reduce__(self):
-        return child_exception, (self.type_name, str(self), self.child_traceback, self.module)
-
-
-_CHILD_EXCEPTION_TYPES: dict[tuple[str, str], type] = {}
-
-
-def child_exception(type_name: str, message: str, child_traceback: str = "",
-                    module: str = "") -> ChildException:
-    """A :class:`ChildException` whose class is named ``type_name``."""
-    cls = _CHILD_EXCEPTION_TYPES.get((module, type_name))
-    if cls is None:
-        cls = type(type_name, (ChildException,), {"type_name": type_name, "module": module})
-        _CHILD_EXCEPTION_TYPES[(module, type_name)] = cls
-    return cls(message, child_traceback)
-
-
 def clip_time_limit(limits: DecodeLimits, grace_seconds: float = GRACE_SECONDS) -> float:
     """Seconds a child may spend opening, reading and decoding one clip before it is
     killed: ``limits.decode_timeout_seconds + grace_seconds``."""
@@ -208,7 +162,7 @@ def flow_time_limit(pairs: int, height: int, width: int, grace_seconds: float = 
     return grace_seconds + seconds_per_megapixel_pair * max(1, pairs) * height * width / 1e6
 
 
-# --- The child -------------------------------------------------------------------------
+# --- Tasks run in a child --------------------------------------------------------------
 
 
 def probe(uri: str, limits: DecodeLimits) -> Probed:
@@ -226,344 +180,6 @@ def probe_frames(uri: str, limits: DecodeLimits):
     from beam_i3d.media.video_open import probe_frame_times
 
     return probe_frame_times(uri, limits)
-
-
-def _segment_name(prefix: str, seq: int, index: int) -> str:
-    return f"{prefix}_{seq}_{index}"
-
-
-def _unlink_segment(name: str) -> None:
-    import _posixshmem
-
-    try:
-        _posixshmem.shm_unlink("/" + name)
-    except FileNotFoundError:
-        pass
-
-
-class _SegmentAllocator:
-    """A child's ``allocate(shape, dtype)`` for :func:`beam_i3d.media.video.decode_clip`:
-    each array in a fresh shared-memory segment (named as :func:`_to_shared` names
-    them, from index ``_MAX_ARRAYS`` on), so that the decoded frames are written once,
-    where the parent maps them, instead of being copied there (which held them twice).
-    Beyond ``_DECODE_SEGMENTS`` arrays (retried seeks) they come from the heap.
-    :meth:`release` unlinks the segments not handed to the parent."""
-
-    def __init__(self, prefix: str, seq: int):
-        self._prefix, self._seq = prefix, seq
-        self._made: list = []  # (name, the whole array over its segment)
-
-    def __call__(self, shape, dtype):
-        import mmap
-
-        import numpy as np
-
-        dtype = np.dtype(dtype)
-        if len(self._made) >= _DECODE_SEGMENTS:
-            return np.empty(shape, dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        size = max(1, count * dtype.itemsize)
-        name = _segment_name(self._prefix, self._seq, _MAX_ARRAYS + len(self._made))
-        fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            mapped = mmap.mmap(fd, size)  # pages are taken as frames are written
-        except BaseException:
-            _unlink_segment(name)
-            raise
-        finally:
-            os.close(fd)
-        array = np.frombuffer(mapped, dtype, count=count).reshape(shape)
-        self._made.append((name, array))
-        return array
-
-    def segment_of(self, array) -> str | None:
-        """The segment ``array`` fills from its start (C-contiguous), if one of ours."""
-        address = array.__array_interface__["data"][0]
-        for name, whole in self._made:
-            if (array.size and array.flags.c_contiguous and array.dtype == whole.dtype
-                    and address == whole.__array_interface__["data"][0]):
-                return name
-        return None
-
-    def release(self, kept=()) -> None:
-        """Unlink every segment but those in ``kept`` (the parent maps and unlinks them)."""
-        for name, _ in self._made:
-            if name not in kept:
-                _unlink_segment(name)
-        self._made.clear()
-
-
-def _to_shared(value, fields: Sequence[str], prefix: str, seq: int,
-               allocator: _SegmentAllocator | None = None):
-    """``value`` (a dataclass) with the arrays of ``fields`` moved into shared-memory
-    segments: ``(value without them, [(field, name, shape, dtype str)])``. An array that
-    already fills one of ``allocator``'s segments is sent as it is (not copied); the
-    allocator's other segments are unlinked."""
-    import numpy as np
-    from multiprocessing import resource_tracker, shared_memory
-
-    described, created, kept = [], [], []
-    try:
-        for index, field in enumerate(fields):
-            array = getattr(value, field)
-            if array is None:
-                continue
-            name = allocator.segment_of(array) if allocator is not None else None
-            if name is not None:
-                kept.append(name)
-                described.append((field, name, tuple(array.shape), array.dtype.str))
-                continue
-            name = _segment_name(prefix, seq, index)
-            segment = shared_memory.SharedMemory(name=name, create=True, size=max(1, array.nbytes))
-            created.append(name)
-            # The parent unlinks it: the child's resource tracker must not (Python 3.11
-            # registers every segment a process creates, and would warn and unlink).
-            resource_tracker.unregister(segment._name, "shared_memory")  # noqa: SLF001
-            view = np.ndarray(array.shape, array.dtype, buffer=segment.buf)
-            view[...] = array
-            del view
-            segment.close()
-            described.append((field, name, tuple(array.shape), array.dtype.str))
-    except BaseException:
-        for name in created + kept:
-            _unlink_segment(name)
-        kept = []
-        raise
-    finally:
-        if allocator is not None:
-            allocator.release(kept)
-    return dataclasses.replace(value, **{field: None for field in fields}), described
-
-
-def _map_segment(name: str, shape, dtype: str):
-    """The array a child left in segment ``name``, mapped into this process, not copied;
-    the name is unlinked at once, so the memory is freed when the array (its last view)
-    is. ``/dev/shm/<name>`` is the segment :mod:`multiprocessing.shared_memory` made."""
-    import mmap
-
-    import numpy as np
-
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDWR)
-    try:
-        mapped = mmap.mmap(fd, max(1, count * dtype.itemsize))  # shared, read-write
-    finally:
-        os.close(fd)
-        _unlink_segment(name)
-    return np.frombuffer(mapped, dtype, count=count).reshape(shape)
-
-
-def _from_shared(meta, described):
-    """The parent's half of :func:`_to_shared`: map each array (no copy: the item's
-    frames are held once, in the segment the child wrote) and unlink its segment."""
-    if not described:
-        return meta
-    arrays = {}
-    try:
-        for field, name, shape, dtype in described:
-            arrays[field] = _map_segment(name, shape, dtype)
-    finally:
-        for _, name, _, _ in described:
-            _unlink_segment(name)  # those not reached after a failure
-    return dataclasses.replace(meta, **arrays)
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    seen = 0
-    while error is not None and seen < 8:
-        if isinstance(error, MemoryError):
-            return True
-        if type(error).__name__ == "error" and type(error).__module__ == "cv2":
-            text = str(error)
-            if "Insufficient memory" in text or "Failed to allocate" in text:
-                return True
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return False
-
-
-def _describe_error(error: BaseException) -> tuple:
-    """An exception raised in the child as plain data for the pipe."""
-    if _is_out_of_memory(error):
-        return ("oom", f"{type(error).__name__}: {error}")
-    if isinstance(error, VideoError):
-        return ("video", type(error).__name__, error.uri, error.cause)
-    if isinstance(error, BeamI3DError):
-        return ("ours", type(error).__name__, str(error))
-    return ("other", type(error).__module__, type(error).__name__, str(error),
-            "".join(traceback.format_exception(error)))
-
-
-def _load_hook():
-    spec = os.environ.get(HOOK_ENV)
-    if not spec:
-        return None
-    module_name, _, function_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), function_name)
-
-
-def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish_here,
-                     prefix):
-    """A clip's decode (and finish, where the child does it): ``(meta, described)`` of
-    :func:`_to_shared`. The frames are decoded straight into shared memory."""
-    from beam_i3d.media.preprocess import decode_for_streams, finish_clip
-
-    streams = options["streams"]
-    allocator = _SegmentAllocator(prefix, seq)
-    try:
-        clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
-                                  max_seconds=options["max_seconds"], limits=limits,
-                                  decode_threads=1, allocate=allocator,
-                                  fps=options.get("fps"), max_frames=options.get("max_frames"))
-        if not finish_here and options.get("flow_in_child"):
-            return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
-                              ("rgb", "flow"), prefix, seq, allocator)
-        if not finish_here:
-            return _to_shared(clip, ("rgb", "gray"), prefix, seq, allocator)
-        if "flow" in streams:
-            conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
-        value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
-                            flow_backend=options["flow_backend"],
-                            flow_batch_pairs=options["flow_batch_pairs"])
-        del clip  # its gray frames' segment, if any, is unlinked below
-        return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
-    finally:
-        allocator.release()  # what _to_shared did not reach (a failure)
-
-
-def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
-    """The flow of a decoded item's windows: the span's fields, each pair the windows
-    need computed once, written into an array of the allocator's (the parent's hard
-    limit first moved to cover those pairs); one run's failure is the error of the
-    windows that need it. Running out of memory fails the whole item (the child is
-    replaced). ``options["flow_per_window"]``: :func:`_flow_each_window` instead."""
-    from beam_i3d.job.windows import pair_runs, window_offsets
-    from beam_i3d.media.preprocess import span_flow
-
-    if options.get("flow_per_window"):
-        return _flow_each_window(conn, seq, span, options, allocator)
-    offsets = window_offsets(span, options["windows"])
-    runs = pair_runs(offsets)
-    pairs = sum(b - a - 1 for a, b in runs)
-    conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
-    fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
-                       allocate=allocator)  # zeros, in shared memory
-    failed = []  # (run, error)
-    for run in runs:
-        try:
-            span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
-                      flow_backend=options["flow_backend"],
-                      flow_batch_pairs=options["flow_batch_pairs"], out=fields)
-        except Exception as e:  # noqa: BLE001: the result of the windows of this run
-            if _is_out_of_memory(e):
-                raise
-            failed.append((run, _describe_error(e)))
-    errors = []
-    for where in offsets:
-        error = None
-        if not isinstance(where, BaseException):
-            first, count = where
-            error = next((e for (a, b), e in failed if a <= first and first + count <= b), None)
-        errors.append(error)
-    return _FlowedSpan(span=dataclasses.replace(span, rgb=None, gray=None), rgb=span.rgb,
-                       flow=fields, flow_lengths=[], errors=errors)
-
-
-def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
-    """The flow of each window of a decoded item computed on that window's frames alone
-    (each pair as many times as windows share it: the way before flow was shared, kept
-    for ``benchmarks/features_speed.py``), concatenated in one array of the allocator's."""
-    from beam_i3d.job.windows import cut_windows
-    from beam_i3d.media.preprocess import clip_flow
-
-    parts = cut_windows(span, options["windows"])
-    clips = [p for p in parts if not isinstance(p, BaseException)]
-    pairs = sum(max(1, c.num_frames - 1) for c in clips)
-    conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
-    flows, errors = [], []
-    for part in parts:
-        flow, error = None, None
-        if not isinstance(part, BaseException):
-            try:
-                flow = clip_flow(part, quantize_flow=options["quantize_flow"],
-                                 flow_backend=options["flow_backend"],
-                                 flow_batch_pairs=options["flow_batch_pairs"],
-                                 loop_to=options.get("loop_to") or 0)
-            except Exception as e:  # noqa: BLE001: that window's result
-                if _is_out_of_memory(e):
-                    raise
-                error = _describe_error(e)
-        flows.append(flow)
-        errors.append(error)
-    lengths = [0 if f is None else len(f) for f in flows]
-    done = [f for f in flows if f is not None]
-    joined = None
-    if done:
-        joined = allocator((sum(len(f) for f in done),) + done[0].shape[1:], done[0].dtype)
-        offset = 0
-        for f in done:
-            joined[offset:offset + len(f)] = f
-            offset += len(f)
-    del parts, clips, flows, done
-    return _FlowedSpan(span=dataclasses.replace(span, rgb=None, gray=None), rgb=span.rgb,
-                       flow=joined, flow_lengths=lengths, errors=errors, per_window=True)
-
-
-def _call_in_child(call, uri, limits, prefix, seq):
-    """A :meth:`DecodePool.submit_call` task: ``function(uri, limits, *args)``, its
-    ``arrays`` fields moved to shared memory: ``(meta, described)``."""
-    function, args, arrays = call
-    value = function(uri, limits, *args)
-    return _to_shared(value, arrays, prefix, seq) if arrays else (value, [])
-
-
-def _child_main(conn, prefix: str, memory_mb: int) -> None:
-    """A decoding child: set its limits, say it is ready, then decode the clips it is
-    sent until it is sent None or the parent goes away."""
-    import resource
-
-    limit = int(memory_mb) << 20
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-    import cv2
-
-    import beam_i3d.media.preprocess  # noqa: F401: imported once, before the first clip
-    from beam_i3d.media.video_open import limit_decode_threads
-
-    cv2.setNumThreads(1)
-    limit_decode_threads(1)
-    hook = _load_hook()
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        seq, uri, start_sec, end_sec, options, limits, finish_here = task
-        try:
-            if hook is not None:
-                hook(uri)
-            if "call" in options:
-                meta, described = _call_in_child(options["call"], uri, limits, prefix, seq)
-            else:
-                meta, described = _decode_in_child(conn, seq, uri, start_sec, end_sec, options,
-                                                   limits, finish_here, prefix)
-            reply = ("ok", seq, meta, described)
-        except BaseException as e:  # noqa: BLE001: every failure goes back to the parent
-            reply = ("error", seq, _describe_error(e))
-        try:
-            conn.send(reply)
-        except (BrokenPipeError, EOFError, OSError):
-            return
-        if reply[0] == "error" and reply[2][0] == "oom":
-            return  # a fresh child for the next clip
 
 
 # --- The parent ------------------------------------------------------------------------
@@ -1029,24 +645,7 @@ class DecodePool:
         return True
 
     def _rebuild_error(self, task: _Task, payload: tuple) -> BaseException:
-        kind = payload[0]
-        if kind == "oom":
-            return DecodeOutOfMemory(task.uri, f"the decoding process ran out of memory (over "
-                                               f"its limit of {self.limits.memory_mb} MiB): "
-                                               f"{payload[1]}")
-        if kind in ("video", "ours"):
-            cls = error_classes().get(payload[1])
-            try:
-                if kind == "video" and cls is not None and issubclass(cls, VideoError):
-                    return cls(payload[2], payload[3])
-                if kind == "ours" and cls is not None:
-                    return cls(payload[2])
-            except Exception:  # noqa: BLE001: a constructor of another shape
-                pass
-            message = f"{payload[2]}: {payload[3]}" if kind == "video" else payload[2]
-            return child_exception(payload[1], message, "", "beam_i3d.errors")
-        _, module, type_name, message, text = payload
-        return child_exception(type_name, message, text, module)
+        return rebuild_error(task.uri, self.limits.memory_mb, payload)
 
     def _kill(self, child: _Child, reason: str) -> None:
         child.killed_for = reason
