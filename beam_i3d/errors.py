@@ -12,7 +12,7 @@ using the class name as ``error_type``.
     │   ├── GPUUnavailable         --require-gpu, and TensorFlow sees no GPU on a worker
     │   └── BackendUnavailable     --model-backend / --precision cannot run here (not
     │                              installed; bf16 on a CPU without bf16)
-    ├── ModelError                 the network or its weights
+    ├── ModelError                 the network or its weights (model/errors.py)
     │   ├── CheckpointNotFound     no checkpoint at the given spec
     │   ├── CheckpointMismatch     names/shapes do not fit the network
     │   ├── WeightsDownloadError   the bundled default weights could not be fetched
@@ -39,6 +39,10 @@ using the class name as ``error_type``.
     │   └── DuplicateClip
     ├── ReconciliationError        outputs do not account for every manifest row (exit 4)
     └── ReportError                a run's outputs cannot be reported on
+
+BeamI3DError and the ModelError branch are defined in :mod:`model.errors`, so that the
+network's package imports nothing of beam_i3d; this module takes them back under their
+names, and they are caught and reported like every other class here.
 
 ``transient`` (a class attribute) says whether the same clip may succeed when tried
 again (time-outs, crashes, I/O, out of memory or other resources): ``score --skip-existing --retry-errors``

