@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.errors import InvalidModelInput
-from beam_i3d.media.recipe import CROP_SIZE, MIN_FRAMES
+from model.inputs import CROP_SIZE, MIN_FRAMES, STREAM_CHANNELS  # noqa: F401
 
 # The order of the original network's endpoints.
 ENDPOINTS = (
@@ -68,7 +68,6 @@ EMBEDDING_SIZE = 1024  # channels of Mixed_5c
 INPUT_SIZE = CROP_SIZE  # height and width the network expects (224)
 # MIN_FRAMES (9): the shortest clip the Logits temporal pool accepts.
 BATCH_NORM_EPSILON = 1e-3
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 
 
 @dataclasses.dataclass(frozen=True)
