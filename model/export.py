@@ -26,8 +26,8 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from beam_i3d.media.recipe import STREAMS
-from model.i3d import EMBEDDING_SIZE, INPUT_SIZE, STREAM_CHANNELS, InceptionI3d, uint8_to_unit_range
+from model.i3d import EMBEDDING_SIZE, INPUT_SIZE, InceptionI3d, uint8_to_unit_range
+from model.inputs import STREAM_CHANNELS, STREAMS
 from model.labels import label_map, label_map_name
 
 

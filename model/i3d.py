@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.errors import InvalidModelInput
-from model.inputs import CROP_SIZE, MIN_FRAMES, STREAM_CHANNELS  # noqa: F401
+from model.inputs import CROP_SIZE, MIN_FRAMES
 
 # The order of the original network's endpoints.
 ENDPOINTS = (

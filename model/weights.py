@@ -37,7 +37,8 @@ import tensorflow as tf
 
 from beam_i3d import fileio
 from model.errors import CheckpointMismatch, CheckpointNotFound
-from model.i3d import BATCH_NORM_EPSILON, STREAM_CHANNELS, InceptionI3d, network_units
+from model.i3d import BATCH_NORM_EPSILON, InceptionI3d, network_units
+from model.inputs import STREAM_CHANNELS
 
 DEFAULT_SPEC = "default"
 
