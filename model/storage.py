@@ -1,4 +1,10 @@
-"""Where the model's files are."""
+"""Where the model's files are: local paths, file: URIs, or URIs of any scheme Beam's
+FileSystems read and write (gs://...).
+
+Checkpoints are read (model.weights) and SavedModels written (model.export) through these,
+without beam_i3d; :mod:`beam_i3d.fileio` takes them back beside its other helpers, so the
+whole project tells a local path from a URI in one way.
+"""
 
 from __future__ import annotations
 

@@ -35,9 +35,9 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from beam_i3d import fileio
 from model.errors import CheckpointMismatch, CheckpointNotFound
 from model.i3d import BATCH_NORM_EPSILON, InceptionI3d, network_units
+from model import storage
 from model.inputs import STREAM_CHANNELS
 
 DEFAULT_SPEC = "default"
@@ -106,7 +106,7 @@ def _prefix_in_directory(directory: str, exists, read_text, list_index) -> str:
 
 
 def _resolve_local(spec: str) -> str:
-    path = os.path.expanduser(fileio.local_path(spec))
+    path = os.path.expanduser(storage.local_path(spec))
     if os.path.isdir(path):
         return _prefix_in_directory(
             path,
@@ -174,7 +174,7 @@ def local_checkpoint(spec: str, index_only: bool = False) -> Iterator[str]:
         from model.default_weights import default_checkpoint
 
         yield default_checkpoint()
-    elif fileio.is_local(spec):
+    elif storage.is_local(spec):
         yield _resolve_local(spec)
     else:
         with _remote_checkpoint_copy(spec, index_only) as prefix:
