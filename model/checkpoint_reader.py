@@ -1,4 +1,10 @@
-"""Reading one I3D stream from a local TF1 checkpoint, strictly."""
+"""Reading one I3D stream from a local TF1 checkpoint, strictly (see :mod:`model.weights`
+for the checkpoint layouts and specs).
+
+Below both :mod:`model.weights` (which resolves a checkpoint spec, ``default``
+included, to a local prefix and reads it here) and :mod:`model.default_weights` (which
+checks its conversion here), so that neither imports the other back.
+"""
 
 from __future__ import annotations
 
@@ -133,6 +139,13 @@ def _check_layout(shapes: dict, stream: str | None, source: str) -> StreamLayout
     if missing or unexpected or mismatched:
         raise CheckpointMismatch(source, missing, unexpected, mismatched)
     return StreamLayout(scope, in_channels, num_classes, source)
+
+
+def read_layout(prefix: str, stream: str | None, source: str) -> StreamLayout:
+    """Check one stream's names and shapes in a local checkpoint, strictly, as
+    :func:`read_stream_weights` does, reading no tensor (the ``.index`` alone will do)."""
+    return _check_layout(_open_reader(prefix, source).get_variable_to_shape_map(), stream,
+                         source)
 
 
 def read_stream_weights(prefix: str, stream: str | None = None, source: str | None = None

@@ -37,9 +37,8 @@ from model import storage
 from model.checkpoint_reader import (
     StreamLayout,
     StreamWeights,
-    _check_layout,
-    _open_reader,
     expected_variables,
+    read_layout,
     read_stream_weights,
 )
 from model.errors import CheckpointNotFound
@@ -155,8 +154,7 @@ def check_stream_checkpoint(spec: str, stream: str) -> StreamLayout:
     its ``.index`` (a remote checkpoint's data file is not fetched): the launcher's
     fail-fast check, the same one loading does."""
     with local_checkpoint(spec, index_only=True) as prefix:
-        return _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
-                             stream, spec)
+        return read_layout(prefix, stream, spec)
 
 
 def load_stream_weights(spec: str, stream: str | None = None) -> StreamWeights:
@@ -217,8 +215,7 @@ def tensor_digest(spec: str, stream: str) -> str:
     from model.checkpoint_index import read_index
 
     with local_checkpoint(spec, index_only=True) as prefix:
-        layout = _check_layout(_open_reader(prefix, spec).get_variable_to_shape_map(),
-                               stream, spec)
+        layout = read_layout(prefix, stream, spec)
         with open(prefix + ".index", "rb") as f:
             entries = read_index(f.read())
     lines = []
