@@ -1,4 +1,6 @@
-"""What a score run computes."""
+"""What a ``score`` run computes: :class:`ScoreOptions`, made from the command line
+(:mod:`beam_i3d.cli.score`) or by ``fvd``, read by the pipeline
+(:mod:`beam_i3d.job.pipeline`) and the manifest routing (:mod:`beam_i3d.job.routing`)."""
 
 from __future__ import annotations
 
