@@ -12,7 +12,7 @@ using the class name as ``error_type``.
     │   ├── GPUUnavailable         --require-gpu, and TensorFlow sees no GPU on a worker
     │   └── BackendUnavailable     --model-backend / --precision cannot run here (not
     │                              installed; bf16 on a CPU without bf16)
-    ├── ModelError                 the network or its weights
+    ├── ModelError                 the network or its weights (model/errors.py)
     │   ├── CheckpointNotFound     no checkpoint at the given spec
     │   ├── CheckpointMismatch     names/shapes do not fit the network
     │   ├── WeightsDownloadError   the bundled default weights could not be fetched
@@ -40,6 +40,10 @@ using the class name as ``error_type``.
     ├── ReconciliationError        outputs do not account for every manifest row (exit 4)
     └── ReportError                a run's outputs cannot be reported on
 
+BeamI3DError and the ModelError branch are defined in :mod:`model.errors`, so that the
+network's package imports nothing of beam_i3d; this module takes them back under their
+names, and they are caught and reported like every other class here.
+
 ``transient`` (a class attribute) says whether the same clip may succeed when tried
 again (time-outs, crashes, I/O, out of memory or other resources): ``score --skip-existing --retry-errors``
 scores those again and leaves the deterministic ones (not a video, bad rows) settled.
@@ -47,11 +51,16 @@ scores those again and leaves the deterministic ones (not a video, bad rows) set
 
 from __future__ import annotations
 
+from model import errors as _model
 
-class BeamI3DError(Exception):
-    """Root of all errors raised by beam-i3d on purpose."""
-
-    transient = False  # may the same input succeed if tried again?
+# Defined in model/errors.py, which imports nothing of beam_i3d; this hierarchy's all the same.
+BeamI3DError = _model.BeamI3DError
+ModelError = _model.ModelError
+CheckpointNotFound = _model.CheckpointNotFound
+CheckpointMismatch = _model.CheckpointMismatch
+WeightsDownloadError = _model.WeightsDownloadError
+WeightsIntegrityError = _model.WeightsIntegrityError
+InvalidModelInput = _model.InvalidModelInput
 
 
 # --- The run as a whole --------------------------------------------------------------
@@ -91,75 +100,6 @@ class BackendUnavailable(ConfigurationError):
 
 class ReconciliationError(BeamI3DError):
     """The outputs do not account for every manifest row exactly once."""
-
-
-# --- The model and its weights -------------------------------------------------------
-
-
-class ModelError(BeamI3DError):
-    """A problem with the I3D network, its weights, or its inputs."""
-
-
-class CheckpointNotFound(ModelError):
-    """The checkpoint spec points at nothing readable."""
-
-
-class CheckpointMismatch(ModelError):
-    """A checkpoint's variables do not fit the network.
-
-    Attributes hold the three lists that the message reports, so callers and
-    tests can inspect them: ``missing`` (model variables not in the checkpoint),
-    ``unexpected`` (checkpoint variables the model does not use, optimizer slots
-    excluded) and ``mismatched`` (``(name, expected_shape, found_shape)``).
-    """
-
-    def __init__(
-        self,
-        source: str,
-        missing: list[str] | None = None,
-        unexpected: list[str] | None = None,
-        mismatched: list[tuple[str, tuple, tuple]] | None = None,
-        detail: str = "",
-    ):
-        self.source = source
-        self.detail = detail
-        self.missing = sorted(missing or [])
-        self.unexpected = sorted(unexpected or [])
-        self.mismatched = sorted(mismatched or [])
-        lines = [f"checkpoint {source} does not fit the I3D network"]
-        if detail:
-            lines[0] += f": {detail}"
-        if self.missing:
-            lines.append(f"  missing ({len(self.missing)}): " + ", ".join(self.missing))
-        if self.unexpected:
-            lines.append(
-                f"  unexpected ({len(self.unexpected)}): " + ", ".join(self.unexpected)
-            )
-        if self.mismatched:
-            lines.append(
-                f"  shape mismatch ({len(self.mismatched)}): "
-                + ", ".join(
-                    f"{name} expected {list(want)} found {list(got)}"
-                    for name, want, got in self.mismatched
-                )
-            )
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self):  # see VideoError.__reduce__
-        return type(self), (self.source, self.missing, self.unexpected, self.mismatched,
-                            self.detail), self.__dict__
-
-
-class WeightsDownloadError(ModelError):
-    """The default weights could not be fetched from the package index."""
-
-
-class WeightsIntegrityError(ModelError):
-    """Fetched weight bytes failed a hash check or held something other than arrays."""
-
-
-class InvalidModelInput(ModelError, ValueError):
-    """A tensor given to the network has the wrong shape, dtype or length."""
 
 
 class InvalidFlowInput(InvalidModelInput):

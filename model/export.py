@@ -26,8 +26,9 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from beam_i3d.media.recipe import STREAMS
-from model.i3d import EMBEDDING_SIZE, INPUT_SIZE, STREAM_CHANNELS, InceptionI3d, uint8_to_unit_range
+from model import storage
+from model.i3d import EMBEDDING_SIZE, INPUT_SIZE, InceptionI3d, uint8_to_unit_range
+from model.inputs import STREAM_CHANNELS, STREAMS
 from model.labels import label_map, label_map_name
 
 
@@ -106,21 +107,22 @@ def build_model(rgb_checkpoint: str | None = None,
     return I3DModel(streams, sources)
 
 
-def export_saved_model(model: I3DModel, out_dir: str) -> str:
+def export_saved_model(model: I3DModel, out_dir: str, beam_i3d_version: str | None = None
+                       ) -> str:
     """Write ``model`` as a SavedModel (signatures ``serving_default``, ``serving_uint8``).
 
     The label map goes along as ``assets.extra/labels.txt`` and the model description
     as ``assets.extra/beam_i3d.json``; ``tf.saved_model.load`` needs neither this project
     nor its code. ``out_dir`` may be local or any URI Beam's FileSystems write (gs://).
+    ``beam_i3d_version``, where given (``beam-i3d export`` gives its own), is recorded in
+    the description as ``beam_i3d_version``.
     """
-    from beam_i3d import fileio
-
-    if not fileio.is_local(out_dir):
+    if not storage.is_local(out_dir):
         with tempfile.TemporaryDirectory(prefix="beam-i3d-export-") as tmp:
-            export_saved_model(model, tmp)
-            fileio.upload_tree(tmp, out_dir)
+            export_saved_model(model, tmp, beam_i3d_version)
+            storage.upload_tree(tmp, out_dir)
         return out_dir
-    out_dir = fileio.local_path(out_dir)
+    out_dir = storage.local_path(out_dir)
     tf.saved_model.save(
         model, out_dir,
         signatures={
@@ -133,8 +135,7 @@ def export_saved_model(model: I3DModel, out_dir: str) -> str:
     with open(os.path.join(assets, "labels.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(model.labels) + "\n")
     with open(os.path.join(assets, "beam_i3d.json"), "w", encoding="utf-8") as f:
-        from beam_i3d import __version__
-
-        json.dump({**model.metadata(), "beam_i3d_version": __version__,
-                   "embedding_size": EMBEDDING_SIZE}, f, indent=2)
+        version = {} if beam_i3d_version is None else {"beam_i3d_version": beam_i3d_version}
+        json.dump({**model.metadata(), **version, "embedding_size": EMBEDDING_SIZE}, f,
+                  indent=2)
     return out_dir

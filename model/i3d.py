@@ -26,8 +26,8 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from beam_i3d.errors import InvalidModelInput
-from beam_i3d.media.recipe import CROP_SIZE, MIN_FRAMES
+from model.errors import InvalidModelInput
+from model.inputs import CROP_SIZE, MIN_FRAMES
 
 # The order of the original network's endpoints.
 ENDPOINTS = (
@@ -68,7 +68,6 @@ EMBEDDING_SIZE = 1024  # channels of Mixed_5c
 INPUT_SIZE = CROP_SIZE  # height and width the network expects (224)
 # MIN_FRAMES (9): the shortest clip the Logits temporal pool accepts.
 BATCH_NORM_EPSILON = 1e-3
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from beam_i3d import __version__
 from beam_i3d.cli import main
 from conftest import release_layout, write_random_checkpoint
 from model.export import I3DModel, build_model, export_saved_model
@@ -95,6 +96,8 @@ def test_export_metadata_and_labels(two_stream_export, flow_checkpoint):
     assert meta["rgb_checkpoint"] == "default"
     assert meta["flow_checkpoint"] == flow_checkpoint
     assert meta["label_map"] == "kinetics-400"
+    # beam-i3d export gives model.export the job's version to record.
+    assert meta["beam_i3d_version"] == __version__
 
 
 def test_rgb_only_export_to_gcs(gcs_emulator, default_rgb, tmp_path):

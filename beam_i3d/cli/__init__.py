@@ -28,7 +28,7 @@ SUBCOMMANDS = {
     "score": ("beam_i3d.cli.score", "score clips from manifests with I3D (a Beam job)", True),
     "preprocess": ("beam_i3d.cli.preprocess",
                    "decode one video into the model's inputs, as the release's .npy files", False),
-    "export": ("model.export_cli", "write the I3D model as a TensorFlow SavedModel", False),
+    "export": ("beam_i3d.cli.export", "write the I3D model as a TensorFlow SavedModel", False),
     "report": ("beam_i3d.report", "summarise a run's scores and errors as text, HTML and "
                "PNG charts", False),
     "fvd": ("beam_i3d.fvd.command", "the Frechet Video Distance of two video sets, with "

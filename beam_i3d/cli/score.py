@@ -239,7 +239,8 @@ def _window_options(args: argparse.Namespace):
 
 def options_from_args(args: argparse.Namespace):
     from beam_i3d.job.outputs import check_output_location
-    from beam_i3d.job.pipeline import ScoreOptions, new_run_id
+    from beam_i3d.job.pipeline import new_run_id
+    from beam_i3d.job.score_options import ScoreOptions
 
     preset_name, overridden = _apply_preset(args)
     if "flow" in args.streams and not args.flow_checkpoint:

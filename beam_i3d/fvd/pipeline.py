@@ -106,7 +106,7 @@ class FvdOptions:
 
     def score_options(self, side: str):
         """What :class:`beam_i3d.job.routing.ReadClipRequests` needs for one side."""
-        from beam_i3d.job.pipeline import ScoreOptions
+        from beam_i3d.job.score_options import ScoreOptions
 
         return ScoreOptions(manifest=self.manifests[side], output=self.output,
                             video_template=self.video_template, ignore_times=True)

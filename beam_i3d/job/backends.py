@@ -342,7 +342,8 @@ def check_input(stream: str, array: np.ndarray) -> None:
     import numpy as np
 
     from beam_i3d.errors import InvalidModelInput
-    from model.i3d import INPUT_SIZE, MIN_FRAMES, STREAM_CHANNELS, _too_short_message
+    from model.i3d import INPUT_SIZE, _too_short_message
+    from model.inputs import MIN_FRAMES, STREAM_CHANNELS
 
     want = (INPUT_SIZE, INPUT_SIZE, STREAM_CHANNELS[stream])
     if array.ndim != 5 or array.shape[2:] != want:

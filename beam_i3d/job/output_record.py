@@ -355,7 +355,7 @@ NOT_READ = "(not read in a dry run)"
 
 def score_recipe(options, num_classes: int) -> dict[str, Any]:
     """What a ``score`` run's numbers and row identities depend on (``options``: a
-    :class:`~beam_i3d.job.pipeline.ScoreOptions`); flat, JSON values. Not in it: what
+    :class:`~beam_i3d.job.score_options.ScoreOptions`); flat, JSON values. Not in it: what
     changes no number (batching, decode limits and processes, shards, runner)."""
     from beam_i3d.media import recipe as media
     from schemas import SCHEMA_VERSION

@@ -29,7 +29,7 @@ from beam_i3d.job.records import error_record
 from beam_i3d.job.row_keys import assign_keys, identities_of_key, keyed_rows
 
 if TYPE_CHECKING:
-    from beam_i3d.job.pipeline import ScoreOptions
+    from beam_i3d.job.score_options import ScoreOptions
 
 
 class ParseManifestFile(beam.DoFn):

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from model import inputs as _network
+
+# The network's input contract, defined in model/inputs.py.
+CROP_SIZE = _network.CROP_SIZE
+STREAMS = _network.STREAMS
+MIN_FRAMES = _network.MIN_FRAMES
+
 SAMPLE_FPS = 25  # frames per second of both streams
 RESIZE_SHORT_SIDE = 256  # pixels, the shorter side after resizing
-CROP_SIZE = 224  # pixels, side of the centre crop (the network's input size)
 FLOW_BOUND = 20.0  # pixels per frame; flow is truncated to [-FLOW_BOUND, FLOW_BOUND]
 FLOW_LEVELS = 256  # quantisation levels of the flow ([-20, 20] -> {0, ..., 255})
-STREAMS = ("rgb", "flow")  # I3D's two streams, in the order their outputs are listed
 DEFAULT_MAX_SECONDS = 10.0  # longest clip scored by default (a Kinetics clip: 250 frames)
-# The shortest clip the network accepts (three temporal stride-2 stages, then a 2-step
-# average pool). Defined here, where decoding can read it without TensorFlow;
-# model/i3d.py takes it (and CROP_SIZE as its input size) from here.
-MIN_FRAMES = 9
 
 # Limits on untrusted input (see DecodeLimits).
 DEFAULT_MAX_PIXELS = 4096 * 4096  # width x height of the coded frame

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra_args: list[str]) -> int:
+    from beam_i3d import __version__
     from beam_i3d.job.outputs import check_output_location
     from model.export import build_model, export_saved_model
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace, extra_args: list[str]) -> int:
     if rgb is None and args.flow_checkpoint is None:
         rgb = "default"
     model = build_model(rgb, args.flow_checkpoint)
-    export_saved_model(model, args.out)
+    export_saved_model(model, args.out, beam_i3d_version=__version__)
     print(f"SavedModel written to {args.out} (streams: {', '.join(model.stream_names)}; "
           f"{model.num_classes} classes; signatures serving_default, serving_uint8)")
     return 0
