@@ -416,7 +416,8 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
         clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
                                   max_seconds=options["max_seconds"], limits=limits,
                                   decode_threads=1, allocate=allocator,
-                                  fps=options.get("fps"), max_frames=options.get("max_frames"))
+                                  fps=options.get("fps"), max_frames=options.get("max_frames"),
+                                  crops=options.get("crops", "center"))
         if not finish_here and options.get("flow_in_child"):
             return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
                               ("rgb", "flow"), prefix, seq, allocator)
@@ -426,7 +427,7 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
             conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
         value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
                             flow_backend=options["flow_backend"],
-                            flow_batch_pairs=options["flow_batch_pairs"])
+                            flow_batch_pairs=options["flow_batch_pairs"], crops=options.get("crops", "center"))
         del clip  # its gray frames' segment, if any, is unlinked below
         return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
     finally:
@@ -449,13 +450,13 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
     pairs = sum(b - a - 1 for a, b in runs)
     conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
     fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
-                       allocate=allocator)  # zeros, in shared memory
+                       allocate=allocator, crops=options.get("crops", "center"))  # zeros, in shared memory
     failed = []  # (run, error)
     for run in runs:
         try:
             span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
                       flow_backend=options["flow_backend"],
-                      flow_batch_pairs=options["flow_batch_pairs"], out=fields)
+                      flow_batch_pairs=options["flow_batch_pairs"], out=fields, crops=options.get("crops", "center"))
         except Exception as e:  # noqa: BLE001: the result of the windows of this run
             if _is_out_of_memory(e):
                 raise
@@ -490,7 +491,7 @@ def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
                 flow = clip_flow(part, quantize_flow=options["quantize_flow"],
                                  flow_backend=options["flow_backend"],
                                  flow_batch_pairs=options["flow_batch_pairs"],
-                                 loop_to=options.get("loop_to") or 0)
+                                 loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
             except Exception as e:  # noqa: BLE001: that window's result
                 if _is_out_of_memory(e):
                     raise
@@ -645,7 +646,8 @@ class DecodePool:
                max_seconds: float | None = DEFAULT_MAX_SECONDS, quantize_flow: bool = True,
                flow_backend: str = DEFAULT_FLOW_BACKEND,
                flow_batch_pairs: int | None = None, windows: Sequence | None = None,
-               fps=None, loop_to: int | None = None, flow_per_window: bool = False) -> None:
+               fps=None, loop_to: int | None = None, flow_per_window: bool = False,
+               crops: str = "center") -> None:
         """Queue one clip; the arguments are those of
         :func:`~beam_i3d.media.preprocess.preprocess_clip` (limits: the pool's). ``key``
         (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
@@ -662,7 +664,9 @@ class DecodePool:
         "native": the video's own frames) from their exact start, the span's frame count
         and no more, and looped to ``loop_to`` frames where shorter (the window's W).
         The flow of each frame pair the windows need is computed once per item and
-        sliced (``flow_per_window``: per window, as before; for benchmarks)."""
+        sliced (``flow_per_window``: per window, as before; for benchmarks). ``crops``
+        five or ten: the clips hold whole resized frames and fields, not centre crops
+        (:mod:`beam_i3d.media.crops`)."""
         from beam_i3d.media.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
@@ -694,7 +698,7 @@ class DecodePool:
         options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
                    "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
                    "windows": windows, "flow_in_child": flow_in_child,
-                   "limits": item_limits if windows is not None else None}
+                   "limits": item_limits if windows is not None else None, "crops": crops}
         if windows is not None:
             options.update(fps=fps, max_frames=max_frames, loop_to=loop_to,
                            flow_per_window=flow_per_window)
@@ -806,7 +810,7 @@ class DecodePool:
                                        quantize_flow=options["quantize_flow"],
                                        flow_backend=options["flow_backend"],
                                        flow_batch_pairs=options["flow_batch_pairs"], flow=flow,
-                                       loop_to=options.get("loop_to") or 0)
+                                       loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
@@ -853,7 +857,7 @@ class DecodePool:
         fields = span_flow(span.gray, pair_runs(offsets),
                            quantize_flow=options["quantize_flow"],
                            flow_backend=options["flow_backend"],
-                           flow_batch_pairs=options["flow_batch_pairs"])
+                           flow_batch_pairs=options["flow_batch_pairs"], crops=options.get("crops", "center"))
         return fields, offsets
 
     @staticmethod
@@ -862,7 +866,7 @@ class DecodePool:
 
         first, count = where
         return window_flow(fields, first, count, quantize_flow=options["quantize_flow"],
-                           loop_to=options.get("loop_to") or 0)
+                           loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
 
     def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
         """Each window of an item whose flow the child computed: its ClipTensors with its
