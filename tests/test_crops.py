@@ -266,3 +266,53 @@ def test_an_output_recorded_before_crops_resumes_as_center():
     assert differences({"streams": "rgb"}, {"streams": "rgb", "crops": "center"}) == []
     assert differences({"streams": "rgb"}, {"streams": "rgb", "crops": "ten"}) == [
         "crops: recorded center, this run ten"]
+
+
+def test_two_stream_ten_crop_windows_with_flow(tmp_path):
+    """Two streams, ten crops, frame windows, opencv flow in the decoding child (each
+    pair once for the item): window 0's per-crop embeddings and logits equal the model's
+    on direct slices of the decoded frames and of the float fields (mirrored ones with
+    u negated, then quantised), and features writes [T, 10, 2048], RGB then flow."""
+    from conftest import release_layout, write_random_checkpoint
+
+    from beam_i3d.job.inference import I3DModelHandler
+
+    flow_ckpt = tmp_path / "flow"
+    flow_ckpt.mkdir()
+    write_random_checkpoint(release_layout("flow_imagenet"), str(flow_ckpt / "model.ckpt"),
+                            seed=5)
+    video = moving_texture(tmp_path / "a.mp4", 10)
+    manifest = write_manifest(tmp_path / "m.csv", [{"clip_id": "a", "video_uri": video}])
+    out = tmp_path / "run"
+    assert main(["score", "--manifest", manifest, "--output", str(out), "--quiet",
+                 "--streams", "rgb,flow", "--flow-checkpoint", str(flow_ckpt),
+                 "--flow-backend", "opencv", "--crops", "ten", "--window-frames", "9",
+                 "--stride-frames", "1", "--decode-processes", "1"]) == EXIT_OK
+    windows = sorted(rows(out / "windows"), key=lambda r: r["window_index"])
+    assert len(windows) == 2
+    first = windows[0]
+    # Window 0: frames [0, 9), 8 flow fields looped to 9.
+    clip = decode_for_streams(video, streams=("rgb", "flow"), crops="ten")
+    frames = clip.rgb[:9]
+    fields = flow_ops.compute_flow(clip.gray[:9], "opencv")
+    flows = (direct_ten(flow_ops.quantize_flow(fields))[:5]
+             + direct_ten(flow_ops.quantize_flow(mirror_flow(fields)))[:5])
+    looped = [np.concatenate([f, f[:1]]) for f in flows]  # 8 fields looped to 9
+    model = I3DModelHandler("default", str(flow_ckpt)).load_model()
+    direct = model.score({"rgb": np.stack(direct_ten(frames)), "flow": np.stack(looped)})
+    for stream in ("rgb", "flow"):
+        crops = np.float32(first[f"{stream}_crop_embeddings"]).reshape(10, 1024)
+        np.testing.assert_allclose(crops, direct[f"{stream}_embedding"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(first[f"{stream}_logits"],
+                                   direct[f"{stream}_logits"].mean(axis=0), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(first["logits"], direct["logits"].mean(axis=0), atol=1e-4,
+                               rtol=0)
+    feats = tmp_path / "feats"
+    assert main(["features", str(out), "--out", str(feats)]) == EXIT_OK
+    array = np.load(feats / "a.npy")
+    assert array.shape == (2, 10, 2048) and array.dtype == np.float32
+    for k, w in enumerate(windows):
+        np.testing.assert_array_equal(array[k, :, :1024],
+                                      np.float32(w["rgb_crop_embeddings"]).reshape(10, 1024))
+        np.testing.assert_array_equal(array[k, :, 1024:],
+                                      np.float32(w["flow_crop_embeddings"]).reshape(10, 1024))
