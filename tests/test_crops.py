@@ -126,6 +126,31 @@ def test_span_flow_computes_each_pair_once_on_the_whole_frame():
     assert np.array_equal(center_crop(whole[..., :2], axes=(1, 2)), centre)
 
 
+def test_forwards_are_planned_over_crops_within_the_frame_cap():
+    """Each crop is an input of 224x224 whatever its clip's frame size, so crops of
+    clips of different sizes share forwards, and --max-batch-frames counts every
+    crop's frames (a batch of clips never makes a forward larger than the cap)."""
+    from beam_i3d.job.inference import ClipExample, CropInput, plan_forwards
+    from beam_i3d.job.manifest import ClipRequest
+
+    def clip(height, width):
+        request = ClipRequest("c", "mem://c.mp4", None, None, None, "m")
+        return ClipExample(request, 9, rgb=np.zeros((9, height, width, 3), np.uint8),
+                           crops="ten")
+
+    batch = [clip(256, 340), clip(256, 455), clip(341, 256)]
+    inputs = [unit for example in batch for unit in example.inputs()]
+    assert len(inputs) == 30 and all(isinstance(u, CropInput) for u in inputs)
+    assert inputs[13].stream_arrays()["rgb"].shape == (9, S, S, 3)
+    assert plan_forwards(inputs, 2000) == [list(range(30))]
+    plan = plan_forwards(inputs, 90)  # 10 inputs of 9 frames a forward
+    assert [len(p) for p in plan] == [10, 10, 10]
+    assert sum(plan, []) == list(range(30))
+    centre = ClipExample(batch[0].request, 9, rgb=np.zeros((9, S, S, 3), np.uint8))
+    (only,) = centre.inputs()
+    assert only is centre  # center: the clip itself, as before
+
+
 # --- Real encoded video ---------------------------------------------------------------------
 
 
