@@ -120,10 +120,11 @@ class Assembled:
 def assemble(parts: RowParts, streams: Sequence[str], windowed: bool,
              allow_gaps: bool = False, crops: int = 1) -> Assembled:
     """The row's float32 ``[T, 1024 * len(streams)]`` array (``crops`` > 1: ``[T, crops,
-    1024 * len(streams)]``; see module doc) and its index entry. T is the planned windows (1 for a clip). A window without a score is
-    a gap: the row is not written (``status`` "gaps", its windows named), or, with
-    ``allow_gaps``, written with NaN in those lines (``status`` "written_with_gaps").
-    A row without windows (its video failed before planning) is ``failed``."""
+    1024 * len(streams)]``; see module doc) and its index entry. T is the planned windows
+    (1 for a clip). A window without a score is a gap: the row is not written
+    (``status`` "gaps", its windows named), or, with ``allow_gaps``, written with NaN in
+    those lines (``status`` "written_with_gaps"). A row without windows (its video
+    failed before planning) is ``failed``."""
     planned = parts.num_windows if windowed else 1
     index: dict[str, Any] = {
         "row_key": parts.row_key, "clip_id": parts.clip_id, "video_uri": parts.video_uri,

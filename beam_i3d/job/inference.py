@@ -7,9 +7,10 @@ at most ``max_batch_frames`` frames, and never pads, so a clip's result does not
 on its batch-mates. Under ``--crops five|ten`` each crop of a clip is a network input of
 its own (:mod:`beam_i3d.media.crops`, cut when the forward is stacked): the forwards
 are planned over crops, ``max_batch_frames`` counting every crop's frames, and the
-clip's outputs are then the mean over its crops (:func:`mean_over_crops`). The model is loaded once per worker process and shared by its threads
-(RunInference's shared handle), or, with ``model_copies``, once per machine and shared
-across processes (Beam's ``multi_process_shared``: one model per GPU).
+clip's outputs are then the mean over its crops (:func:`mean_over_crops`). The model is
+loaded once per worker process and shared by its threads (RunInference's shared handle),
+or, with ``model_copies``, once per machine and shared across processes (Beam's
+``multi_process_shared``: one model per GPU).
 
 The forwards run on a model backend (:mod:`beam_i3d.job.backends`, ``model_backend``
 and ``precision``): TensorFlow, which places the ops on a GPU if there is one (the

@@ -427,7 +427,8 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
             conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
         value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
                             flow_backend=options["flow_backend"],
-                            flow_batch_pairs=options["flow_batch_pairs"], crops=options.get("crops", "center"))
+                            flow_batch_pairs=options["flow_batch_pairs"],
+                            crops=options.get("crops", "center"))
         del clip  # its gray frames' segment, if any, is unlinked below
         return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
     finally:
@@ -450,13 +451,15 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
     pairs = sum(b - a - 1 for a, b in runs)
     conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
     fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
-                       allocate=allocator, crops=options.get("crops", "center"))  # zeros, in shared memory
+                       allocate=allocator,
+                       crops=options.get("crops", "center"))  # zeros, in shared memory
     failed = []  # (run, error)
     for run in runs:
         try:
             span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
                       flow_backend=options["flow_backend"],
-                      flow_batch_pairs=options["flow_batch_pairs"], out=fields, crops=options.get("crops", "center"))
+                      flow_batch_pairs=options["flow_batch_pairs"], out=fields,
+                      crops=options.get("crops", "center"))
         except Exception as e:  # noqa: BLE001: the result of the windows of this run
             if _is_out_of_memory(e):
                 raise
@@ -491,7 +494,8 @@ def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
                 flow = clip_flow(part, quantize_flow=options["quantize_flow"],
                                  flow_backend=options["flow_backend"],
                                  flow_batch_pairs=options["flow_batch_pairs"],
-                                 loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
+                                 loop_to=options.get("loop_to") or 0,
+                                 crops=options.get("crops", "center"))
             except Exception as e:  # noqa: BLE001: that window's result
                 if _is_out_of_memory(e):
                     raise
@@ -810,7 +814,8 @@ class DecodePool:
                                        quantize_flow=options["quantize_flow"],
                                        flow_backend=options["flow_backend"],
                                        flow_batch_pairs=options["flow_batch_pairs"], flow=flow,
-                                       loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
+                                       loop_to=options.get("loop_to") or 0,
+                                       crops=options.get("crops", "center"))
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
@@ -857,7 +862,8 @@ class DecodePool:
         fields = span_flow(span.gray, pair_runs(offsets),
                            quantize_flow=options["quantize_flow"],
                            flow_backend=options["flow_backend"],
-                           flow_batch_pairs=options["flow_batch_pairs"], crops=options.get("crops", "center"))
+                           flow_batch_pairs=options["flow_batch_pairs"],
+                           crops=options.get("crops", "center"))
         return fields, offsets
 
     @staticmethod
@@ -866,7 +872,8 @@ class DecodePool:
 
         first, count = where
         return window_flow(fields, first, count, quantize_flow=options["quantize_flow"],
-                           loop_to=options.get("loop_to") or 0, crops=options.get("crops", "center"))
+                           loop_to=options.get("loop_to") or 0,
+                           crops=options.get("crops", "center"))
 
     def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
         """Each window of an item whose flow the child computed: its ClipTensors with its

@@ -86,8 +86,9 @@ class DecodedClip:
     """Frames of one clip at 25 fps.
 
     ``rgb``: ``[T,224,224,3]`` uint8, the centre crops (decoded with ``full_frames``:
-    ``[T,H,W,3]``, the whole resized frames, for ``--crops five|ten``); ``gray``: ``[T,H,W]`` uint8, the
-    whole resized frames in grayscale (shorter side 256; only when asked for, else None);
+    ``[T,H,W,3]``, the whole resized frames, for ``--crops five|ten``); ``gray``:
+    ``[T,H,W]`` uint8, the whole resized frames in grayscale (shorter side 256; only when
+    asked for, else None);
     ``times``: ``[T]`` float64, output time ``t_k`` of each frame (s);
     ``source_times``: ``[T]`` float64, presentation time of the source frame chosen for
     each output (s); ``start_sec``/``end_sec``: the range actually covered, ``end_sec =
