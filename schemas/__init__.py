@@ -29,7 +29,11 @@ unchanged); 4 (frame windows, ``--window-frames``/``--fps``: ``plans`` gains ``f
 ``variable_frame_rate``, ``window_frames``, ``stride_frames``, ``num_frames`` and
 ``looped``, all nullable, and its ``window_sec``/``stride_sec`` become nullable; the
 features index gains ``window_frames``, ``stride_frames``, ``looped`` and
-``variable_frame_rate``; shards of version 3 read as before, the new columns absent).
+``variable_frame_rate``; shards of version 3 read as before, the new columns absent);
+5 (``score --crops five|ten``: ``scores`` and ``windows`` gain ``rgb_crop_embeddings``
+and ``flow_crop_embeddings``, nullable, null under ``--crops center``; the features
+index's ``crops`` becomes the number of crops, an int32; shards of versions 3 and 4
+read as before, the new columns absent).
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 METADATA_PREFIX = "beam_i3d."
 # Versions whose files read as one dataset: each later one only adds nullable columns
 # (pyarrow's promote_options="default" and DuckDB's union_by_name fill them with null),
 # so an output may hold shards of several of them, and a run may resume an output
 # written by an earlier one of them.
-READ_TOGETHER = ("3", "4")
+READ_TOGETHER = ("3", "4", "5")
 
 
 def read_together(a: str, b: str) -> bool:
@@ -61,7 +65,7 @@ TOP_K_ENTRY = pa.struct([
 FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=False))
 FLOAT64_LIST = pa.list_(pa.field("element", pa.float64(), nullable=False))
 
-SCORES_SCHEMA = pa.schema([
+_SCORES_FIELDS = [  # SCORES_SCHEMA's columns before version 5
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("video_uri", pa.string(), nullable=False),
     pa.field("start_sec", pa.float64()),        # null: from the start of the video
@@ -83,7 +87,15 @@ SCORES_SCHEMA = pa.schema([
     pa.field("flow_embedding", FLOAT_LIST),
     pa.field("row_key", pa.string(), nullable=False),  # the manifest row (see beam_i3d.job.row_keys)
     pa.field("run_id", pa.string(), nullable=False),   # the run that wrote the row
-])
+]
+# score --crops five|ten (version 5): each crop's embedding, crops x 1024 values in one
+# list, crop after crop in beam_i3d.media.crops' order (``<stream>_embedding`` is then
+# their mean, and the logits the mean of the crops'); null under --crops center.
+CROP_FIELDS = [
+    pa.field("rgb_crop_embeddings", FLOAT_LIST),
+    pa.field("flow_crop_embeddings", FLOAT_LIST),
+]
+SCORES_SCHEMA = pa.schema(_SCORES_FIELDS + CROP_FIELDS)
 
 ERRORS_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string()),           # null only where the row gave nothing to derive it
@@ -104,7 +116,8 @@ WINDOW_FIELDS = [
 ]
 # The scores columns (start_sec/end_sec: the manifest row's range as scored, as the
 # plan's range_start_sec/range_end_sec where the row gives them) plus the window's.
-WINDOWS_SCHEMA = pa.schema(list(SCORES_SCHEMA) + WINDOW_FIELDS)
+# (the crop columns last, as in SCORES_SCHEMA: the columns of version 4 keep their places)
+WINDOWS_SCHEMA = pa.schema(_SCORES_FIELDS + WINDOW_FIELDS + CROP_FIELDS)
 
 SEGMENT = pa.struct([
     pa.field("label", pa.string(), nullable=False),
@@ -180,7 +193,7 @@ FEATURES_INDEX_SCHEMA = pa.schema([
     pa.field("stride_frames", pa.int32()),
     pa.field("looped", pa.bool_()),                          # one window looped to W (N < W)
     pa.field("variable_frame_rate", pa.bool_()),             # --fps native: a VFR source
-    pa.field("crops", pa.string(), nullable=False),
+    pa.field("crops", pa.int32(), nullable=False),           # C: 1, or 5/10 ([T, C, D])
     pa.field("streams", pa.string(), nullable=False),        # rgb | flow | rgb,flow
     pa.field("weights", pa.string(), nullable=False),        # stream:identity, ...
     pa.field("error", pa.string()),                          # why not (wholly) written

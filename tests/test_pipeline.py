@@ -127,7 +127,7 @@ def test_output_schema_and_metadata(first_run):
             meta = read_run_metadata(file_schema)
             assert meta["streams"] == "rgb" and meta["label_map"] == "kinetics-400"
             assert '"rgb": "default"' in meta["checkpoints"]
-            assert '"fps": 25' in meta["recipe"] and meta["schema_version"] == "4"
+            assert '"fps": 25' in meta["recipe"] and meta["schema_version"] == "5"
 
 
 def test_scores_content(first_run):

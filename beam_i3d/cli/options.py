@@ -110,6 +110,20 @@ def add_decode_limit_options(parser: argparse.ArgumentParser, description: str) 
              f"{recipe.DEFAULT_DECODE_MEMORY_MB}): DecodeOutOfMemory")
 
 
+def add_crops_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--crops`` (``score``; see :mod:`beam_i3d.media.crops`). Imports nothing heavy."""
+    from beam_i3d.media import crops
+
+    parser.add_argument(
+        "--crops", choices=crops.CROPS, default=crops.DEFAULT_CROPS,
+        help="224x224 crops of each resized frame fed to I3D: center (default: one), five "
+             "(torchvision FiveCrop order: top-left, top-right, bottom-left, bottom-right, "
+             "centre) or ten (the five, then the same five of the mirrored frame; mirrored "
+             "flow has its x component negated). Each crop is a network input (ten: 10x "
+             "the model work); logits are the mean over crops, and each crop's embedding is "
+             "kept (features writes [T, crops, D])")
+
+
 def add_model_backend_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--model-backend`` and ``--precision`` (``score`` and ``fvd``); see
     :mod:`beam_i3d.job.backends`."""

@@ -12,8 +12,9 @@ import argparse
 import sys
 
 from beam_i3d.cli import UsageExit
-from beam_i3d.cli.options import (add_clip_options, add_model_backend_options,
-                                  decode_limits_from_args, fraction, positive)
+from beam_i3d.cli.options import (add_clip_options, add_crops_option,
+                                  add_model_backend_options, decode_limits_from_args,
+                                  fraction, positive)
 
 FLOW_CHECKPOINT_HELP = (
     "the flow stream has no bundled weights: pass --flow-checkpoint with one of the "
@@ -44,10 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="flow weights (required for the flow stream): a checkpoint prefix or "
              "directory, local or gs:// (the release's flow_imagenet or flow_scratch)")
     add("--top-k", type=positive(int), default=5, metavar="K", help="labels kept per clip (default: 5)")
-    add("--batch-size", type=positive(int), default=8, metavar="N", help="most clips a batch (default: 8)")
+    add_crops_option(parser)
+    add("--batch-size", type=positive(int), default=8, metavar="N",
+        help="most clips (or windows) a batch, whatever --crops (default: 8); "
+             "--max-batch-frames bounds each forward")
     add("--max-batch-frames", type=positive(int), default=2000, metavar="F",
-        help="most frames in one forward, both streams counted (default: 2000); caps "
-             "GPU memory for batches of long clips")
+        help="most frames in one forward, both streams and every crop counted (default: "
+             "2000); caps GPU memory for batches of long clips")
     add("--model-copies", type=positive(int), default=None, metavar="N",
         help="load this many models per machine, shared across worker processes (use 1 "
              "per GPU on GPU workers); default: one model per worker process")
@@ -289,6 +293,7 @@ def options_from_args(args: argparse.Namespace):
         run_id=new_run_id(),
         preset=preset_name,
         overridden=overridden,
+        crops=args.crops,
     )
 
 

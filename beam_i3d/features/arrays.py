@@ -5,7 +5,10 @@ A ``score`` run settles each manifest row by scores (one per clip, or one per wi
 row has). :func:`assemble` turns what one row settled into the array research code
 reads: float32 ``[T, D]``, one line per window in order, D = 1024 per stream with RGB
 first (two streams: 2,048), where each stream's 1024 values are its Mixed_5c
-activations averaged over time and space (the ``*_embedding`` columns).
+activations averaged over time and space (the ``*_embedding`` columns). A run scored
+with ``--crops five|ten`` gives ``[T, C, D]`` instead, C = 5 or 10 crops in
+:mod:`beam_i3d.media.crops`' order, each crop's D values (RGB's 1024 then flow's) from
+the ``*_crop_embeddings`` columns.
 
 File names: :func:`file_stem` keeps ``[A-Za-z0-9._-]`` and percent-encodes every other
 byte of the clip_id's UTF-8 (``%`` and a leading ``.`` included), so every name is a
@@ -115,12 +118,13 @@ class Assembled:
 
 
 def assemble(parts: RowParts, streams: Sequence[str], windowed: bool,
-             allow_gaps: bool = False) -> Assembled:
-    """The row's float32 ``[T, 1024 * len(streams)]`` array (see module doc) and its
-    index entry. T is the planned windows (1 for a clip). A window without a score is
-    a gap: the row is not written (``status`` "gaps", its windows named), or, with
-    ``allow_gaps``, written with NaN in those lines (``status`` "written_with_gaps").
-    A row without windows (its video failed before planning) is ``failed``."""
+             allow_gaps: bool = False, crops: int = 1) -> Assembled:
+    """The row's float32 ``[T, 1024 * len(streams)]`` array (``crops`` > 1: ``[T, crops,
+    1024 * len(streams)]``; see module doc) and its index entry. T is the planned windows
+    (1 for a clip). A window without a score is a gap: the row is not written
+    (``status`` "gaps", its windows named), or, with ``allow_gaps``, written with NaN in
+    those lines (``status`` "written_with_gaps"). A row without windows (its video
+    failed before planning) is ``failed``."""
     planned = parts.num_windows if windowed else 1
     index: dict[str, Any] = {
         "row_key": parts.row_key, "clip_id": parts.clip_id, "video_uri": parts.video_uri,
@@ -137,7 +141,8 @@ def assemble(parts: RowParts, streams: Sequence[str], windowed: bool,
                           "no windows were planned and no error was recorded")
         return Assembled(None, index)
     dim = EMBEDDING_DIM * len(streams)
-    features = np.full((planned, dim), np.nan, np.float32)
+    features = np.full((planned,) + ((crops,) if crops > 1 else ()) + (dim,), np.nan,
+                       np.float32)
     starts, ends, missing = [], [], []
     for k in range(planned):
         record = parts.scores.get(k if windowed else 0)
@@ -147,11 +152,14 @@ def assemble(parts: RowParts, streams: Sequence[str], windowed: bool,
             ends.append(math.nan)
             continue
         for s, stream in enumerate(streams):
-            values = record.get(f"{stream}_embedding")
+            column = f"{stream}_crop_embeddings" if crops > 1 else f"{stream}_embedding"
+            values = record.get(column)
             if values is None:
                 raise ValueError(f"{parts.row_key}: the {stream} embedding was not written "
                                  "(a run with --no-embeddings?)")
-            features[k, s * EMBEDDING_DIM:(s + 1) * EMBEDDING_DIM] = values
+            if crops > 1:  # crops x 1024, crop after crop
+                values = np.asarray(values, np.float32).reshape(crops, EMBEDDING_DIM)
+            features[k, ..., s * EMBEDDING_DIM:(s + 1) * EMBEDDING_DIM] = values
         if windowed:
             starts.append(float(record["window_start_sec"]))
             ends.append(float(record["window_end_sec"]))
@@ -186,6 +194,8 @@ def index_entry_fields(recipe: Mapping[str, Any]) -> dict[str, Any]:
     """The index columns every row shares, from the run's recipe (recipe.json). Under
     ``--fps native`` the recipe's fps is "native": each row's ``fps`` is then its
     plan's (the video's own rate; NaN here until the row's plan gives it)."""
+    from beam_i3d.media.crops import crop_count
+
     streams = recipe.get("streams", "rgb").split(",")
     fps = recipe.get("fps", 25)
     return {
@@ -194,7 +204,7 @@ def index_entry_fields(recipe: Mapping[str, Any]) -> dict[str, Any]:
         "stride_sec": recipe.get("stride_sec"),
         "window_frames": recipe.get("window_frames"),
         "stride_frames": recipe.get("stride_frames"),
-        "crops": recipe.get("crops", "center"),
+        "crops": crop_count(recipe.get("crops", "center")),  # C of [T, C, D]; 1: [T, D]
         "streams": ",".join(streams),
         "weights": ",".join(f"{s}:{recipe.get(f'{s}_weights', '?')}" for s in streams),
     }

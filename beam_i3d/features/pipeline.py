@@ -6,8 +6,8 @@
 
 A row's windows may sit in many shards (workers, resumed runs), so they meet at a
 GroupByKey; its array is at most T x 2048 float32 (a 3-hour video in 1-s windows:
-88 MB), and nothing else is held per row. The numeric work is in
-:mod:`beam_i3d.features.arrays`.
+88 MB; ``--crops ten``: T x 10 x 2048, ten times that), and nothing else is held per
+row. The numeric work is in :mod:`beam_i3d.features.arrays`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from beam_i3d.job.progress import NAMESPACE
 FORMATS = {"npy": ".npy", "npz": ".npz", "hdf5": ".h5"}
 INDEX_PARTS = ".index-parts"  # under DIR, removed once index.parquet is written
 _SCORE_COLUMNS = ("row_key", "clip_id", "video_uri", "run_id", "start_sec", "end_sec",
-                  "window_start_sec", "window_end_sec", "rgb_embedding", "flow_embedding")
+                  "window_start_sec", "window_end_sec", "rgb_embedding", "flow_embedding",
+                  "rgb_crop_embeddings", "flow_crop_embeddings")
 _COLUMNS = {
     "score": _SCORE_COLUMNS,
     "error": ("row_key", "clip_id", "video_uri", "run_id", "error_type", "message"),
@@ -104,7 +105,8 @@ class WriteRowFeatures(beam.DoFn):
         row_key, entries = element
         o = self._options
         parts = collect(row_key, entries, o.windowed)
-        done = assemble(parts, o.streams, o.windowed, o.allow_gaps)
+        done = assemble(parts, o.streams, o.windowed, o.allow_gaps,
+                        crops=int(o.shared.get("crops", 1)))
         index = {**o.shared, **done.index, "run_id": o.run_id,
                  "feature_dim": 1024 * len(o.streams)}
         if done.features is not None:

@@ -4,9 +4,13 @@
 RunInference batches clips with ``BatchElements`` (at most ``max_batch_size`` clips a
 batch); the handler then runs each group of clips of equal frame count as one forward of
 at most ``max_batch_frames`` frames, and never pads, so a clip's result does not depend
-on its batch-mates. The model is loaded once per worker process and shared by its threads
-(RunInference's shared handle), or, with ``model_copies``, once per machine and shared
-across processes (Beam's ``multi_process_shared``: one model per GPU).
+on its batch-mates. Under ``--crops five|ten`` each crop of a clip is a network input of
+its own (:mod:`beam_i3d.media.crops`, cut when the forward is stacked): the forwards
+are planned over crops, ``max_batch_frames`` counting every crop's frames, and the
+clip's outputs are then the mean over its crops (:func:`mean_over_crops`). The model is
+loaded once per worker process and shared by its threads (RunInference's shared handle),
+or, with ``model_copies``, once per machine and shared across processes (Beam's
+``multi_process_shared``: one model per GPU).
 
 The forwards run on a model backend (:mod:`beam_i3d.job.backends`, ``model_backend``
 and ``precision``): TensorFlow, which places the ops on a GPU if there is one (the
@@ -49,6 +53,9 @@ class ClipExample:
     num_frames: int                      # real frames, before any looping
     rgb: np.ndarray | None = None        # [T,224,224,3] uint8
     flow: np.ndarray | None = None       # [T',224,224,2] uint8 or float32 in [-1,1]
+    # --crops: "center", or "five"/"ten", when rgb and flow hold whole resized frames
+    # ([T,H,W,3], [T',H,W,C]: see beam_i3d.media.crops) and each crop is an input
+    crops: str = "center"
 
     def stream_arrays(self) -> dict[str, np.ndarray]:
         return {s: a for s, a in (("rgb", self.rgb), ("flow", self.flow)) if a is not None}
@@ -59,6 +66,40 @@ class ClipExample:
 
     def shape_key(self) -> tuple:
         return tuple((s, a.shape, a.dtype.str) for s, a in self.stream_arrays().items())
+
+    def inputs(self) -> list:
+        """The network inputs this clip makes: itself under ``center``, else one
+        :class:`CropInput` per crop, in the documented order."""
+        if self.crops == "center":
+            return [self]
+        from beam_i3d.media.crops import crop_count
+
+        return [CropInput(self, k) for k in range(crop_count(self.crops))]
+
+
+@dataclasses.dataclass(frozen=True)
+class CropInput:
+    """Crop ``index`` of a multi-crop :class:`ClipExample` as one network input (its
+    arrays cut only when a forward is stacked, :meth:`stream_arrays`)."""
+
+    example: ClipExample
+    index: int
+
+    def stream_arrays(self) -> dict[str, np.ndarray]:
+        from beam_i3d.media.crops import crop_stream
+
+        return {s: crop_stream(s, a, self.example.crops, self.index)
+                for s, a in self.example.stream_arrays().items()}
+
+    def frames(self) -> int:
+        return self.example.frames()
+
+    def shape_key(self) -> tuple:
+        # Every crop is 224x224: crops of clips of any frame size run together.
+        from beam_i3d.media.recipe import CROP_SIZE
+
+        return tuple((s, (a.shape[0], CROP_SIZE, CROP_SIZE, 3 if s == "rgb" else 2),
+                      a.dtype.str) for s, a in self.example.stream_arrays().items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,43 +270,56 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
     def run_inference(self, batch: Sequence[ClipExample], model: ClipScorer,
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
-        """Score a batch; a forward that fails (e.g. out of memory) is retried clip by
-        clip, and a clip that still fails gets an :class:`InferenceFailure` as its
-        inference, so the rest of the batch is unaffected."""
+        """Score a batch; a forward that fails (e.g. out of memory) is retried input by
+        input, and a clip whose input (or one of its crops) still fails gets an
+        :class:`InferenceFailure` as its inference, so the rest of the batch is
+        unaffected. Multi-crop clips: each crop is an input, and the clip's inference
+        is :func:`mean_over_crops` of its crops' outputs."""
         if self._backend_label is None:  # the same model for this handler's life
             self._backend_label = model.backend_label()
         # What ran, per worker: the counter forwards_<backend>_<precision>.
         forwards = Metrics.counter(self.get_metrics_namespace(),
                                    f"forwards_{self._backend_label}")
-        results: list[PredictionResult | None] = [None] * len(batch)
-        for indices in plan_forwards(batch, self.max_batch_frames):
+        inputs = [unit for example in batch for unit in example.inputs()]
+        owner = [i for i, example in enumerate(batch) for _ in example.inputs()]
+        outputs: list[Any] = [None] * len(inputs)  # per input: its outputs, or a failure
+        for indices in plan_forwards(inputs, self.max_batch_frames):
             try:
                 forwards.inc()
-                self._forward(batch, indices, model, results)
+                self._forward(inputs, indices, model, outputs)
             except Exception as e:  # noqa: BLE001: isolate the failing clip(s)
                 if len(indices) == 1:
-                    results[indices[0]] = PredictionResult(batch[indices[0]],
-                                                           InferenceFailure.of(e))
+                    outputs[indices[0]] = InferenceFailure.of(e)
                     continue
-                _LOG.warning("a forward of %d clips failed (%s); retrying one by one",
+                _LOG.warning("a forward of %d inputs failed (%s); retrying one by one",
                              len(indices), type(e).__name__)
                 for i in indices:
                     try:
-                        self._forward(batch, [i], model, results)
+                        self._forward(inputs, [i], model, outputs)
                     except Exception as single:  # noqa: BLE001
-                        results[i] = PredictionResult(batch[i], InferenceFailure.of(single))
+                        outputs[i] = InferenceFailure.of(single)
+        results: list[PredictionResult] = []
+        for i, example in enumerate(batch):
+            mine = [out for out, o in zip(outputs, owner) if o == i]
+            failed = next((out for out in mine if isinstance(out, InferenceFailure)), None)
+            if failed is not None:
+                inference = failed
+            elif example.crops == "center":
+                inference = mine[0]
+            else:
+                inference = mean_over_crops(mine)
+            results.append(PredictionResult(example=example, inference=inference))
         return results
 
     @staticmethod
-    def _forward(batch, indices, model, results) -> None:
+    def _forward(inputs, indices, model, outputs) -> None:
         arrays = {
-            stream: np.stack([batch[i].stream_arrays()[stream] for i in indices])
-            for stream in batch[indices[0]].stream_arrays()
+            stream: np.stack([inputs[i].stream_arrays()[stream] for i in indices])
+            for stream in inputs[indices[0]].stream_arrays()
         }
-        outputs = model.score(arrays)
+        scored = model.score(arrays)
         for row, i in enumerate(indices):
-            results[i] = PredictionResult(
-                example=batch[i], inference={k: v[row] for k, v in outputs.items()})
+            outputs[i] = {k: v[row] for k, v in scored.items()}
 
     def get_num_bytes(self, batch: Sequence[ClipExample]) -> int:
         return sum(a.nbytes for ex in batch for a in ex.stream_arrays().values())
@@ -276,9 +330,30 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         return NAMESPACE
 
 
+def mean_over_crops(outputs: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One clip's inference from its crops' model outputs (the usual multi-crop test):
+    ``logits`` and each ``<stream>_logits`` the mean over the crops (float32),
+    ``probabilities`` the softmax of that mean ``logits``, each ``<stream>_embedding`` the
+    mean of the crops' embeddings, and ``<stream>_crop_embeddings`` ``[crops, 1024]`` the
+    crops' own, in the crops' order."""
+    out: dict[str, np.ndarray] = {}
+    for name in outputs[0]:
+        if name == "probabilities":
+            continue
+        stacked = np.stack([np.asarray(o[name], np.float32) for o in outputs])
+        out[name] = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if name.endswith("_embedding"):
+            out[name[:-len("_embedding")] + "_crop_embeddings"] = stacked
+    logits = out["logits"].astype(np.float64)
+    e = np.exp(logits - logits.max())
+    out["probabilities"] = (e / e.sum()).astype(np.float32)
+    return out
+
+
 def plan_forwards(batch: Sequence[ClipExample], max_batch_frames: int) -> list[list[int]]:
-    """Split a batch into forwards: clips of equal shapes together, in runs of at most
-    ``max_batch_frames`` frames (a longer clip runs alone). Returns index lists."""
+    """Split a batch into forwards: clips (or crops, :class:`CropInput`) of equal shapes
+    together, in runs of at most ``max_batch_frames`` frames (a longer one runs alone).
+    Returns index lists."""
     groups: dict[tuple, list[int]] = {}
     for i, example in enumerate(batch):
         groups.setdefault(example.shape_key(), []).append(i)

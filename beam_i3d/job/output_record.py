@@ -4,7 +4,7 @@ that keep every run into it on that recipe.
 The first run into an output writes ``DIR/recipe.json``: the command that wrote it
 (``score`` or ``fvd``) and its *recipe*, a flat mapping of every option that changes a
 number or a row's identity (streams, checkpoints and their tensors' identity, flow
-backend and quantisation, window and stride, max seconds, top-k, embeddings, template,
+backend and quantisation, window and stride, crops, max seconds, top-k, embeddings, template,
 ``--ignore-times``, the schema version...; see ``score_recipe`` in
 :mod:`beam_i3d.job.pipeline` and ``fvd_recipe`` in :mod:`beam_i3d.fvd.command`). Every
 shard written also carries the recipe in its Parquet metadata (``beam_i3d.output_recipe``).
@@ -137,7 +137,9 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
     out = []
     missing = object()
     for name in names:
-        a, b = recorded.get(name, missing), current.get(name, missing)
+        # A name a recipe lacks that has a value implied then (recipes before it existed)
+        default = _IMPLIED.get(name, missing)
+        a, b = recorded.get(name, default), current.get(name, default)
         if NOT_READ in (a, b):
             continue
         if common_only and (a is missing or b is missing):
@@ -159,6 +161,9 @@ def _same_schema(a: Any, b: Any) -> bool:
 # Entries whose values may differ and still be one experiment: schema versions whose
 # files read together (a later one only adds nullable columns).
 _SAME: dict[str, Callable[[Any, Any], bool]] = {"schema_version": _same_schema}
+# Entries added to the recipe later, and the value a recipe without them was made with:
+# an output recorded before ``crops`` existed is a centre-crop one, and resumes as such.
+_IMPLIED: dict[str, Any] = {"crops": "center"}
 
 
 def _canonical(value: Any) -> Any:
@@ -382,6 +387,8 @@ def score_recipe(options, num_classes: int) -> dict[str, Any]:
         "fps": options.window.fps if frames else media.SAMPLE_FPS,
         "resize_short_side": media.RESIZE_SHORT_SIDE,
         "crop": media.CROP_SIZE,
+        # --crops: which 224x224 crops of the resized frame are scored (media.crops)
+        "crops": getattr(options, "crops", "center"),
         "min_frames": media.MIN_FRAMES,
     })
     if "flow" in options.streams:
@@ -431,7 +438,7 @@ def score_recipe_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
     if "max_seconds" in recipe and "window" not in metadata:
         out["max_seconds"] = float(recipe["max_seconds"])
     for name, key in (("fps", "fps"), ("resize_short_side", "resize_short_side"),
-                      ("crop", "crop"), ("min_frames", "min_frames")):
+                      ("crop", "crop"), ("crops", "crops"), ("min_frames", "min_frames")):
         if key in recipe:
             out[name] = recipe[key]
     if "flow" in recipe:

@@ -69,6 +69,7 @@ class DecodeClip(PoolDoFn):
         self._flow_backend = options.flow_backend
         self._flow_batch_pairs = options.flow_batch_pairs
         self._allow_tf32 = options.allow_tf32
+        self._crops = options.crops
         self._clips = Metrics.counter(NAMESPACE, "clips_decoded")
         self._frames = Metrics.counter(NAMESPACE, "frames_decoded")
         self._failed = Metrics.counter(NAMESPACE, "decode_errors")
@@ -95,7 +96,7 @@ class DecodeClip(PoolDoFn):
             key, request.video_uri, request.start_sec, request.end_sec,
             streams=self._streams, max_seconds=self._max_seconds,
             quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
-            flow_batch_pairs=self._flow_batch_pairs))
+            flow_batch_pairs=self._flow_batch_pairs, crops=self._crops))
 
     def outputs(self, request: ClipRequest, result, seconds: float):
         if isinstance(result, BaseException):
@@ -111,7 +112,8 @@ class DecodeClip(PoolDoFn):
         self._frames.inc(result.num_frames)
         # The row records the range scored: its end where the video's frames end first.
         yield ClipExample(request=scored_request(request, result.range_end_sec),
-                          num_frames=result.num_frames, rgb=result.rgb, flow=result.flow)
+                          num_frames=result.num_frames, rgb=result.rgb, flow=result.flow,
+                          crops=self._crops)
 
 
 # --- Results -----------------------------------------------------------------------------------
@@ -220,6 +222,7 @@ def run_metadata(options: ScoreOptions, num_classes: int) -> dict[str, Any]:
                     else recipe.SAMPLE_FPS),
             "resize_short_side": recipe.RESIZE_SHORT_SIDE,
             "crop": recipe.CROP_SIZE,
+            "crops": options.crops,
             "max_seconds": options.max_seconds,
             "min_frames": recipe.MIN_FRAMES,
             "ignore_times": options.ignore_times,

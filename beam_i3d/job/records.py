@@ -140,4 +140,8 @@ def score_record(example: ClipExample, outputs: Mapping[str, np.ndarray],
             if embeddings:
                 record[f"{stream}_embedding"] = np.asarray(
                     outputs[f"{stream}_embedding"], np.float32).tolist()
+                crops = outputs.get(f"{stream}_crop_embeddings")  # --crops five|ten
+                if crops is not None:  # [crops, 1024], crop-major in one list
+                    record[f"{stream}_crop_embeddings"] = np.asarray(
+                        crops, np.float32).reshape(-1).tolist()
     return record

@@ -51,6 +51,7 @@ class ScoreOptions:
     # override its values: recorded in the run's metadata
     preset: str | None = None
     overridden: tuple[str, ...] = ()
+    crops: str = "center"  # score --crops center|five|ten: beam_i3d.media.crops
 
     @property
     def manifest_options(self) -> ManifestOptions:

@@ -246,6 +246,7 @@ class DecodeWindows(PoolDoFn):
         self._flow_backend = options.flow_backend
         self._flow_batch_pairs = options.flow_batch_pairs
         self._allow_tf32 = options.allow_tf32
+        self._crops = options.crops
         frames = options.window is not None and options.window.in_frames
         self._fps = options.window.fps if frames else None
         self._loop_to = options.window.window_frames if frames else None
@@ -267,7 +268,7 @@ class DecodeWindows(PoolDoFn):
             key, item.request.video_uri, streams=self._streams,
             quantize_flow=self._quantize_flow, flow_backend=self._flow_backend,
             flow_batch_pairs=self._flow_batch_pairs, windows=item.windows, fps=self._fps,
-            loop_to=self._loop_to))
+            loop_to=self._loop_to, crops=self._crops))
 
     def outputs(self, item: WorkItem, result, seconds):
         parts = [result] * len(item.windows) if isinstance(result, BaseException) else result
@@ -281,7 +282,7 @@ class DecodeWindows(PoolDoFn):
             self._clips.inc()
             self._frames.inc(part.num_frames)
             yield ClipExample(request=request, num_frames=part.num_frames, rgb=part.rgb,
-                              flow=part.flow)
+                              flow=part.flow, crops=self._crops)
 
 
 def keep_unsettled(element):

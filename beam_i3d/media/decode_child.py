@@ -34,7 +34,7 @@ class _FlowedSpan:
     on its own frames, one after another along time, as before flow was shared)."""
 
     span: Any  # the DecodedClip of the span, without its arrays
-    rgb: Any  # the span's crops, [T,224,224,3] uint8
+    rgb: Any  # the span's crops, [T,224,224,3] uint8 (five or ten crops: whole resized frames, [T,H,W,3])
     flow: Any  # the span's fields [T-1,...] (per_window: the windows' streams concatenated)
     flow_lengths: list  # per_window: per window the length of its flow stream (0: none)
     errors: list  # per window: None, or the error of its flow as _describe_error gives it
@@ -61,7 +61,8 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
         clip = decode_for_streams(uri, start_sec, end_sec, streams=streams,
                                   max_seconds=options["max_seconds"], limits=limits,
                                   decode_threads=1, allocate=allocator,
-                                  fps=options.get("fps"), max_frames=options.get("max_frames"))
+                                  fps=options.get("fps"), max_frames=options.get("max_frames"),
+                                  crops=options.get("crops", "center"))
         if not finish_here and options.get("flow_in_child"):
             return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
                               ("rgb", "flow"), prefix, seq, allocator)
@@ -71,7 +72,8 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
             conn.send(("decoded", seq, clip.num_frames - 1) + tuple(clip.gray.shape[1:3]))
         value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
                             flow_backend=options["flow_backend"],
-                            flow_batch_pairs=options["flow_batch_pairs"])
+                            flow_batch_pairs=options["flow_batch_pairs"],
+                            crops=options.get("crops", "center"))
         del clip  # its gray frames' segment, if any, is unlinked below
         return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
     finally:
@@ -94,13 +96,15 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
     pairs = sum(b - a - 1 for a, b in runs)
     conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
     fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
-                       allocate=allocator)  # zeros, in shared memory
+                       allocate=allocator,
+                       crops=options.get("crops", "center"))  # zeros, in shared memory
     failed = []  # (run, error)
     for run in runs:
         try:
             span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
                       flow_backend=options["flow_backend"],
-                      flow_batch_pairs=options["flow_batch_pairs"], out=fields)
+                      flow_batch_pairs=options["flow_batch_pairs"], out=fields,
+                      crops=options.get("crops", "center"))
         except Exception as e:  # noqa: BLE001: the result of the windows of this run
             if _is_out_of_memory(e):
                 raise
@@ -135,7 +139,8 @@ def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
                 flow = clip_flow(part, quantize_flow=options["quantize_flow"],
                                  flow_backend=options["flow_backend"],
                                  flow_batch_pairs=options["flow_batch_pairs"],
-                                 loop_to=options.get("loop_to") or 0)
+                                 loop_to=options.get("loop_to") or 0,
+                                 crops=options.get("crops", "center"))
             except Exception as e:  # noqa: BLE001: that window's result
                 if _is_out_of_memory(e):
                     raise

@@ -261,7 +261,8 @@ class DecodePool:
                max_seconds: float | None = DEFAULT_MAX_SECONDS, quantize_flow: bool = True,
                flow_backend: str = DEFAULT_FLOW_BACKEND,
                flow_batch_pairs: int | None = None, windows: Sequence | None = None,
-               fps=None, loop_to: int | None = None, flow_per_window: bool = False) -> None:
+               fps=None, loop_to: int | None = None, flow_per_window: bool = False,
+               crops: str = "center") -> None:
         """Queue one clip; the arguments are those of
         :func:`~beam_i3d.media.preprocess.preprocess_clip` (limits: the pool's). ``key``
         (hashable) must not be in flight already. Raises ValueError / UnknownFlowBackend
@@ -278,7 +279,9 @@ class DecodePool:
         "native": the video's own frames) from their exact start, the span's frame count
         and no more, and looped to ``loop_to`` frames where shorter (the window's W).
         The flow of each frame pair the windows need is computed once per item and
-        sliced (``flow_per_window``: per window, as before; for benchmarks)."""
+        sliced (``flow_per_window``: per window, as before; for benchmarks). ``crops``
+        five or ten: the clips hold whole resized frames and fields, not centre crops
+        (:mod:`beam_i3d.media.crops`)."""
         from beam_i3d.media.preprocess import check_streams
 
         streams = check_streams(streams, flow_backend, load_backend=False)
@@ -310,7 +313,7 @@ class DecodePool:
         options = {"streams": streams, "max_seconds": max_seconds, "quantize_flow": quantize_flow,
                    "flow_backend": flow_backend, "flow_batch_pairs": flow_batch_pairs,
                    "windows": windows, "flow_in_child": flow_in_child,
-                   "limits": item_limits if windows is not None else None}
+                   "limits": item_limits if windows is not None else None, "crops": crops}
         if windows is not None:
             options.update(fps=fps, max_frames=max_frames, loop_to=loop_to,
                            flow_per_window=flow_per_window)
@@ -422,7 +425,8 @@ class DecodePool:
                                        quantize_flow=options["quantize_flow"],
                                        flow_backend=options["flow_backend"],
                                        flow_batch_pairs=options["flow_batch_pairs"], flow=flow,
-                                       loop_to=options.get("loop_to") or 0)
+                                       loop_to=options.get("loop_to") or 0,
+                                       crops=options.get("crops", "center"))
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
@@ -469,7 +473,8 @@ class DecodePool:
         fields = span_flow(span.gray, pair_runs(offsets),
                            quantize_flow=options["quantize_flow"],
                            flow_backend=options["flow_backend"],
-                           flow_batch_pairs=options["flow_batch_pairs"])
+                           flow_batch_pairs=options["flow_batch_pairs"],
+                           crops=options.get("crops", "center"))
         return fields, offsets
 
     @staticmethod
@@ -478,7 +483,8 @@ class DecodePool:
 
         first, count = where
         return window_flow(fields, first, count, quantize_flow=options["quantize_flow"],
-                           loop_to=options.get("loop_to") or 0)
+                           loop_to=options.get("loop_to") or 0,
+                           crops=options.get("crops", "center"))
 
     def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
         """Each window of an item whose flow the child computed: its ClipTensors with its

@@ -35,7 +35,10 @@ class ClipTensors:
 
     ``rgb``: ``[T,224,224,3]`` uint8 (None if not asked for); ``flow``: ``[T_f,224,224,2]``
     uint8 quantised levels, or float32 in [-1, 1] when ``flow_quantized`` is False (None
-    if not asked for); T, T_f >= 9 after looping. ``num_frames``: real 25-fps frames
+    if not asked for); T, T_f >= 9 after looping. Made with ``crops`` five or ten, both
+    hold whole resized frames instead, ``[T,H,W,3]`` and ``[T_f,H,W,C]``, from which
+    :func:`beam_i3d.media.crops.crop_stream` cuts each crop (see
+    :mod:`beam_i3d.media.crops`). ``num_frames``: real 25-fps frames
     decoded, before looping (``num_flow_fields = num_frames - 1`` real flow fields, at
     least 1). ``start_sec``/``end_sec``: the range covered, ``end_sec = start_sec +
     num_frames / 25``; ``range_end_sec``: where the range scored really ends (see
@@ -93,45 +96,60 @@ def decode_for_streams(uri: str, start_sec: float | None = None, end_sec: float 
                        streams: Sequence[str] = ("rgb",),
                        max_seconds: float | None = DEFAULT_MAX_SECONDS,
                        limits: DecodeLimits | None = None, decode_threads: int = 0,
-                       allocate=None, fps=None, max_frames: int | None = None) -> DecodedClip:
+                       allocate=None, fps=None, max_frames: int | None = None,
+                       crops: str = "center") -> DecodedClip:
     """The decoding half of :func:`preprocess_clip`: the 25-fps frames of
     ``[start_sec, end_sec)`` that ``streams`` need (see
     :func:`beam_i3d.media.video.decode_clip`): ``rgb`` ``[T,224,224,3]`` uint8 crops always,
     and, when "flow" is in ``streams``, ``gray`` ``[T,H,W]`` uint8 whole resized frames.
     Needs no TensorFlow. Raises VideoError subclasses for bad input. ``allocate``,
     ``fps`` (None: the recipe's 25) and ``max_frames``: see
-    :func:`~beam_i3d.media.video.decode_clip`."""
+    :func:`~beam_i3d.media.video.decode_clip`. ``crops`` five or ten: ``rgb`` holds the
+    whole resized frames ``[T,H,W,3]`` (:mod:`beam_i3d.media.crops`)."""
     from beam_i3d.media.recipe import SAMPLE_FPS
 
     return decode_clip(uri, start_sec, end_sec, max_seconds=max_seconds, limits=limits,
                        keep_gray="flow" in streams, decode_threads=decode_threads,
                        allocate=allocate, fps=SAMPLE_FPS if fps is None else fps,
-                       max_frames=max_frames)
+                       max_frames=max_frames, full_frames=crops != "center")
 
 
-def _flow_levels(fields: np.ndarray, quantize_flow: bool) -> np.ndarray:
+def _flow_levels(fields: np.ndarray, quantize_flow: bool, crops: str = "center") -> np.ndarray:
     from beam_i3d.media import flow as flow_ops
 
+    if crops != "center":  # whole fields, with -u's levels for ten (media.crops)
+        from beam_i3d.media.crops import flow_levels
+
+        return flow_levels(fields, crops, quantize_flow)
     return flow_ops.quantize_flow(fields) if quantize_flow else flow_ops.flow_to_unit_range(fields)
+
+
+def _cropped(fields: np.ndarray, crops: str) -> np.ndarray:
+    """Float fields ``[N,H,W,2]`` as a flow stream keeps them: the centre crop, or, for
+    five or ten crops, the whole fields (cropped later, :mod:`beam_i3d.media.crops`)."""
+    return center_crop(fields, axes=(1, 2)) if crops == "center" else fields
 
 
 def clip_flow(clip: DecodedClip, *, quantize_flow: bool = True,
               flow_backend: str = DEFAULT_FLOW_BACKEND,
-              flow_batch_pairs: int | None = None, loop_to: int = MIN_FRAMES) -> np.ndarray:
+              flow_batch_pairs: int | None = None, loop_to: int = MIN_FRAMES,
+              crops: str = "center") -> np.ndarray:
     """The flow stream of decoded frames (decoded with "flow" in the streams): TV-L1 on
     ``clip.gray`` with ``flow_backend``, centre crop, quantised to uint8 ``[T',224,224,2]``
     or, with ``quantize_flow=False``, float32 in [-1, 1]; looped to at least 9 steps
-    (``T' = max(T - 1, 9, loop_to - 1)``; one frame: no motion). Pure: reads nothing."""
+    (``T' = max(T - 1, 9, loop_to - 1)``; one frame: no motion). ``crops`` five or ten:
+    the whole fields ``[T',H,W,C]`` (:func:`beam_i3d.media.crops.flow_levels`) instead
+    of the centre crop. Pure: reads nothing."""
     from beam_i3d.media import flow as flow_ops
 
     if clip.gray is None:
         raise ValueError("finish_clip needs the grayscale frames for flow "
                          "(decode with 'flow' in streams)")
     if clip.num_frames >= 2:
-        fields = center_crop(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), axes=(1, 2))
+        fields = _cropped(flow_ops.compute_flow(clip.gray, flow_backend, flow_batch_pairs), crops)
     else:  # one frame: no motion
         fields = np.zeros((1,) + clip.rgb.shape[1:3] + (2,), np.float32)
-    return loop_to_length(_flow_levels(fields, quantize_flow), max(MIN_FRAMES, loop_to - 1))
+    return loop_to_length(_flow_levels(fields, quantize_flow, crops), max(MIN_FRAMES, loop_to - 1))
 
 
 FLOW_CHUNK_PAIRS = 64  # pairs computed at a time by span_flow (bounds its float32 memory)
@@ -140,7 +158,7 @@ FLOW_CHUNK_PAIRS = 64  # pairs computed at a time by span_flow (bounds its float
 def span_flow(gray: np.ndarray, runs, *, quantize_flow: bool = True,
               flow_backend: str = DEFAULT_FLOW_BACKEND, flow_batch_pairs: int | None = None,
               allocate=None, out: np.ndarray | None = None,
-              chunk_pairs: int = FLOW_CHUNK_PAIRS) -> np.ndarray:
+              chunk_pairs: int = FLOW_CHUNK_PAIRS, crops: str = "center") -> np.ndarray:
     """The flow of a work item's frames, each pair computed once: ``gray`` ``[F,H,W]``
     uint8 (the span's whole resized frames); ``runs``: frame ranges ``[a, b)`` whose
     consecutive pairs are wanted (:func:`beam_i3d.job.windows.pair_runs`). Returns
@@ -151,13 +169,19 @@ def span_flow(gray: np.ndarray, runs, *, quantize_flow: bool = True,
     is made (default numpy); ``out``: an array of that shape to fill instead (only the
     runs' pairs are written). A window of frames ``[f, f + c)`` then takes
     :func:`window_flow`, bit for bit what :func:`clip_flow` gives for its frames alone
-    (TV-L1 treats each pair on its own; the crop and quantisation are per pixel)."""
+    (TV-L1 treats each pair on its own; the crop and quantisation are per pixel).
+    ``crops`` five or ten: whole fields ``[F-1,H,W,C]`` instead of centre crops (see
+    :func:`clip_flow`)."""
     from beam_i3d.media import flow as flow_ops
     from beam_i3d.media.recipe import CROP_SIZE
 
     count = max(0, gray.shape[0] - 1)
     dtype = np.uint8 if quantize_flow else np.float32
     shape = (count, CROP_SIZE, CROP_SIZE, 2)
+    if crops != "center":
+        from beam_i3d.media.crops import flow_channels
+
+        shape = (count,) + gray.shape[1:3] + (flow_channels(crops, quantize_flow),)
     if out is None:
         out = (allocate or np.empty)(shape, dtype)
         out[...] = 0
@@ -165,40 +189,45 @@ def span_flow(gray: np.ndarray, runs, *, quantize_flow: bool = True,
         for lo in range(a, b - 1, chunk_pairs):
             hi = min(lo + chunk_pairs, b - 1)  # pairs lo .. hi - 1
             fields = flow_ops.compute_flow(gray[lo:hi + 1], flow_backend, flow_batch_pairs)
-            out[lo:hi] = _flow_levels(center_crop(fields, axes=(1, 2)), quantize_flow)
+            out[lo:hi] = _flow_levels(_cropped(fields, crops), quantize_flow, crops)
     return out
 
 
 def window_flow(fields: np.ndarray, first: int, count: int, *, quantize_flow: bool = True,
-                loop_to: int = MIN_FRAMES) -> np.ndarray:
+                loop_to: int = MIN_FRAMES, crops: str = "center") -> np.ndarray:
     """A window's flow stream from :func:`span_flow`'s ``fields``: its ``count - 1``
-    fields from ``first``, looped as :func:`clip_flow` loops them (one frame: no motion)."""
+    fields from ``first``, looped as :func:`clip_flow` loops them (one frame: no motion).
+    ``crops``: as the fields were made."""
     if count >= 2:
         steps = fields[first:first + count - 1]
     else:
         from beam_i3d.media.recipe import CROP_SIZE
 
-        steps = _flow_levels(np.zeros((1, CROP_SIZE, CROP_SIZE, 2), np.float32), quantize_flow)
+        size = (CROP_SIZE, CROP_SIZE) if crops == "center" else fields.shape[1:3]
+        steps = _flow_levels(np.zeros((1,) + tuple(size) + (2,), np.float32), quantize_flow,
+                             crops)
     return loop_to_length(steps, max(MIN_FRAMES, loop_to - 1))
 
 
 def finish_clip(clip: DecodedClip, *, streams: Sequence[str] = ("rgb",),
                 quantize_flow: bool = True, flow_backend: str = DEFAULT_FLOW_BACKEND,
                 flow_batch_pairs: int | None = None,
-                flow: np.ndarray | None = None, loop_to: int = MIN_FRAMES) -> ClipTensors:
+                flow: np.ndarray | None = None, loop_to: int = MIN_FRAMES,
+                crops: str = "center") -> ClipTensors:
     """The second half of :func:`preprocess_clip`: decoded frames (from
     :func:`decode_for_streams` with the same ``streams``) -> ClipTensors: flow when asked
     for (:func:`clip_flow`, unless ``flow`` gives what it returned, computed elsewhere),
     both streams looped to at least 9 steps (``loop_to``: RGB to at least that many
     frames, flow to one fewer: a frame window shorter than its W frames is looped to W).
-    Pure: reads nothing."""
+    ``crops`` five or ten: whole frames and fields (see :class:`ClipTensors`), the clip
+    decoded with the same ``crops``. Pure: reads nothing."""
     streams = tuple(streams)
     want_flow = "flow" in streams
     if not want_flow:
         flow = None
     elif flow is None:
         flow = clip_flow(clip, quantize_flow=quantize_flow, flow_backend=flow_backend,
-                         flow_batch_pairs=flow_batch_pairs, loop_to=loop_to)
+                         flow_batch_pairs=flow_batch_pairs, loop_to=loop_to, crops=crops)
     info = clip.info
     return ClipTensors(
         rgb=loop_to_length(clip.rgb, max(MIN_FRAMES, loop_to)) if "rgb" in streams else None,

@@ -85,8 +85,10 @@ TRUNCATION_TOLERANCE = Fraction(1, 2)
 class DecodedClip:
     """Frames of one clip at 25 fps.
 
-    ``rgb``: ``[T,224,224,3]`` uint8, the centre crops; ``gray``: ``[T,H,W]`` uint8, the
-    whole resized frames in grayscale (shorter side 256; only when asked for, else None);
+    ``rgb``: ``[T,224,224,3]`` uint8, the centre crops (decoded with ``full_frames``:
+    ``[T,H,W,3]``, the whole resized frames, for ``--crops five|ten``); ``gray``:
+    ``[T,H,W]`` uint8, the whole resized frames in grayscale (shorter side 256; only when
+    asked for, else None);
     ``times``: ``[T]`` float64, output time ``t_k`` of each frame (s);
     ``source_times``: ``[T]`` float64, presentation time of the source frame chosen for
     each output (s); ``start_sec``/``end_sec``: the range actually covered, ``end_sec =
@@ -340,7 +342,7 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
                 max_seconds: float | None = DEFAULT_MAX_SECONDS,
                 limits: DecodeLimits | None = None, keep_gray: bool = False,
                 decode_threads: int = 0, allocate=None, fps=SAMPLE_FPS,
-                max_frames: int | None = None) -> DecodedClip:
+                max_frames: int | None = None, full_frames: bool = False) -> DecodedClip:
     """Decode ``[start_sec, end_sec)`` of the video at ``uri`` into 25-fps frames.
 
     ``fps``: the output rate (default the recipe's 25; any positive int or Fraction
@@ -352,7 +354,9 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
 
     ``start_sec`` defaults to 0 (the first frame), ``end_sec`` to the end of the video;
     at most ``max_seconds`` (None: no cap) are decoded. ``keep_gray`` also returns the
-    whole resized grayscale frames (for flow). ``decode_threads``: FFmpeg decoder
+    whole resized grayscale frames (for flow); ``full_frames``: ``rgb`` holds the whole
+    resized frames ``[T,H,W,3]`` instead of their centre crops (the frames
+    :mod:`beam_i3d.media.crops` cuts five or ten crops from). ``decode_threads``: FFmpeg decoder
     threads (0: FFmpeg's choice). ``allocate(shape, dtype)``: where the frame arrays are
     made (default: numpy's heap; the decode pool writes them straight into shared
     memory). See the module doc for the sampling rule.
@@ -378,12 +382,12 @@ def decode_clip(uri: str, start_sec: float | None = None, end_sec: float | None 
             # Also keeps seek offsets in FFmpeg's 64-bit range (a start of 1e15 s).
             raise EmptyClip(uri, f"the range starts at {float(start):g} s, after the end of any "
                                  f"video accepted (at most {limits.max_duration_seconds:g} s long)")
-        return _decode(video, start, stop, keep_gray, allocate, fps, max_frames)
+        return _decode(video, start, stop, keep_gray, allocate, fps, max_frames, full_frames)
 
 
 def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
             keep_gray: bool, allocate=None, fps=SAMPLE_FPS,
-            max_frames: int | None = None) -> DecodedClip:
+            max_frames: int | None = None, full_frames: bool = False) -> DecodedClip:
     import av
     import cv2
 
@@ -394,7 +398,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
         try:
             result = _decode_from(video, start, stop, keep_gray, target,
                                   retry_if_late=attempt < len(attempts) - 1,
-                                  allocate=allocate, fps=fps, max_frames=max_frames)
+                                  allocate=allocate, fps=fps, max_frames=max_frames,
+                                  full_frames=full_frames)
         except VideoError:
             raise
         except av.error.DecoderNotFoundError as e:
@@ -413,7 +418,8 @@ def _decode(video: _OpenVideo, start: Fraction, stop: Fraction | None,
 
 def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep_gray: bool,
                  seek_target: Fraction | None, retry_if_late: bool, allocate=None,
-                 fps=SAMPLE_FPS, max_frames: int | None = None) -> DecodedClip | None:
+                 fps=SAMPLE_FPS, max_frames: int | None = None,
+                 full_frames: bool = False) -> DecodedClip | None:
     container, stream, tb, uri = video.container, video.stream, video.time_base, video.uri
     origin_pts = video.origin_pts
     if seek_target is not None:
@@ -448,7 +454,14 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
             check_aspect_ratio(uri, frame.width, frame.height, video.info.sample_aspect_ratio,
                                video.limits.max_aspect_ratio)
             sizes[key] = resized_size(frame.width, frame.height, video.info.sample_aspect_ratio)
-        if keep_gray:
+        if full_frames:  # the whole frame: crops are cut later (beam_i3d.media.crops)
+            crop = frame_to_rgb(frame, sizes[key], orientation, crop=False)
+            luma = None
+            if keep_gray:
+                import cv2
+
+                luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        elif keep_gray:
             import cv2
 
             full = frame_to_rgb(frame, sizes[key], orientation, crop=False)
