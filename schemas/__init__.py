@@ -227,6 +227,7 @@ _BQ_TYPES = {
     pa.float32(): "FLOAT",
     pa.int32(): "INTEGER",
     pa.int64(): "INTEGER",
+    pa.bool_(): "BOOLEAN",
 }
 
 
