@@ -62,7 +62,8 @@ def test_feature_set_stats_defaults_and_identity():
     assert (s.source, s.assumed, s.subsample, s.clip_start) == ("", False, 1, "first")
     assert s.identity() == {"protocol": "original", "frames": 16, "subsample": 1,
                             "resize": "tf1_bilinear", "weights": "rgb_scratch",
-                            "features": "logits_mean", "covariance": "biased"}
+                            "features": "logits_mean", "covariance": "biased",
+                            "precision": "f32"}
     assert s.n == 4
     np.testing.assert_allclose(s.sigma(), CENTRED / 4, rtol=1e-12)
     np.testing.assert_allclose(stats_of().sigma(), CENTRED / 3, rtol=1e-12)
@@ -103,13 +104,14 @@ def test_save_npz_writes_every_key(tmp_path):
     z = npz_arrays(tmp_path / "s.npz")
     assert sorted(z) == sorted(["n", "mu", "sigma", "feature_sum", "outer_sum",
                                 "centred_sum", "protocol", "frames", "subsample", "resize",
-                                "weights", "features", "covariance", "clip_start", "format"])
+                                "weights", "features", "covariance", "clip_start", "precision",
+                                "format"])
     assert {k: z[k].item() for k in ("n", "protocol", "frames", "subsample", "resize",
                                       "weights", "features", "covariance", "clip_start",
-                                      "format")} == {
+                                      "precision", "format")} == {
         "n": 4, "protocol": "original", "frames": 16, "subsample": 2,
         "resize": "kinetics_crop", "weights": "rgb_scratch", "features": "logits_mean",
-        "covariance": "biased", "clip_start": "random (seed 3)",
+        "covariance": "biased", "clip_start": "random (seed 3)", "precision": "f32",
         "format": "beam-i3d-fvd-stats/1"}
     np.testing.assert_allclose(z["mu"], X.mean(0), rtol=1e-12)
     np.testing.assert_allclose(z["sigma"], CENTRED / 4, rtol=1e-12)
@@ -149,18 +151,20 @@ def test_save_npz_of_an_empty_and_a_one_clip_set(tmp_path):
 
 def test_load_npz_reads_each_missing_new_field_as_its_default(tmp_path):
     save_npz(stats_of(protocol="styleganv", subsample=4, resize="kinetics_crop",
-                      clip_start="random (seed 9)"), str(tmp_path / "s.npz"))
+                      clip_start="random (seed 9)", precision="bf16"), str(tmp_path / "s.npz"))
     full = npz_arrays(tmp_path / "s.npz")
     for missing, field, default in [("subsample", "subsample", 1),
                                     ("resize", "resize", "torch_linear"),
-                                    ("clip_start", "clip_start", "first")]:
+                                    ("clip_start", "clip_start", "first"),
+                                    ("precision", "precision", "f32")]:
         buffer = io.BytesIO()
         np.savez(buffer, **{k: v for k, v in full.items() if k != missing})
         back = load_npz(buffer.getvalue())
         assert back.source == ""  # no source given: none recorded
-        found = {f: getattr(back, f) for f in ("subsample", "resize", "clip_start")}
+        found = {f: getattr(back, f) for f in ("subsample", "resize", "clip_start",
+                                               "precision")}
         assert found == {"subsample": 4, "resize": "kinetics_crop",
-                         "clip_start": "random (seed 9)", field: default}
+                         "clip_start": "random (seed 9)", "precision": "bf16", field: default}
 
 
 def test_load_npz_reads_float32_arrays_in_float64():
@@ -291,7 +295,8 @@ def test_read_stats_of_a_pickle_takes_the_identity_given(tmp_path):
                    subsample=2, resize="kinetics_crop")
     assert s.identity() == {"protocol": "styleganv", "frames": 128, "subsample": 2,
                             "resize": "kinetics_crop", "weights": "rgb_scratch",
-                            "features": "logits_mean", "covariance": "biased"}
+                            "features": "logits_mean", "covariance": "biased",
+                            "precision": "f32"}
     assert (s.source, s.assumed, s.clip_start) == (path, True,
                                                    "unknown (a FeatureStats pickle)")
     assert_moments(s.moments, 4, X.mean(0), CENTRED)

@@ -205,7 +205,7 @@ def fvd_recipe(args, identity: dict) -> dict:
 def identity_of(args, weights: str = WEIGHTS) -> dict:
     return {"protocol": args.protocol, "frames": args.frames, "subsample": args.subsample,
             "resize": resize_of(args), "weights": weights, "features": args.features,
-            "covariance": COVARIANCE[args.protocol]}
+            "covariance": COVARIANCE[args.protocol], "precision": args.precision}
 
 
 def clip_specs(args) -> dict:

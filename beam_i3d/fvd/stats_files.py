@@ -43,7 +43,7 @@ from beam_i3d.fvd.distance import Moments
 
 FORMAT = "beam-i3d-fvd-stats/1"
 IDENTITY_FIELDS = ("protocol", "frames", "subsample", "resize", "weights", "features",
-                   "covariance")
+                   "covariance", "precision")
 
 
 class StatsError(ConfigurationError):
@@ -65,6 +65,9 @@ class FeatureSetStats:
     subsample: int = 1     # every subsample-th frame
     resize: str | None = None  # None: the protocol's own
     clip_start: str = "first"  # recorded only: "first" or "random (seed S)"
+    # the model's arithmetic (--precision): bf16 statistics never compare with f32 ones;
+    # a file that does not record it (written before it was) reads as f32
+    precision: str = "f32"
 
     def __post_init__(self):
         if self.resize is None:
@@ -111,6 +114,7 @@ def save_npz(stats: FeatureSetStats, path: str) -> None:
         "subsample": np.int64(stats.subsample), "resize": np.str_(stats.resize),
         "weights": np.str_(stats.weights), "features": np.str_(stats.features),
         "covariance": np.str_(stats.covariance), "clip_start": np.str_(stats.clip_start),
+        "precision": np.str_(stats.precision),
         "format": np.str_(FORMAT),
     }
     buffer = io.BytesIO()
@@ -134,7 +138,8 @@ def load_npz(data: bytes, source: str = "") -> FeatureSetStats:
                 covariance=str(z["covariance"]), source=source,
                 subsample=int(z["subsample"]) if "subsample" in files else 1,
                 resize=str(z["resize"]) if "resize" in files else None,
-                clip_start=str(z["clip_start"]) if "clip_start" in files else "first")
+                clip_start=str(z["clip_start"]) if "clip_start" in files else "first",
+                precision=str(z["precision"]) if "precision" in files else "f32")
     except StatsError:
         raise
     except Exception as e:  # noqa: BLE001: any malformed file
@@ -205,8 +210,8 @@ def is_stats_spec(spec: str) -> bool:
 
 
 def read_stats(spec: str, protocol: str, frames: int, weights: str, features: str,
-               covariance: str, subsample: int = 1, resize: str | None = None
-               ) -> FeatureSetStats:
+               covariance: str, subsample: int = 1, resize: str | None = None,
+               precision: str = "f32") -> FeatureSetStats:
     """A statistics SPEC: our ``.npz`` or a ``FeatureStats`` pickle (whose identity is
     the one given, marked as assumed)."""
     data = _read_bytes(spec)
@@ -215,7 +220,7 @@ def read_stats(spec: str, protocol: str, frames: int, weights: str, features: st
     moments = load_feature_stats_pickle(data, spec)
     return FeatureSetStats(moments, protocol, frames, weights, features, covariance,
                            source=spec, assumed=True, subsample=subsample, resize=resize,
-                           clip_start="unknown (a FeatureStats pickle)")
+                           clip_start="unknown (a FeatureStats pickle)", precision=precision)
 
 
 def _read_bytes(path: str) -> bytes:
