@@ -280,8 +280,11 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
         # What ran, per worker: the counter forwards_<backend>_<precision>.
         forwards = Metrics.counter(self.get_metrics_namespace(),
                                    f"forwards_{self._backend_label}")
-        inputs = [unit for example in batch for unit in example.inputs()]
-        owner = [i for i, example in enumerate(batch) for _ in example.inputs()]
+        inputs, owner = [], []  # the network inputs, and the clip each belongs to
+        for i, example in enumerate(batch):
+            units = example.inputs()
+            inputs += units
+            owner += [i] * len(units)
         outputs: list[Any] = [None] * len(inputs)  # per input: its outputs, or a failure
         for indices in plan_forwards(inputs, self.max_batch_frames):
             try:
@@ -313,10 +316,9 @@ class I3DModelHandler(ModelHandler[ClipExample, PredictionResult, ClipScorer]):
 
     @staticmethod
     def _forward(inputs, indices, model, outputs) -> None:
-        arrays = {
-            stream: np.stack([inputs[i].stream_arrays()[stream] for i in indices])
-            for stream in inputs[indices[0]].stream_arrays()
-        }
+        # Each input's arrays once: a crop's are cut by stream_arrays (a copy per call).
+        per_input = [inputs[i].stream_arrays() for i in indices]
+        arrays = {stream: np.stack([a[stream] for a in per_input]) for stream in per_input[0]}
         scored = model.score(arrays)
         for row, i in enumerate(indices):
             outputs[i] = {k: v[row] for k, v in scored.items()}
