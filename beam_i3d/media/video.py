@@ -454,19 +454,13 @@ def _decode_from(video: _OpenVideo, start: Fraction, stop: Fraction | None, keep
             check_aspect_ratio(uri, frame.width, frame.height, video.info.sample_aspect_ratio,
                                video.limits.max_aspect_ratio)
             sizes[key] = resized_size(frame.width, frame.height, video.info.sample_aspect_ratio)
-        if full_frames:  # the whole frame: crops are cut later (beam_i3d.media.crops)
-            crop = frame_to_rgb(frame, sizes[key], orientation, crop=False)
-            luma = None
-            if keep_gray:
-                import cv2
-
-                luma = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-        elif keep_gray:
+        if full_frames or keep_gray:  # the whole frame: for flow, or crops cut later
             import cv2
 
             full = frame_to_rgb(frame, sizes[key], orientation, crop=False)
-            crop = np.ascontiguousarray(center_crop(full))
-            luma = cv2.cvtColor(full, cv2.COLOR_RGB2GRAY)
+            # full_frames: the frame itself (beam_i3d.media.crops cuts five or ten later)
+            crop = full if full_frames else np.ascontiguousarray(center_crop(full))
+            luma = cv2.cvtColor(full, cv2.COLOR_RGB2GRAY) if keep_gray else None
         else:
             crop, luma = frame_to_rgb(frame, sizes[key], orientation, crop=True), None
         rgb.add(crop, count)
