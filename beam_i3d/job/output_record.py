@@ -388,7 +388,7 @@ def score_recipe(options, num_classes: int) -> dict[str, Any]:
         "resize_short_side": media.RESIZE_SHORT_SIDE,
         "crop": media.CROP_SIZE,
         # --crops: which 224x224 crops of the resized frame are scored (media.crops)
-        "crops": getattr(options, "crops", "center"),
+        "crops": options.crops,
         "min_frames": media.MIN_FRAMES,
     })
     if "flow" in options.streams:
@@ -400,7 +400,7 @@ def score_recipe(options, num_classes: int) -> dict[str, Any]:
     # CPU families, and `auto` resolves per worker (TensorFlow on GPUs), so a resume on
     # other hardware may run the other one; each shard's metadata says which was asked.
     out.update({
-        "precision": getattr(options, "precision", "f32"),
+        "precision": options.precision,
         "allow_tf32": bool(options.allow_tf32),
         "top_k": options.top_k,
         "embeddings": bool(options.embeddings),

@@ -62,7 +62,7 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
                                   max_seconds=options["max_seconds"], limits=limits,
                                   decode_threads=1, allocate=allocator,
                                   fps=options.get("fps"), max_frames=options.get("max_frames"),
-                                  crops=options.get("crops", "center"))
+                                  crops=options["crops"])
         if not finish_here and options.get("flow_in_child"):
             return _to_shared(_flow_windows(conn, seq, clip, options, allocator),
                               ("rgb", "flow"), prefix, seq, allocator)
@@ -73,7 +73,7 @@ def _decode_in_child(conn, seq, uri, start_sec, end_sec, options, limits, finish
         value = finish_clip(clip, streams=streams, quantize_flow=options["quantize_flow"],
                             flow_backend=options["flow_backend"],
                             flow_batch_pairs=options["flow_batch_pairs"],
-                            crops=options.get("crops", "center"))
+                            crops=options["crops"])
         del clip  # its gray frames' segment, if any, is unlinked below
         return _to_shared(value, ("rgb", "flow"), prefix, seq, allocator)
     finally:
@@ -97,14 +97,14 @@ def _flow_windows(conn, seq, span, options, allocator) -> _FlowedSpan:
     conn.send(("decoded", seq, pairs) + tuple(span.gray.shape[1:3]))
     fields = span_flow(span.gray, [], quantize_flow=options["quantize_flow"],
                        allocate=allocator,
-                       crops=options.get("crops", "center"))  # zeros, in shared memory
+                       crops=options["crops"])  # zeros, in shared memory
     failed = []  # (run, error)
     for run in runs:
         try:
             span_flow(span.gray, [run], quantize_flow=options["quantize_flow"],
                       flow_backend=options["flow_backend"],
                       flow_batch_pairs=options["flow_batch_pairs"], out=fields,
-                      crops=options.get("crops", "center"))
+                      crops=options["crops"])
         except Exception as e:  # noqa: BLE001: the result of the windows of this run
             if _is_out_of_memory(e):
                 raise
@@ -140,7 +140,7 @@ def _flow_each_window(conn, seq, span, options, allocator) -> _FlowedSpan:
                                  flow_backend=options["flow_backend"],
                                  flow_batch_pairs=options["flow_batch_pairs"],
                                  loop_to=options.get("loop_to") or 0,
-                                 crops=options.get("crops", "center"))
+                                 crops=options["crops"])
             except Exception as e:  # noqa: BLE001: that window's result
                 if _is_out_of_memory(e):
                     raise

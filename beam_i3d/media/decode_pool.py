@@ -426,7 +426,7 @@ class DecodePool:
                                        flow_backend=options["flow_backend"],
                                        flow_batch_pairs=options["flow_batch_pairs"], flow=flow,
                                        loop_to=options.get("loop_to") or 0,
-                                       crops=options.get("crops", "center"))
+                                       crops=options["crops"])
                 except Exception as e:  # noqa: BLE001: the clip's (or window's) result
                     return e
 
@@ -474,7 +474,7 @@ class DecodePool:
                            quantize_flow=options["quantize_flow"],
                            flow_backend=options["flow_backend"],
                            flow_batch_pairs=options["flow_batch_pairs"],
-                           crops=options.get("crops", "center"))
+                           crops=options["crops"])
         return fields, offsets
 
     @staticmethod
@@ -484,7 +484,7 @@ class DecodePool:
         first, count = where
         return window_flow(fields, first, count, quantize_flow=options["quantize_flow"],
                            loop_to=options.get("loop_to") or 0,
-                           crops=options.get("crops", "center"))
+                           crops=options["crops"])
 
     def _finish_flowed(self, task: _Task, parts: list, flowed: _FlowedSpan, finish) -> list:
         """Each window of an item whose flow the child computed: its ClipTensors with its
